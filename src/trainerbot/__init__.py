@@ -1,0 +1,1 @@
+"""trainerbot: a Discord bot that people chat with and teach."""
