@@ -10,15 +10,19 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 log = logging.getLogger(__name__)
 
 MAX_TOKENS = 128  # sentence-transformers allows 256; chat messages rarely need half
 _LN_EPS = 1e-12
 _HEADS = 12
+_GELU_SCALE = np.float32(0.7978845608)  # sqrt(2 / pi)
+_GELU_CUBE = np.float32(0.044715 * 0.7978845608)
 
 
 def bundled_model_dir() -> Path:
@@ -35,10 +39,20 @@ def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarr
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
-    # The tanh form of GELU: scipy's erf is about five times slower on float32,
-    # and embeddings from either form agree to a cosine of 0.99999.
-    inner = np.tanh(np.float32(0.7978845608) * (x + np.float32(0.044715) * x * x * x))
-    return np.float32(0.5) * x * (np.float32(1.0) + inner)
+    """GELU in its tanh form, computed in place in one temporary.
+
+    scipy's exact erf is about five times slower on float32; the two forms give
+    embeddings that agree to a cosine of 0.99999.
+    """
+    inner = x * x
+    inner *= _GELU_CUBE
+    inner += _GELU_SCALE
+    inner *= x  # sqrt(2/pi) * (x + 0.044715 x^3)
+    np.tanh(inner, out=inner)
+    inner += 1.0
+    inner *= x
+    inner *= 0.5
+    return inner
 
 
 class _Layer:
@@ -101,17 +115,28 @@ class MiniLMEncoder:
         # The tokenizer is not documented as thread-safe; encoding is cheap next to the forward pass.
         self._lock = threading.Lock()
 
-    def encode(self, sentences: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """Embeds sentences; similar lengths are batched together to waste little on padding."""
+    def encode(self, sentences: Sequence[str], workers: int = 1, batch_size: int = 64) -> np.ndarray:
+        """Embeds sentences; similar lengths are batched together to waste little on padding.
+
+        With ``workers`` > 1, batches run on that many threads with one BLAS thread each:
+        numpy's element-wise steps are single-threaded, so this keeps every core busy
+        (about 1.5 times faster on two cores than one caller with a two-thread BLAS).
+        """
         if not sentences:
             return np.zeros((0, self.dimension), dtype=np.float32)
         with self._lock:
             ids = [enc.ids for enc in self._tokenizer.encode_batch(list(sentences))]
         order = np.argsort([len(i) for i in ids], kind="stable")
+        chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
         out = np.empty((len(ids), self.dimension), dtype=np.float32)
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            out[chunk] = self._forward([ids[i] for i in chunk])
+        if workers <= 1 or len(chunks) == 1:
+            for chunk in chunks:
+                out[chunk] = self._forward([ids[i] for i in chunk])
+            return out
+        with threadpool_limits(1), ThreadPoolExecutor(workers, thread_name_prefix="encode") as pool:
+            results = pool.map(lambda chunk: self._forward([ids[i] for i in chunk]), chunks)
+            for chunk, vectors in zip(chunks, results, strict=True):
+                out[chunk] = vectors
         return out
 
     def _forward(self, batch_ids: list[list[int]]) -> np.ndarray:

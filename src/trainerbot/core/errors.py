@@ -1,0 +1,27 @@
+"""User-facing errors: their text is safe and useful to show to whoever sent the command."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Something the user can fix; the message says what and how."""
+
+
+class PermissionDenied(UserError):
+    """The caller may not use this command."""
+
+
+class UnsafePath(UserError):
+    """A path argument points outside the data directory or is not allowed."""
+
+
+class TooLarge(UserError):
+    """A file is over the upload limit."""
+
+
+class InvalidInput(UserError):
+    """A file or text could not be read; the message names the file, the line and the problem."""
+
+
+class NotReady(UserError):
+    """The command needs something that does not exist yet (a trained model, a job, a reply)."""

@@ -1,0 +1,226 @@
+"""Examples and the file formats they are taught in: JSON, JSONL, CSV and `input => output` lines.
+
+Every parser is all-or-nothing: the first problem raises ``InvalidInput`` naming the
+file, the line and what is wrong, and nothing of that file is returned.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+
+from trainerbot.core.errors import InvalidInput
+
+MAX_TEXT = 2000  # a taught answer must fit in one Discord message
+ARROW = "=>"
+INPUT_KEYS = ("input", "text", "question", "prompt")
+OUTPUT_KEYS = ("output", "label", "category", "intent", "answer")
+EXAMPLE_SUFFIXES = {".json", ".jsonl", ".csv", ".txt", ".md", ".tsv"}
+
+
+@dataclass(frozen=True)
+class Example:
+    input: str
+    output: str
+    positive: bool = True
+
+
+class _Problem(Exception):
+    def __init__(self, line: int | None, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
+def _clean(value: object, what: str, line: int | None) -> str:
+    if not isinstance(value, str):
+        raise _Problem(line, f"{what} must be text, got {type(value).__name__}")
+    text = value.strip()
+    if not text:
+        raise _Problem(line, f"{what} is empty")
+    if len(text) > MAX_TEXT:
+        raise _Problem(line, f"{what} is {len(text)} characters long; the limit is {MAX_TEXT}")
+    if "\x00" in text:
+        raise _Problem(line, f"{what} contains a NUL character")
+    return text
+
+
+def _from_mapping(item: object, positive: bool, line: int | None) -> Example:
+    if not isinstance(item, dict):
+        raise _Problem(line, 'each example must be an object like {"input": ..., "output": ...}')
+    input_key = next((k for k in INPUT_KEYS if k in item), None)
+    output_key = next((k for k in OUTPUT_KEYS if k in item), None)
+    if input_key is None:
+        raise _Problem(line, 'missing "input"')
+    if output_key is None:
+        raise _Problem(line, 'missing "output"')
+    flag = item.get("positive", positive)
+    if not isinstance(flag, bool):
+        raise _Problem(line, '"positive" must be true or false')
+    return Example(_clean(item[input_key], input_key, line), _clean(item[output_key], output_key, line), flag)
+
+
+def decode_text(data: bytes, name: str) -> str:
+    """UTF-8 (with or without a byte-order mark), or a clear error."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise InvalidInput(f"{name}, line {line}: not UTF-8 text (byte {exc.start})") from None
+
+
+def _line_of(text: str, offset: int) -> int:
+    return text.count("\n", 0, offset) + 1
+
+
+def _skip_space(text: str, i: int) -> int:
+    while i < len(text) and text[i] in " \t\r\n":
+        i += 1
+    return i
+
+
+def _item_offsets(text: str, start: int) -> list[int]:
+    """Offsets of the elements of the JSON array whose '[' is at ``start`` (the text is valid JSON)."""
+    decoder = json.JSONDecoder()
+    offsets, i = [], _skip_space(text, start + 1)
+    while text[i] != "]":
+        offsets.append(i)
+        _, i = decoder.raw_decode(text, i)
+        i = _skip_space(text, i)
+        if text[i] == ",":
+            i = _skip_space(text, i + 1)
+    return offsets
+
+
+def _data_array_offset(text: str) -> int:
+    """Offset of the '[' of the top-level "data" key (the text is a valid JSON object)."""
+    decoder = json.JSONDecoder()
+    i = _skip_space(text, _skip_space(text, 0) + 1)
+    while text[i] != "}":
+        key, i = decoder.raw_decode(text, i)
+        i = _skip_space(text, _skip_space(text, i) + 1)  # past ':'
+        if key == "data":
+            return i
+        _, i = decoder.raw_decode(text, i)
+        i = _skip_space(text, i)
+        if text[i] == ",":
+            i = _skip_space(text, i + 1)
+    raise ValueError("no data key")
+
+
+def load_json_document(text: str, name: str) -> tuple[list[object], list[int]]:
+    """A JSON list, or an object with a "data" list: its items and the line each starts on."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(
+            f"{name}, line {exc.lineno}, column {exc.colno}: invalid JSON ({exc.msg})\n{_pointer(text, exc)}"
+        ) from None
+    if isinstance(document, list):
+        items, start = document, _skip_space(text, 0)
+    elif isinstance(document, dict) and isinstance(document.get("data"), list):
+        items, start = document["data"], _data_array_offset(text)
+    else:
+        raise InvalidInput(f'{name}, line 1: expected a list of examples or an object with a "data" list')
+    return items, [_line_of(text, offset) for offset in _item_offsets(text, start)]
+
+
+def _pointer(text: str, exc: json.JSONDecodeError) -> str:
+    """The broken line with a caret under the column where parsing stopped."""
+    line = text.splitlines()[exc.lineno - 1] if text.splitlines() else ""
+    shown = line[max(0, exc.colno - 60) : exc.colno + 20]
+    caret = " " * (min(exc.colno, 60) - 1) + "^"
+    return f"```\n{shown}\n{caret}\n```"
+
+
+def _parse_json(text: str, name: str, positive: bool) -> list[Example]:
+    items, lines = load_json_document(text, name)
+    return [_from_mapping(item, positive, line) for item, line in zip(items, lines, strict=True)]
+
+
+def _parse_jsonl(text: str, positive: bool) -> list[Example]:
+    examples = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise _Problem(number, f"invalid JSON at column {exc.colno} ({exc.msg})") from None
+        examples.append(_from_mapping(item, positive, number))
+    return examples
+
+
+def _parse_csv(text: str, positive: bool, delimiter: str) -> list[Example]:
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header = [h.strip().lower() for h in next(reader)]
+    except StopIteration:
+        return []
+    input_col = next((header.index(k) for k in INPUT_KEYS if k in header), None)
+    output_col = next((header.index(k) for k in OUTPUT_KEYS if k in header), None)
+    if input_col is None or output_col is None:
+        raise _Problem(1, "the header must name an input column (input or text) and an output column "
+                          f"(output or label); found: {', '.join(header) or 'nothing'}")
+    examples = []
+    try:
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) <= max(input_col, output_col):
+                raise _Problem(reader.line_num, f"expected {len(header)} columns, found {len(row)}")
+            examples.append(
+                Example(_clean(row[input_col], header[input_col], reader.line_num),
+                        _clean(row[output_col], header[output_col], reader.line_num), positive)
+            )
+    except csv.Error as exc:
+        raise _Problem(reader.line_num, f"malformed CSV ({exc})") from None
+    return examples
+
+
+def parse_lines(text: str, positive: bool) -> list[Example]:
+    """`input => output`, one example a line; blank lines and lines starting with # are skipped."""
+    examples = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if ARROW not in stripped:
+            raise _Problem(number, f"expected `input {ARROW} output`")
+        question, _, answer = stripped.partition(ARROW)
+        examples.append(Example(_clean(question, "input", number), _clean(answer, "output", number), positive))
+    return examples
+
+
+def parse_examples(data: bytes | str, name: str, positive: bool = True) -> list[Example]:
+    """Parses one file's examples by its extension (text lines when it has none we know)."""
+    text = data if isinstance(data, str) else decode_text(data, name)
+    suffix = PurePath(name).suffix.lower()
+    try:
+        if suffix == ".json":
+            examples = _parse_json(text, name, positive)
+        elif suffix == ".jsonl":
+            examples = _parse_jsonl(text, positive)
+        elif suffix in (".csv", ".tsv"):
+            examples = _parse_csv(text, positive, "\t" if suffix == ".tsv" else ",")
+        else:
+            examples = parse_lines(text, positive)
+    except _Problem as problem:
+        where = f"{name}, line {problem.line}" if problem.line else name
+        raise InvalidInput(f"{where}: {problem.message}") from None
+    if not examples:
+        raise InvalidInput(f"{name}: no examples found")
+    return examples
+
+
+def parse_inline(text: str, positive: bool = True) -> list[Example]:
+    """Examples typed after a command: `question => answer`, one a line."""
+    return parse_examples(text, "your message", positive)
+
+
+def example_files(directory: Path) -> list[Path]:
+    """The files of a directory that hold examples, in a stable order."""
+    return sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in EXAMPLE_SUFFIXES)

@@ -1,0 +1,208 @@
+"""SQLite connection and schema migrations.
+
+Migrations are an append-only list of small functions; the ``schema_migrations``
+table records which have run, so a database of any age is brought up to date.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _run_script(db: sqlite3.Connection, script: str) -> None:
+    # executescript() would commit the surrounding transaction first; run statement by statement instead.
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _m001_initial(db: sqlite3.Connection) -> None:
+    _run_script(
+        db,
+        """
+        CREATE TABLE datasets (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            directory TEXT NOT NULL,
+            positive INTEGER NOT NULL,
+            files INTEGER NOT NULL,
+            examples INTEGER NOT NULL,
+            outputs INTEGER NOT NULL,
+            archive TEXT NOT NULL,
+            manifest TEXT NOT NULL,
+            created_by INTEGER,
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE examples (
+            id INTEGER PRIMARY KEY,
+            input TEXT NOT NULL,
+            output TEXT NOT NULL,
+            positive INTEGER NOT NULL,
+            source TEXT NOT NULL,
+            dataset_id INTEGER REFERENCES datasets(id),
+            author_id INTEGER,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX examples_dataset ON examples(dataset_id);
+        CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY,
+            status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'interrupted')),
+            progress REAL NOT NULL DEFAULT 0,
+            stage TEXT NOT NULL DEFAULT '',
+            requested_by INTEGER,
+            channel_id INTEGER,
+            max_example_id INTEGER NOT NULL,
+            dataset_id INTEGER REFERENCES datasets(id),
+            model_version_id INTEGER,
+            result TEXT,
+            error TEXT,
+            created_at TEXT NOT NULL,
+            started_at TEXT,
+            finished_at TEXT
+        );
+        CREATE TABLE model_versions (
+            id INTEGER PRIMARY KEY,
+            job_id INTEGER NOT NULL REFERENCES jobs(id),
+            path TEXT NOT NULL,
+            examples INTEGER NOT NULL,
+            outputs INTEGER NOT NULL,
+            holdout_accuracy REAL,
+            status TEXT NOT NULL CHECK (status IN ('ready', 'rolled_back')),
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE replies (
+            bot_message_id INTEGER PRIMARY KEY,
+            user_message_id INTEGER,
+            user_id INTEGER,
+            guild_id INTEGER,
+            channel_id INTEGER,
+            input TEXT NOT NULL,
+            reply TEXT NOT NULL,
+            source TEXT NOT NULL,
+            confidence REAL,
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE feedback (
+            id INTEGER PRIMARY KEY,
+            user_id INTEGER,
+            user_name TEXT,
+            guild_id INTEGER,
+            channel_id INTEGER,
+            message_id INTEGER,
+            text TEXT NOT NULL,
+            about_message_id INTEGER,
+            about_reply TEXT,
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE reactions (
+            id INTEGER PRIMARY KEY,
+            bot_message_id INTEGER NOT NULL,
+            user_id INTEGER NOT NULL,
+            emoji TEXT NOT NULL,
+            rating INTEGER NOT NULL,
+            input TEXT,
+            reply TEXT,
+            created_at TEXT NOT NULL,
+            UNIQUE (bot_message_id, user_id, emoji)
+        );
+        CREATE TABLE corrections (
+            id INTEGER PRIMARY KEY,
+            bot_message_id INTEGER,
+            user_id INTEGER,
+            input TEXT NOT NULL,
+            bad_reply TEXT NOT NULL,
+            correction TEXT NOT NULL,
+            positive_example_id INTEGER NOT NULL REFERENCES examples(id),
+            negative_example_id INTEGER NOT NULL REFERENCES examples(id),
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE test_runs (
+            id INTEGER PRIMARY KEY,
+            user_id INTEGER,
+            model_version_id INTEGER,
+            total INTEGER NOT NULL,
+            passed INTEGER NOT NULL,
+            accuracy REAL NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE test_failures (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES test_runs(id),
+            input TEXT NOT NULL,
+            expected TEXT,
+            got TEXT,
+            confidence REAL NOT NULL
+        );
+        """
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial]
+
+
+class Database:
+    """One SQLite connection in WAL mode, shared by threads through a lock."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        self._lock = threading.RLock()
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+            done = {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
+            for version, migration in enumerate(MIGRATIONS, start=1):
+                if version in done:
+                    continue
+                log.info("applying migration %d (%s)", version, migration.__name__)
+                migration(db)
+                db.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, migration.__name__, utc_now())
+                )
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All or nothing: the block's writes commit together or not at all."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def query_one(self, sql: str, params: tuple | dict = ()) -> sqlite3.Row | None:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchone()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

@@ -1,0 +1,334 @@
+"""Repositories: every SQL statement trainerbot runs, grouped by table."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from trainerbot.learning.examples import Example
+from trainerbot.storage.database import Database, utc_now
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    status: str
+    progress: float
+    stage: str
+    requested_by: int | None
+    channel_id: int | None
+    model_version_id: int | None
+    result: dict[str, Any] | None
+    error: str | None
+    created_at: str
+    finished_at: str | None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("succeeded", "failed", "interrupted")
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    id: int
+    job_id: int
+    path: str
+    examples: int
+    outputs: int
+    holdout_accuracy: float | None
+    status: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class ReplyRecord:
+    bot_message_id: int
+    user_message_id: int | None
+    user_id: int | None
+    input: str
+    reply: str
+    source: str
+    confidence: float | None
+
+
+def _job(row: Any) -> Job:
+    return Job(
+        id=row["id"],
+        status=row["status"],
+        progress=row["progress"],
+        stage=row["stage"],
+        requested_by=row["requested_by"],
+        channel_id=row["channel_id"],
+        model_version_id=row["model_version_id"],
+        result=json.loads(row["result"]) if row["result"] else None,
+        error=row["error"],
+        created_at=row["created_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+def _model(row: Any) -> ModelVersion:
+    return ModelVersion(**{key: row[key] for key in row.keys()})  # noqa: SIM118 (sqlite3.Row)
+
+
+class Store:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # --- examples and datasets -------------------------------------------------
+
+    def add_examples(
+        self, examples: Iterable[Example], *, source: str, author_id: int | None, dataset_id: int | None = None
+    ) -> list[int]:
+        now = utc_now()
+        with self.db.transaction() as db:
+            return [
+                db.execute(
+                    "INSERT INTO examples (input, output, positive, source, dataset_id, author_id, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (ex.input, ex.output, int(ex.positive), source, dataset_id, author_id, now),
+                ).lastrowid
+                for ex in examples
+            ]
+
+    def add_dataset(
+        self, *, name: str, directory: str, positive: bool, examples: Sequence[Example], files: int,
+        archive: str, manifest: dict[str, str], created_by: int | None,
+    ) -> int:
+        """Stores a dataset and its examples in one transaction, and makes it the selected one."""
+        now = utc_now()
+        with self.db.transaction() as db:
+            dataset_id = db.execute(
+                "INSERT INTO datasets (name, directory, positive, files, examples, outputs, archive, manifest,"
+                " created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    name, directory, int(positive), files, len(examples),
+                    len({ex.output for ex in examples}), archive, json.dumps(manifest), created_by, now,
+                ),
+            ).lastrowid
+            db.executemany(
+                "INSERT INTO examples (input, output, positive, source, dataset_id, author_id, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(ex.input, ex.output, int(ex.positive), f"dataset:{name}", dataset_id, created_by, now)
+                 for ex in examples],
+            )
+            db.execute("INSERT OR REPLACE INTO state VALUES ('selected_dataset', ?)", (str(dataset_id),))
+            return dataset_id
+
+    def selected_dataset_id(self) -> int | None:
+        row = self.db.query_one("SELECT value FROM state WHERE key = 'selected_dataset'")
+        return int(row["value"]) if row else None
+
+    def dataset(self, dataset_id: int) -> dict[str, Any] | None:
+        row = self.db.query_one("SELECT * FROM datasets WHERE id = ?", (dataset_id,))
+        return dict(row) if row else None
+
+    def training_examples(self, max_example_id: int, dataset_id: int | None) -> list[Example]:
+        """What a job trains on: everything taught up to the job's start, plus its dataset."""
+        rows = self.db.query(
+            "SELECT input, output, positive FROM examples WHERE id <= ?"
+            " AND (dataset_id IS NULL OR dataset_id IS ?) ORDER BY id",
+            (max_example_id, dataset_id),
+        )
+        return [Example(r["input"], r["output"], bool(r["positive"])) for r in rows]
+
+    def example_counts(self) -> dict[str, int]:
+        dataset_id = self.selected_dataset_id()
+        row = self.db.query_one(
+            "SELECT count(*) AS total, coalesce(sum(positive), 0) AS positive,"
+            " count(DISTINCT output) AS outputs FROM examples WHERE dataset_id IS NULL OR dataset_id IS ?",
+            (dataset_id,),
+        )
+        assert row is not None
+        return {"total": row["total"], "positive": row["positive"], "outputs": row["outputs"]}
+
+    def max_example_id(self) -> int:
+        row = self.db.query_one("SELECT coalesce(max(id), 0) AS id FROM examples")
+        return int(row["id"]) if row else 0
+
+    # --- jobs and model versions ------------------------------------------------
+
+    def create_job(self, *, requested_by: int | None, channel_id: int | None) -> Job:
+        with self.db.transaction() as db:
+            max_id = db.execute("SELECT coalesce(max(id), 0) FROM examples").fetchone()[0]
+            row = db.execute("SELECT value FROM state WHERE key = 'selected_dataset'").fetchone()
+            job_id = db.execute(
+                "INSERT INTO jobs (status, requested_by, channel_id, max_example_id, dataset_id, created_at)"
+                " VALUES ('queued', ?, ?, ?, ?, ?)",
+                (requested_by, channel_id, max_id, int(row[0]) if row else None, utc_now()),
+            ).lastrowid
+        job = self.job(job_id)
+        assert job is not None
+        return job
+
+    def job(self, job_id: int) -> Job | None:
+        row = self.db.query_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return _job(row) if row else None
+
+    def job_inputs(self, job_id: int) -> tuple[int, int | None]:
+        row = self.db.query_one("SELECT max_example_id, dataset_id FROM jobs WHERE id = ?", (job_id,))
+        assert row is not None
+        return row["max_example_id"], row["dataset_id"]
+
+    def recent_jobs(self, limit: int = 10) -> list[Job]:
+        return [_job(r) for r in self.db.query("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,))]
+
+    def mark_job_running(self, job_id: int) -> None:
+        with self.db.transaction() as db:
+            db.execute(
+                "UPDATE jobs SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'",
+                (utc_now(), job_id),
+            )
+
+    def update_job_progress(self, job_id: int, progress: float, stage: str) -> None:
+        with self.db.transaction() as db:
+            db.execute("UPDATE jobs SET progress = ?, stage = ? WHERE id = ?", (progress, stage, job_id))
+
+    def finish_job(self, job_id: int, *, error: str | None = None, result: dict[str, Any] | None = None,
+                   model_path: str | None = None) -> None:
+        """Records the outcome; a success also adds the model version and makes it the one that serves."""
+        now = utc_now()
+        with self.db.transaction() as db:
+            version_id = None
+            if error is None and result is not None and model_path is not None:
+                version_id = db.execute(
+                    "INSERT INTO model_versions (job_id, path, examples, outputs, holdout_accuracy, status,"
+                    " created_at) VALUES (?, ?, ?, ?, ?, 'ready', ?)",
+                    (job_id, model_path, result["examples"], result["outputs"], result.get("holdout_accuracy"),
+                     now),
+                ).lastrowid
+                db.execute("INSERT OR REPLACE INTO state VALUES ('active_model', ?)", (str(version_id),))
+            db.execute(
+                "UPDATE jobs SET status = ?, progress = ?, stage = ?, error = ?, result = ?, model_version_id = ?,"
+                " finished_at = ? WHERE id = ?",
+                (
+                    "failed" if error else "succeeded", 0.0 if error else 1.0, "failed" if error else "done",
+                    error, json.dumps(result) if result else None, version_id, now, job_id,
+                ),
+            )
+
+    def interrupt_unfinished_jobs(self) -> list[int]:
+        """At start-up, jobs that were queued or running belong to a process that is gone."""
+        with self.db.transaction() as db:
+            ids = [r[0] for r in db.execute("SELECT id FROM jobs WHERE status IN ('queued', 'running')")]
+            db.execute(
+                "UPDATE jobs SET status = 'interrupted', stage = 'interrupted', finished_at = ?"
+                " WHERE status IN ('queued', 'running')",
+                (utc_now(),),
+            )
+        return ids
+
+    def active_model(self) -> ModelVersion | None:
+        row = self.db.query_one(
+            "SELECT m.* FROM model_versions m JOIN state s ON s.key = 'active_model' AND m.id = CAST(s.value AS INT)"
+        )
+        return _model(row) if row else None
+
+    def model_versions(self, limit: int = 10) -> list[ModelVersion]:
+        return [_model(r) for r in self.db.query("SELECT * FROM model_versions ORDER BY id DESC LIMIT ?", (limit,))]
+
+    def roll_back(self) -> tuple[ModelVersion, ModelVersion] | None:
+        """Retires the serving model and serves the newest good one before it; None if there is none."""
+        with self.db.transaction() as db:
+            row = db.execute("SELECT value FROM state WHERE key = 'active_model'").fetchone()
+            if row is None:
+                return None
+            current = int(row[0])
+            previous = db.execute(
+                "SELECT id FROM model_versions WHERE id < ? AND status = 'ready' ORDER BY id DESC LIMIT 1",
+                (current,),
+            ).fetchone()
+            if previous is None:
+                return None
+            db.execute("UPDATE model_versions SET status = 'rolled_back' WHERE id = ?", (current,))
+            db.execute("UPDATE state SET value = ? WHERE key = 'active_model'", (str(previous[0]),))
+            old = _model(db.execute("SELECT * FROM model_versions WHERE id = ?", (current,)).fetchone())
+            new = _model(db.execute("SELECT * FROM model_versions WHERE id = ?", (previous[0],)).fetchone())
+        return old, new
+
+    # --- conversation records ---------------------------------------------------
+
+    def record_reply(self, record: ReplyRecord, *, guild_id: int | None, channel_id: int | None) -> None:
+        with self.db.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (record.bot_message_id, record.user_message_id, record.user_id, guild_id, channel_id,
+                 record.input, record.reply, record.source, record.confidence, utc_now()),
+            )
+
+    def reply(self, bot_message_id: int) -> ReplyRecord | None:
+        row = self.db.query_one(
+            "SELECT bot_message_id, user_message_id, user_id, input, reply, source, confidence"
+            " FROM replies WHERE bot_message_id = ?",
+            (bot_message_id,),
+        )
+        return ReplyRecord(**dict(row)) if row else None
+
+    def add_feedback(self, *, user_id: int | None, user_name: str, guild_id: int | None, channel_id: int | None,
+                     message_id: int | None, text: str, about: ReplyRecord | None) -> int:
+        with self.db.transaction() as db:
+            return db.execute(
+                "INSERT INTO feedback (user_id, user_name, guild_id, channel_id, message_id, text,"
+                " about_message_id, about_reply, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (user_id, user_name, guild_id, channel_id, message_id, text,
+                 about.bot_message_id if about else None, about.reply if about else None, utc_now()),
+            ).lastrowid
+
+    def add_reaction(self, *, bot_message_id: int, user_id: int, emoji: str, rating: int,
+                     reply: ReplyRecord) -> bool:
+        """Stores a rating once per user, message and emoji; False when it was already there."""
+        with self.db.transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO reactions (bot_message_id, user_id, emoji, rating, input, reply, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (bot_message_id, user_id, emoji, rating, reply.input, reply.reply, utc_now()),
+            )
+            return cursor.rowcount == 1
+
+    def add_correction(self, *, reply: ReplyRecord, user_id: int | None, correction: str) -> int:
+        """The correction and its two examples are stored together or not at all."""
+        now = utc_now()
+        with self.db.transaction() as db:
+            insert = (
+                "INSERT INTO examples (input, output, positive, source, author_id, created_at)"
+                " VALUES (?, ?, ?, 'correction', ?, ?)"
+            )
+            good = db.execute(insert, (reply.input, correction, 1, user_id, now)).lastrowid
+            bad = db.execute(insert, (reply.input, reply.reply, 0, user_id, now)).lastrowid
+            return db.execute(
+                "INSERT INTO corrections (bot_message_id, user_id, input, bad_reply, correction,"
+                " positive_example_id, negative_example_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (reply.bot_message_id, user_id, reply.input, reply.reply, correction, good, bad, now),
+            ).lastrowid
+
+    # --- test runs ----------------------------------------------------------------
+
+    def add_test_run(self, *, user_id: int | None, model_version_id: int | None, total: int, passed: int,
+                     accuracy: float, failures: Sequence[dict[str, Any]]) -> int:
+        with self.db.transaction() as db:
+            run_id = db.execute(
+                "INSERT INTO test_runs (user_id, model_version_id, total, passed, accuracy, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (user_id, model_version_id, total, passed, accuracy, utc_now()),
+            ).lastrowid
+            db.executemany(
+                "INSERT INTO test_failures (run_id, input, expected, got, confidence) VALUES (?, ?, ?, ?, ?)",
+                [(run_id, f["input"], f["expected"], f["got"], f["confidence"]) for f in failures],
+            )
+            return run_id
+
+    def recent_failures(self, limit: int = 20) -> list[dict[str, Any]]:
+        rows = self.db.query(
+            "SELECT f.run_id, f.input, f.expected, f.got, f.confidence FROM test_failures f"
+            " WHERE f.run_id = (SELECT max(id) FROM test_runs) ORDER BY f.id LIMIT ?",
+            (limit,),
+        )
+        return [dict(r) for r in rows]
+
+    def failure_count(self) -> int:
+        row = self.db.query_one(
+            "SELECT count(*) AS n FROM test_failures WHERE run_id = (SELECT max(id) FROM test_runs)"
+        )
+        return int(row["n"]) if row else 0

@@ -1,0 +1,378 @@
+"""Builders for the JSON payloads Discord sends: users, members, roles, channels, guilds, messages.
+
+Everything here returns plain dicts shaped like Discord API v10 objects (ids as strings,
+ISO-8601 timestamps). The fake server never imports discord.py to build them, so a
+payload the library cannot parse shows up as a test failure instead of being papered over.
+
+``GuildSetup`` describes the single guild the fake server hosts: its ids, roles, channels
+and the users in it (the bot, the owner, an admin and a plain member by default).
+"""
+
+from __future__ import annotations
+
+import datetime
+import mimetypes
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+DISCORD_EPOCH_MS = 1_420_070_400_000
+
+# Permission bits, see https://discord.com/developers/docs/topics/permissions
+ADD_REACTIONS = 1 << 6
+ADMINISTRATOR = 1 << 3
+VIEW_CHANNEL = 1 << 10
+SEND_MESSAGES = 1 << 11
+MANAGE_MESSAGES = 1 << 13
+EMBED_LINKS = 1 << 14
+ATTACH_FILES = 1 << 15
+READ_MESSAGE_HISTORY = 1 << 16
+USE_EXTERNAL_EMOJIS = 1 << 18
+CONNECT = 1 << 20
+SPEAK = 1 << 21
+USE_APPLICATION_COMMANDS = 1 << 31
+SEND_MESSAGES_IN_THREADS = 1 << 38
+ALL_PERMISSIONS = (1 << 51) - 1
+
+EVERYONE_PERMISSIONS = (
+    ADD_REACTIONS
+    | VIEW_CHANNEL
+    | SEND_MESSAGES
+    | EMBED_LINKS
+    | ATTACH_FILES
+    | READ_MESSAGE_HISTORY
+    | USE_EXTERNAL_EMOJIS
+    | CONNECT
+    | SPEAK
+    | USE_APPLICATION_COMMANDS
+    | SEND_MESSAGES_IN_THREADS
+)
+BOT_PERMISSIONS = EVERYONE_PERMISSIONS | MANAGE_MESSAGES
+
+# Message flags
+FLAG_EPHEMERAL = 1 << 6
+FLAG_LOADING = 1 << 7
+
+# Message types
+MESSAGE_DEFAULT = 0
+MESSAGE_REPLY = 19
+MESSAGE_CHAT_INPUT_COMMAND = 20
+
+# Channel types
+CHANNEL_TEXT = 0
+CHANNEL_DM = 1
+CHANNEL_VOICE = 2
+
+JOINED_AT = "2024-01-01T00:00:00.000000+00:00"
+
+
+class Snowflakes:
+    """Issues Discord-style snowflakes: the creation time in the top bits, strictly increasing.
+
+    The time part matters: discord.py derives ``created_at`` from it, and treats an
+    interaction whose id is older than 15 minutes as expired.
+    """
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def next(self) -> int:
+        candidate = (int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22
+        self._last = max(candidate, self._last + 1)
+        return self._last
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat()
+
+
+@dataclass(frozen=True)
+class FakeUser:
+    """A Discord user. ``role_names`` are names of roles in ``GuildSetup.roles``."""
+
+    id: int
+    username: str
+    bot: bool = False
+    role_names: tuple[str, ...] = ()
+    global_name: str | None = None
+
+    @property
+    def mention(self) -> str:
+        return f"<@{self.id}>"
+
+
+@dataclass
+class GuildSetup:
+    """The one guild the fake server hosts. Every id can be overridden."""
+
+    guild_id: int = 900_000_000_000_000_001
+    guild_name: str = "Loopback Guild"
+    application_id: int = 900_000_000_000_000_100
+    bot: FakeUser = field(
+        default_factory=lambda: FakeUser(900_000_000_000_000_100, "trainerbot", bot=True, role_names=("Bot",))
+    )
+    owner: FakeUser = field(default_factory=lambda: FakeUser(900_000_000_000_000_201, "owner"))
+    admin: FakeUser = field(
+        default_factory=lambda: FakeUser(900_000_000_000_000_202, "admin", role_names=("Admin",))
+    )
+    member: FakeUser = field(default_factory=lambda: FakeUser(900_000_000_000_000_203, "member"))
+    extra_users: list[FakeUser] = field(default_factory=list)
+    everyone_permissions: int = EVERYONE_PERMISSIONS
+    # role name -> (role id, permission bits); @everyone (id == guild_id) is implicit
+    roles: dict[str, tuple[int, int]] = field(
+        default_factory=lambda: {
+            "Admin": (900_000_000_000_000_301, ADMINISTRATOR),
+            "Bot": (900_000_000_000_000_302, BOT_PERMISSIONS),
+        }
+    )
+    # channel name -> channel id; the first text channel is the default one in the test API
+    text_channels: dict[str, int] = field(
+        default_factory=lambda: {"general": 900_000_000_000_000_401, "bot-commands": 900_000_000_000_000_402}
+    )
+    voice_channels: dict[str, int] = field(default_factory=lambda: {"Voice": 900_000_000_000_000_451})
+
+    @property
+    def users(self) -> list[FakeUser]:
+        return [self.bot, self.owner, self.admin, self.member, *self.extra_users]
+
+    def role_ids(self, user: FakeUser) -> list[int]:
+        return [self.roles[name][0] for name in user.role_names]
+
+    def permissions(self, user: FakeUser) -> int:
+        """Guild-level permissions of a member, the way Discord computes them (no overwrites)."""
+        if user.id == self.owner.id:
+            return ALL_PERMISSIONS
+        bits = self.everyone_permissions
+        for name in user.role_names:
+            bits |= self.roles[name][1]
+        return ALL_PERMISSIONS if bits & ADMINISTRATOR else bits
+
+
+def user_payload(user: FakeUser) -> dict[str, Any]:
+    return {
+        "id": str(user.id),
+        "username": user.username,
+        "discriminator": "0",
+        "global_name": user.global_name,
+        "avatar": None,
+        "bot": user.bot,
+        "public_flags": 0,
+    }
+
+
+def client_user_payload(user: FakeUser) -> dict[str, Any]:
+    """The bot's own user as returned by GET /users/@me and in READY."""
+    return {**user_payload(user), "verified": True, "mfa_enabled": False, "flags": 0, "locale": "en-US"}
+
+
+def member_payload(setup: GuildSetup, user: FakeUser, *, with_user: bool = True) -> dict[str, Any]:
+    """A guild member. Messages carry it without ``user`` (the author is sent separately)."""
+    member: dict[str, Any] = {
+        "roles": [str(role_id) for role_id in setup.role_ids(user)],
+        "nick": None,
+        "avatar": None,
+        "joined_at": JOINED_AT,
+        "premium_since": None,
+        "deaf": False,
+        "mute": False,
+        "pending": False,
+        "flags": 0,
+        "communication_disabled_until": None,
+    }
+    if with_user:
+        member["user"] = user_payload(user)
+    return member
+
+
+def role_payloads(setup: GuildSetup) -> list[dict[str, Any]]:
+    everyone = ("@everyone", setup.guild_id, setup.everyone_permissions)
+    others = [(name, role_id, bits) for name, (role_id, bits) in setup.roles.items()]
+    result = []
+    for position, (name, role_id, bits) in enumerate([everyone, *others]):
+        role: dict[str, Any] = {
+            "id": str(role_id),
+            "name": name,
+            "permissions": str(bits),
+            "position": position,
+            "color": 0,
+            "colors": {"primary_color": 0, "secondary_color": None, "tertiary_color": None},
+            "hoist": False,
+            "managed": False,
+            "mentionable": False,
+            "icon": None,
+            "unicode_emoji": None,
+            "flags": 0,
+        }
+        if name in setup.bot.role_names:
+            role["managed"] = True
+            role["tags"] = {"bot_id": str(setup.bot.id)}
+        result.append(role)
+    return result
+
+
+def _guild_channel_base(
+    guild_id: int, channel_id: int, name: str, position: int, kind: int
+) -> dict[str, Any]:
+    return {
+        "id": str(channel_id),
+        "type": kind,
+        "guild_id": str(guild_id),
+        "name": name,
+        "position": position,
+        "permission_overwrites": [],
+        "parent_id": None,
+        "nsfw": False,
+        "rate_limit_per_user": 0,
+        "last_message_id": None,
+        "flags": 0,
+    }
+
+
+def channel_payloads(setup: GuildSetup) -> list[dict[str, Any]]:
+    channels = []
+    for position, (name, channel_id) in enumerate(setup.text_channels.items()):
+        channel = _guild_channel_base(setup.guild_id, channel_id, name, position, CHANNEL_TEXT)
+        channel["topic"] = None
+        channels.append(channel)
+    for position, (name, channel_id) in enumerate(setup.voice_channels.items()):
+        channel = _guild_channel_base(setup.guild_id, channel_id, name, position, CHANNEL_VOICE)
+        channel.update(bitrate=64000, user_limit=0, rtc_region=None)
+        channels.append(channel)
+    return channels
+
+
+def dm_channel_payload(channel_id: int, recipient: FakeUser) -> dict[str, Any]:
+    return {
+        "id": str(channel_id),
+        "type": CHANNEL_DM,
+        "last_message_id": None,
+        "recipients": [user_payload(recipient)],
+        "flags": 0,
+    }
+
+
+def guild_payload(setup: GuildSetup, *, include_members: bool) -> dict[str, Any]:
+    """GUILD_CREATE data. Without the members intent Discord only sends the bot's own member."""
+    members = setup.users if include_members else [setup.bot]
+    return {
+        "id": str(setup.guild_id),
+        "name": setup.guild_name,
+        "icon": None,
+        "splash": None,
+        "discovery_splash": None,
+        "banner": None,
+        "description": None,
+        "owner_id": str(setup.owner.id),
+        "region": None,
+        "afk_channel_id": None,
+        "afk_timeout": 300,
+        "verification_level": 0,
+        "default_message_notifications": 0,
+        "explicit_content_filter": 0,
+        "mfa_level": 0,
+        "nsfw_level": 0,
+        "premium_tier": 0,
+        "premium_subscription_count": 0,
+        "premium_progress_bar_enabled": False,
+        "system_channel_id": str(next(iter(setup.text_channels.values()))),
+        "system_channel_flags": 0,
+        "rules_channel_id": None,
+        "public_updates_channel_id": None,
+        "safety_alerts_channel_id": None,
+        "preferred_locale": "en-US",
+        "vanity_url_code": None,
+        "features": [],
+        "emojis": [],
+        "stickers": [],
+        "roles": role_payloads(setup),
+        "joined_at": JOINED_AT,
+        "large": False,
+        "unavailable": False,
+        # With the members intent, discord.py compares member_count with the members sent: if
+        # they differ it asks for the rest (op 8) and delays on_ready by seconds.
+        "member_count": len(setup.users),
+        "members": [member_payload(setup, user) for user in members],
+        "channels": channel_payloads(setup),
+        "threads": [],
+        "voice_states": [],
+        "presences": [],
+        "stage_instances": [],
+        "guild_scheduled_events": [],
+        "soundboard_sounds": [],
+    }
+
+
+def application_payload(setup: GuildSetup) -> dict[str, Any]:
+    """GET /oauth2/applications/@me."""
+    return {
+        "id": str(setup.application_id),
+        "name": setup.bot.username,
+        "description": "",
+        "icon": None,
+        "bot_public": False,
+        "bot_require_code_grant": False,
+        "owner": user_payload(setup.owner),
+        "verify_key": "0" * 64,
+        "flags": 0,
+        "team": None,
+        "summary": "",
+    }
+
+
+def attachment_payload(
+    attachment_id: int, filename: str, data: bytes, url: str, *, description: str | None = None
+) -> dict[str, Any]:
+    content_type, _ = mimetypes.guess_type(filename)
+    attachment: dict[str, Any] = {
+        "id": str(attachment_id),
+        "filename": filename,
+        "size": len(data),
+        "url": url,
+        "proxy_url": url,
+        "content_type": content_type or "application/octet-stream",
+    }
+    if description is not None:
+        attachment["description"] = description
+    return attachment
+
+
+def message_payload(
+    *,
+    message_id: int,
+    channel_id: int,
+    author: FakeUser,
+    content: str,
+    setup: GuildSetup | None = None,
+    attachments: list[dict[str, Any]] | None = None,
+    embeds: list[dict[str, Any]] | None = None,
+    mentions: list[FakeUser] | None = None,
+    mention_roles: list[int] | None = None,
+    mention_everyone: bool = False,
+    flags: int = 0,
+    message_type: int = MESSAGE_DEFAULT,
+) -> dict[str, Any]:
+    """A message. Pass ``setup`` for guild channels: it adds guild_id and the author's member."""
+    message: dict[str, Any] = {
+        "id": str(message_id),
+        "channel_id": str(channel_id),
+        "author": user_payload(author),
+        "content": content,
+        "timestamp": now_iso(),
+        "edited_timestamp": None,
+        "tts": False,
+        "mention_everyone": mention_everyone,
+        "mentions": [user_payload(user) for user in mentions or []],
+        "mention_roles": [str(role_id) for role_id in mention_roles or []],
+        "attachments": attachments or [],
+        "embeds": embeds or [],
+        "pinned": False,
+        "type": message_type,
+        "flags": flags,
+        "components": [],
+    }
+    if setup is not None:
+        message["guild_id"] = str(setup.guild_id)
+        message["member"] = member_payload(setup, author, with_user=False)
+        for mention, user in zip(message["mentions"], mentions or [], strict=True):
+            mention["member"] = member_payload(setup, user, with_user=False)
+    return message

@@ -1,0 +1,600 @@
+"""``FakeDiscord``: a test double for Discord's servers, on 127.0.0.1 at a random free port.
+
+It serves the REST API under ``/api/v10`` (see ``rest.py``), the gateway websocket at ``/``
+(see ``gateway.py``) and uploaded files under ``/attachments/...``, and keeps all state in memory:
+one guild (``GuildSetup``), its channels and users, DM channels, every message with its
+attachments' bytes, reactions, synced application commands and interactions.
+
+Tests act as Discord users through the async methods in the "test-side API" section below
+(``send_message``, ``invoke_slash``, ``add_reaction`` ...) and observe the bot through
+``messages``, ``wait_for_bot_messages`` and the handles returned by ``invoke_slash``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from . import payloads
+from .gateway import INTENT_GUILD_MEMBERS, Gateway, GatewaySession
+from .interactions import OPTION_ATTACHMENT, OPTION_USER, InteractionHandle, build_options
+from .payloads import FakeUser, GuildSetup
+from .rest import InjectedFailure, RecordedRequest, RestApi
+
+T = TypeVar("T")
+UserRef = FakeUser | int | None
+
+
+class FakeDiscord:
+    """The fake Discord: REST + gateway + in-memory state + the test-side API.
+
+    Use as ``async with FakeDiscord() as server:``; ``run_bot`` (harness.py) connects a bot.
+    """
+
+    def __init__(
+        self,
+        setup: GuildSetup | None = None,
+        *,
+        token: str = "fake-token",
+        heartbeat_interval_ms: int = 41_250,
+    ) -> None:
+        self.setup = setup or GuildSetup()
+        self.token = token
+        self.ids = payloads.Snowflakes()
+        self.users: dict[int, FakeUser] = {user.id: user for user in self.setup.users}
+        self.channels: dict[int, dict[str, Any]] = {
+            int(channel["id"]): channel for channel in payloads.channel_payloads(self.setup)
+        }
+        self.dm_channels: dict[int, int] = {}  # user id -> DM channel id
+        self.messages: dict[int, dict[str, Any]] = {}  # latest state of every message, by id
+        self.deleted_messages: dict[int, dict[str, Any]] = {}
+        self.message_bodies: dict[int, list[Any]] = {}  # bot's request bodies per message (create, edits)
+        self.blobs: dict[int, bytes] = {}  # attachment id -> uploaded bytes
+        self.reactions: dict[int, dict[str, list[int]]] = {}  # message id -> emoji -> user ids
+        self.global_commands: list[dict[str, Any]] = []
+        self.guild_commands: dict[int, list[dict[str, Any]]] = {}
+        self.interactions: dict[int, InteractionHandle] = {}
+        self._unsynced_command_ids: dict[str, int] = {}  # stable ids for commands invoked without a sync
+        self.requests: list[RecordedRequest] = []
+        self.unknown_routes: list[str] = []
+        self.failures: list[InjectedFailure] = []
+        self.gateway = Gateway(
+            token=token,
+            bot_id=self.setup.bot.id,
+            heartbeat_interval_ms=heartbeat_interval_ms,
+            ready_payload=self._ready_payload,
+            guild_payloads=self._guild_payloads,
+            members_chunk=self._members_chunk,
+            on_change=self.notify_changed,
+        )
+        self.rest = RestApi(self)
+        self._changed = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> FakeDiscord:
+        app = web.Application(middlewares=[self.rest.middleware], client_max_size=100 * 1024 * 1024)
+        app.router.add_get("/", self.gateway.handle)
+        app.router.add_get("/attachments/{channel_id}/{attachment_id}/{filename}", self.rest.get_attachment)
+        app.router.add_routes(self.rest.routes("/api/v10"))
+        app.router.add_route("*", "/{tail:.*}", self.rest.unknown_route)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        return self
+
+    async def stop(self) -> None:
+        await self.gateway.shutdown()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeDiscord:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_base(self) -> str:
+        """What ``discord.http.Route.BASE`` must be set to."""
+        return f"{self.base_url}/api/v10"
+
+    @property
+    def gateway_url(self) -> str:
+        """What ``discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY`` must be set to."""
+        return f"ws://127.0.0.1:{self.port}/"
+
+    # -- who and where --------------------------------------------------------------------------
+
+    @property
+    def guild_id(self) -> int:
+        return self.setup.guild_id
+
+    @property
+    def application_id(self) -> int:
+        return self.setup.application_id
+
+    @property
+    def bot_user(self) -> FakeUser:
+        return self.setup.bot
+
+    @property
+    def owner(self) -> FakeUser:
+        return self.setup.owner
+
+    @property
+    def admin(self) -> FakeUser:
+        return self.setup.admin
+
+    @property
+    def member(self) -> FakeUser:
+        return self.setup.member
+
+    @property
+    def channel_id(self) -> int:
+        """The default text channel (the first in ``GuildSetup.text_channels``)."""
+        return next(iter(self.setup.text_channels.values()))
+
+    def channel_named(self, name: str) -> int:
+        return {**self.setup.text_channels, **self.setup.voice_channels}[name]
+
+    def user(self, ref: UserRef, default: FakeUser | None = None) -> FakeUser:
+        if ref is None:
+            return default or self.member
+        if isinstance(ref, FakeUser):
+            return ref
+        return self.users[int(ref)]
+
+    def dm_channel_id(self, user: UserRef) -> int:
+        """The DM channel between ``user`` and the bot, created on first use."""
+        recipient = self.user(user)
+        if recipient.id not in self.dm_channels:
+            channel_id = self.ids.next()
+            self.channels[channel_id] = payloads.dm_channel_payload(channel_id, recipient)
+            self.dm_channels[recipient.id] = channel_id
+        return self.dm_channels[recipient.id]
+
+    def is_guild_channel(self, channel_id: int) -> bool:
+        return "guild_id" in self.channels.get(channel_id, {})
+
+    # -- test-side API: acting as Discord users -------------------------------------------------
+
+    async def send_message(
+        self,
+        content: str = "",
+        *,
+        author: UserRef = None,
+        channel_id: int | None = None,
+        attachments: list[tuple[str, bytes]] | None = None,
+        reply_to: int | str | None = None,
+    ) -> dict[str, Any]:
+        """A user posts a message (default: the plain member, in the default channel).
+
+        Dispatches MESSAGE_CREATE and returns the message dict. Mentions (``<@id>``, ``<@&id>``,
+        ``@everyone``) in ``content`` are filled in like Discord does.
+        """
+        channel_id = channel_id or self.channel_id
+        if channel_id not in self.channels:
+            raise KeyError(f"unknown channel {channel_id}")
+        user = self.user(author)
+        message_id = self.ids.next()
+        in_guild = self.is_guild_channel(channel_id)
+        message = payloads.message_payload(
+            message_id=message_id,
+            channel_id=channel_id,
+            author=user,
+            content=content,
+            setup=self.setup if in_guild else None,
+            attachments=[self.store_attachment(channel_id, name, data) for name, data in attachments or []],
+            mentions=[
+                self.users[int(uid)] for uid in re.findall(r"<@!?(\d+)>", content) if int(uid) in self.users
+            ],
+            mention_roles=[int(rid) for rid in re.findall(r"<@&(\d+)>", content)] if in_guild else [],
+            mention_everyone="@everyone" in content and in_guild,
+        )
+        if reply_to is not None:
+            self.add_reference(message, int(reply_to))
+        self.messages[message_id] = message
+        await self.dispatch("MESSAGE_CREATE", message)
+        return message
+
+    async def send_dm(self, content: str = "", *, author: UserRef = None, **kwargs: Any) -> dict[str, Any]:
+        """``send_message`` in the DM channel between ``author`` and the bot."""
+        return await self.send_message(
+            content, author=author, channel_id=self.dm_channel_id(author), **kwargs
+        )
+
+    async def edit_message(self, message_id: int | str, content: str) -> dict[str, Any]:
+        """A user edits their message: dispatches MESSAGE_UPDATE."""
+        message = self.messages[int(message_id)]
+        message.update(content=content, edited_timestamp=payloads.now_iso())
+        await self.dispatch("MESSAGE_UPDATE", message)
+        return message
+
+    async def add_reaction(self, message_id: int | str, emoji: str, *, user: UserRef = None) -> None:
+        """A user reacts to a message: dispatches MESSAGE_REACTION_ADD.
+
+        ``emoji`` is a unicode emoji or ``"name:id"`` for a custom one.
+        """
+        await self.react(int(message_id), emoji, self.user(user), add=True)
+
+    async def remove_reaction(self, message_id: int | str, emoji: str, *, user: UserRef = None) -> None:
+        await self.react(int(message_id), emoji, self.user(user), add=False)
+
+    async def invoke_slash(
+        self,
+        name: str,
+        options: dict[str, Any] | None = None,
+        *,
+        user: UserRef = None,
+        channel_id: int | None = None,
+        dm: bool = False,
+        attachments: dict[str, tuple[str, bytes]] | None = None,
+    ) -> InteractionHandle:
+        """A user runs ``/name`` (``"group sub"`` for subcommands): dispatches INTERACTION_CREATE.
+
+        ``attachments`` maps attachment option names to ``(filename, bytes)`` (such tuples may
+        also be given in ``options``). Option types come from the synced definition when the bot
+        synced one, otherwise they are inferred from the values. Returns an ``InteractionHandle``.
+        """
+        invoker = self.user(user)
+        parts = name.split()
+        channel_id = self.dm_channel_id(invoker) if dm else channel_id or self.channel_id
+        in_guild = self.is_guild_channel(channel_id)
+        definition, command_guild_id = self._find_command(parts[0])
+        interaction_id = self.ids.next()
+        resolved: dict[str, dict[str, Any]] = {}
+
+        def resolve(kind: int, value: Any) -> str:
+            if kind == OPTION_ATTACHMENT:
+                filename, data = value
+                attachment = self.store_attachment(channel_id, filename, bytes(data))
+                resolved.setdefault("attachments", {})[attachment["id"]] = {**attachment, "ephemeral": True}
+                return attachment["id"]
+            if kind == OPTION_USER:
+                target = self.user(value)
+                resolved.setdefault("users", {})[str(target.id)] = payloads.user_payload(target)
+                if in_guild:
+                    member = payloads.member_payload(self.setup, target, with_user=False)
+                    member["permissions"] = str(self.setup.permissions(target))
+                    resolved.setdefault("members", {})[str(target.id)] = member
+                return str(target.id)
+            raise ValueError(f"option type {kind} is not supported by the loopback server yet")
+
+        values = {**(options or {}), **(attachments or {})}
+        data: dict[str, Any] = {
+            "id": str(definition["id"]) if definition else str(self._unsynced_command_id(parts[0])),
+            "name": parts[0],
+            "type": 1,
+            "options": build_options(parts[1:], definition, values, resolve=resolve),
+            "resolved": resolved,
+        }
+        if command_guild_id is not None:
+            data["guild_id"] = str(command_guild_id)
+
+        handle = InteractionHandle(
+            server=self,
+            id=interaction_id,
+            token=f"loopback-{secrets.token_urlsafe(24)}",
+            payload=self._interaction_payload(interaction_id, invoker, channel_id, data),
+            channel_id=channel_id,
+        )
+        handle.payload["token"] = handle.token
+        self.interactions[interaction_id] = handle
+        await self.dispatch("INTERACTION_CREATE", handle.payload)
+        return handle
+
+    async def set_voice_state(self, user: UserRef, channel_id: int | None) -> None:
+        """A user joins (``channel_id``) or leaves (None) voice: dispatches VOICE_STATE_UPDATE."""
+        member = self.user(user)
+        await self.dispatch(
+            "VOICE_STATE_UPDATE",
+            {
+                "guild_id": str(self.guild_id),
+                "channel_id": str(channel_id) if channel_id else None,
+                "user_id": str(member.id),
+                "member": payloads.member_payload(self.setup, member),
+                "session_id": secrets.token_hex(16),
+                "deaf": False,
+                "mute": False,
+                "self_deaf": False,
+                "self_mute": False,
+                "self_stream": False,
+                "self_video": False,
+                "suppress": False,
+                "request_to_speak_timestamp": None,
+            },
+        )
+
+    # -- test-side API: observing the bot -------------------------------------------------------
+
+    def bot_messages(
+        self, channel_id: int | None = None, *, after: int | str | None = None
+    ) -> list[dict[str, Any]]:
+        """Messages the bot created in a channel (default channel), oldest first, latest state.
+
+        ``after``: only messages with a larger id (e.g. the id of the message the test sent).
+        Deferred 'thinking...' placeholders are left out until they are edited.
+        """
+        channel = str(channel_id or self.channel_id)
+        bot_id = str(self.bot_user.id)
+        return [
+            message
+            for message_id, message in self.messages.items()
+            if message["channel_id"] == channel
+            and message["author"]["id"] == bot_id
+            and (after is None or message_id > int(after))
+            and not message["flags"] & payloads.FLAG_LOADING
+        ]
+
+    async def wait_for_bot_messages(
+        self,
+        channel_id: int | None = None,
+        *,
+        count: int = 1,
+        after: int | str | None = None,
+        timeout: float = 10.0,
+        predicate: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Wait until ``bot_messages(channel_id, after=after)`` has ``count`` messages matching
+        ``predicate``; returns all matching ones (may be more than ``count``)."""
+
+        def matching() -> list[dict[str, Any]]:
+            found = self.bot_messages(channel_id, after=after)
+            return [m for m in found if predicate is None or predicate(m)]
+
+        def enough() -> list[dict[str, Any]] | None:
+            found = matching()
+            return found if len(found) >= count else None
+
+        try:
+            return await self.wait_until(enough, timeout, what=f"{count} bot message(s)")
+        except TimeoutError as exc:
+            seen = [m["content"] for m in self.bot_messages(channel_id, after=after)]
+            raise TimeoutError(f"{exc}; bot messages seen there: {seen}") from None
+
+    async def wait_for_message(
+        self, message_id: int | str, predicate: Callable[[dict[str, Any]], bool], *, timeout: float = 10.0
+    ) -> dict[str, Any]:
+        """Wait until the latest state of a message satisfies ``predicate`` (e.g. after an edit)."""
+        message_id = int(message_id)
+
+        def check() -> dict[str, Any] | None:
+            message = self.messages.get(message_id)
+            return message if message is not None and predicate(message) else None
+
+        return await self.wait_until(check, timeout, what=f"message {message_id} to match")
+
+    def attachment_bytes(self, attachment: dict[str, Any] | int | str) -> bytes:
+        """The bytes of an attachment (its dict from a message, or its id)."""
+        attachment_id = attachment["id"] if isinstance(attachment, dict) else attachment
+        return self.blobs[int(attachment_id)]
+
+    def files_of(self, message: dict[str, Any] | int | str) -> dict[str, bytes]:
+        """``{filename: bytes}`` for a message's attachments (message dict or id; latest state)."""
+        message_id = int(message["id"] if isinstance(message, dict) else message)
+        latest = self.messages.get(message_id) or self.deleted_messages[message_id]
+        return {att["filename"]: self.attachment_bytes(att) for att in latest["attachments"]}
+
+    async def wait_until(
+        self, condition: Callable[[], T], timeout: float = 10.0, *, what: str = "condition"
+    ) -> T:
+        """Wait until ``condition()`` is truthy (re-checked on every state change); return it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            changed = self._changed
+            result = condition()
+            if result:
+                return result
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                hint = f"; unknown routes hit: {self.unknown_routes}" if self.unknown_routes else ""
+                raise TimeoutError(f"timed out after {timeout}s waiting for {what}{hint}")
+            with suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), remaining)
+
+    # -- test-side API: faults ------------------------------------------------------------------
+
+    async def close_gateway(self, code: int = 4000) -> None:
+        """Close the bot's gateway socket with ``code`` (4000: the client should RESUME)."""
+        await self.gateway.close(code)
+
+    async def abort_gateway(self) -> None:
+        """Cut the gateway TCP connection without a close frame."""
+        await self.gateway.abort()
+
+    async def send_reconnect(self) -> None:
+        """Send op 7 RECONNECT."""
+        await self.gateway.send_reconnect()
+
+    async def invalidate_session(self, *, resumable: bool = False) -> None:
+        """Send op 9 INVALID_SESSION; non-resumable makes the bot IDENTIFY again."""
+        await self.gateway.invalidate_session(resumable=resumable)
+
+    @asynccontextmanager
+    async def gateway_outage(self, close_code: int = 4000) -> AsyncIterator[None]:
+        """Close the gateway and keep the bot from reconnecting until the block exits.
+
+        Events dispatched inside the block are delivered when the bot RESUMEs.
+        """
+        async with self.gateway.outage(close_code):
+            yield
+
+    def fail_route(
+        self,
+        pattern: str,
+        *,
+        status: int = 429,
+        times: int = 1,
+        via_header: bool = True,
+        retry_after: float = 0.05,
+    ) -> InjectedFailure:
+        """Answer the next ``times`` REST requests matching ``pattern`` with ``status``.
+
+        ``pattern`` is a regex searched in ``"METHOD /path"`` (path without /api/v10), e.g.
+        ``r"POST /channels/\\d+/messages"``. For 429 the body carries ``retry_after`` and, unless
+        ``via_header`` is False, a ``Via`` header (without it discord.py assumes a Cloudflare ban).
+        """
+        failure = InjectedFailure(pattern, status, times, via_header, retry_after)
+        self.failures.append(failure)
+        return failure
+
+    # -- shared by the REST handlers ------------------------------------------------------------
+
+    def notify_changed(self) -> None:
+        """Wake every ``wait_until`` so it re-checks its condition."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def dispatch(self, event: str, data: dict[str, Any]) -> None:
+        """Send a gateway event to the bot (buffered while it is disconnected)."""
+        await self.gateway.dispatch(event, data)
+        self.notify_changed()
+
+    def store_attachment(
+        self, channel_id: int, filename: str, data: bytes, *, description: str | None = None
+    ) -> dict[str, Any]:
+        attachment_id = self.ids.next()
+        self.blobs[attachment_id] = data
+        url = f"{self.base_url}/attachments/{channel_id}/{attachment_id}/{filename}"
+        return payloads.attachment_payload(attachment_id, filename, data, url, description=description)
+
+    def add_reference(self, message: dict[str, Any], target_id: int) -> None:
+        """Make ``message`` a reply to ``target_id`` (message_reference + referenced_message)."""
+        target = self.messages.get(target_id)
+        reference = {"type": 0, "message_id": str(target_id), "channel_id": message["channel_id"]}
+        if "guild_id" in message:
+            reference["guild_id"] = message["guild_id"]
+        message["message_reference"] = reference
+        message["referenced_message"] = target
+        message["type"] = payloads.MESSAGE_REPLY
+
+    async def react(self, message_id: int, emoji: str, user: FakeUser, *, add: bool) -> None:
+        message = self.messages[message_id]
+        users = self.reactions.setdefault(message_id, {}).setdefault(emoji, [])
+        if add and user.id not in users:
+            users.append(user.id)
+        elif not add and user.id in users:
+            users.remove(user.id)
+        name, _, emoji_id = emoji.partition(":")
+        data: dict[str, Any] = {
+            "user_id": str(user.id),
+            "channel_id": message["channel_id"],
+            "message_id": str(message_id),
+            "emoji": {"id": emoji_id or None, "name": name},
+            "burst": False,
+            "type": 0,
+        }
+        if "guild_id" in message:
+            data["guild_id"] = message["guild_id"]
+            if add:
+                data["member"] = payloads.member_payload(self.setup, user)
+        if add:
+            data.update(message_author_id=message["author"]["id"], burst_colors=[])
+        await self.dispatch("MESSAGE_REACTION_ADD" if add else "MESSAGE_REACTION_REMOVE", data)
+
+    def _find_command(self, name: str) -> tuple[dict[str, Any] | None, int | None]:
+        """The synced definition of a top-level command (guild-scoped first) and its guild id."""
+        for command in self.guild_commands.get(self.guild_id, []):
+            if command["name"] == name:
+                return command, self.guild_id
+        for command in self.global_commands:
+            if command["name"] == name:
+                return command, None
+        return None, None
+
+    def _unsynced_command_id(self, name: str) -> int:
+        if name not in self._unsynced_command_ids:
+            self._unsynced_command_ids[name] = self.ids.next()
+        return self._unsynced_command_ids[name]
+
+    def _interaction_payload(
+        self, interaction_id: int, user: FakeUser, channel_id: int, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        channel = self.channels[channel_id]
+        payload: dict[str, Any] = {
+            "id": str(interaction_id),
+            "application_id": str(self.application_id),
+            "type": 2,
+            "data": data,
+            "channel_id": str(channel_id),
+            "channel": channel,
+            "version": 1,
+            "locale": "en-US",
+            "entitlements": [],
+            "attachment_size_limit": 10 * 1024 * 1024,
+        }
+        if "guild_id" in channel:
+            member = payloads.member_payload(self.setup, user)
+            member["permissions"] = str(self.setup.permissions(user))
+            payload["channel"] = {**channel, "permissions": member["permissions"]}
+            payload.update(
+                guild_id=str(self.guild_id),
+                guild={"id": str(self.guild_id), "locale": "en-US", "features": []},
+                guild_locale="en-US",
+                member=member,
+                app_permissions=str(self.setup.permissions(self.bot_user)),
+                authorizing_integration_owners={"0": str(self.guild_id)},
+                context=0,
+            )
+        else:
+            payload.update(
+                user=payloads.user_payload(user),
+                app_permissions=str(payloads.EVERYONE_PERMISSIONS),
+                authorizing_integration_owners={"0": str(self.guild_id)},
+                context=1,
+            )
+        return payload
+
+    # -- gateway callbacks ----------------------------------------------------------------------
+
+    def _ready_payload(self, session: GatewaySession, shard: list[int] | None) -> dict[str, Any]:
+        return {
+            "v": 10,
+            "user": payloads.client_user_payload(self.bot_user),
+            "guilds": [{"id": str(self.guild_id), "unavailable": True}],
+            "session_id": session.session_id,
+            "resume_gateway_url": self.gateway_url,
+            "shard": shard or [0, 1],
+            "application": {"id": str(self.application_id), "flags": 0},
+            "private_channels": [],
+            "relationships": [],
+            "presences": [],
+            "session_type": "normal",
+            "geo_ordered_rtc_regions": [],
+        }
+
+    def _guild_payloads(self, intents: int) -> list[dict[str, Any]]:
+        include_members = bool(intents & INTENT_GUILD_MEMBERS)
+        guild = payloads.guild_payload(self.setup, include_members=include_members)
+        guild["channels"] = [c for c in self.channels.values() if c.get("guild_id") == str(self.guild_id)]
+        return [guild]
+
+    def _members_chunk(self, request: dict[str, Any]) -> dict[str, Any]:
+        query = (request.get("query") or "").lower()
+        wanted_ids = {int(uid) for uid in request.get("user_ids") or []}
+        members = [
+            payloads.member_payload(self.setup, user)
+            for user in self.setup.users
+            if (not wanted_ids or user.id in wanted_ids) and user.username.lower().startswith(query)
+        ]
+        chunk = {"guild_id": str(self.guild_id), "members": members, "chunk_index": 0, "chunk_count": 1}
+        if request.get("nonce") is not None:
+            chunk["nonce"] = request["nonce"]
+        return chunk
