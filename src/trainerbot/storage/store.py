@@ -258,6 +258,12 @@ class Store:
                  record.input, record.reply, record.source, record.confidence, utc_now()),
             )
 
+    def next_local_message_id(self) -> int:
+        """Message ids for the console: small numbers that never meet Discord's 64-bit snowflakes."""
+        row = self.db.query_one("SELECT coalesce(max(bot_message_id), 0) AS id FROM replies WHERE bot_message_id < ?",
+                                (1 << 32,))
+        return int(row["id"]) + 1 if row else 1
+
     def reply(self, bot_message_id: int) -> ReplyRecord | None:
         row = self.db.query_one(
             "SELECT bot_message_id, user_message_id, user_id, input, reply, source, confidence"

@@ -1,0 +1,5 @@
+import sys
+
+from trainerbot.cli import main
+
+sys.exit(main())

@@ -1,0 +1,195 @@
+"""The terminal front end: the same commands and conversation as on Discord, one line at a time.
+
+Attachments are file paths: `--attach PATH` anywhere in a line. Files the bot would
+send are written to ``<data dir>/outbox`` and their paths printed.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+from trainerbot.app import Services
+from trainerbot.core.errors import InvalidInput, UserError
+from trainerbot.core.files import human_size
+from trainerbot.core.messages import Caller, Reply, Upload
+from trainerbot.core.teaching import JobStarted
+
+log = logging.getLogger(__name__)
+
+HELP = {
+    "hi": "Say hello.",
+    "help": "List the commands.",
+    "instruction": "Show the instructions.",
+    "train": "Teach examples: `question => answer`, a file or directory, or --attach FILE; positive=false for negatives.",
+    "retrain": "Train again on everything collected.",
+    "test": "Test the model with JSON cases (after the command or --attach FILE).",
+    "errors": "List the failures of the last test.",
+    "jobs": "List recent training jobs.",
+    "job": "Show one training job: job <id>.",
+    "model": "Show the model version that answers.",
+    "rollback": "Return to the previous model version.",
+    "select_dataset": "Use a directory of example files for the next training: select_dataset <dir> [positive].",
+    "correct": "Correct one of my replies: correct <message id> <correction>.",
+    "feedback": "Send feedback: feedback <text>.",
+    "getfile": "Save a file of the data directory to the outbox: getfile <path>.",
+    "archive": "Zip a directory of the data directory: archive <dir>.",
+}
+
+
+def _split_attachments(line: str) -> tuple[str, list[Path]]:
+    """Takes `--attach PATH` (or `--attach=PATH`) out of a line."""
+    try:
+        tokens = shlex.split(line, posix=True)
+    except ValueError:
+        return line, []
+    if not any(t == "--attach" or t.startswith("--attach=") for t in tokens):
+        return line, []
+    paths, rest, it = [], [], iter(tokens)
+    for token in it:
+        if token == "--attach":
+            paths.append(Path(next(it, "")))
+        elif token.startswith("--attach="):
+            paths.append(Path(token.split("=", 1)[1]))
+        else:
+            rest.append(token)
+    return " ".join(rest), paths
+
+
+class Console:
+    def __init__(self, services: Services, out: TextIO = sys.stdout) -> None:
+        self.services = services
+        self.out = out
+        self.prefix = services.settings.command_prefix
+        self.user = Caller(user_id=0, name=getpass.getuser(), is_admin=True)  # whoever runs the terminal owns the bot
+        self.outbox = services.settings.data_dir / "outbox"
+        self._next_id = services.store.next_local_message_id()
+
+    def print(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def run(self, stdin: TextIO = sys.stdin) -> None:
+        interactive = stdin.isatty()
+        if interactive:
+            self.print(f"trainerbot console: type a message, or {self.prefix}help. Ctrl-D quits.")
+        while True:
+            try:
+                line = input("> ") if interactive and stdin is sys.stdin else stdin.readline()
+            except (EOFError, KeyboardInterrupt):
+                break
+            if not interactive and line == "":
+                break
+            if line.strip():
+                self.handle(line.rstrip("\n"))
+
+    def _caller(self) -> Caller:
+        message_id = self._next_id
+        self._next_id += 1
+        return Caller(self.user.user_id, self.user.name, True, message_id=message_id)
+
+    def handle(self, line: str) -> None:
+        caller = self._caller()
+        try:
+            if line.startswith(self.prefix):
+                self._command(caller, line[len(self.prefix):])
+            else:
+                answer = self.services.conversation.answer(caller, line)
+                reply_id = self._next_id
+                self._next_id += 1
+                self.services.conversation.remember_reply(caller, reply_id, line, answer)
+                self.print(f"[#{reply_id}] {answer.text}")
+        except UserError as exc:
+            self.print(str(exc))
+        except Exception:
+            log.exception("console command failed: %s", line[:100])
+            self.print("Something went wrong; the details are in the log.")
+
+    def _uploads(self, paths: list[Path]) -> list[Upload]:
+        uploads = []
+        for path in paths:
+            if not path.is_file():
+                raise InvalidInput(f"{path} is not a file.")
+            size = path.stat().st_size
+            limit = self.services.settings.upload_limit_bytes
+            if size > limit:
+                raise InvalidInput(f"{path.name} is {human_size(size)}; the limit is {human_size(limit)}.")
+            uploads.append(Upload(path.name, path.read_bytes(), size))
+        return uploads
+
+    def _command(self, caller: Caller, text: str) -> None:
+        text, paths = _split_attachments(text)
+        name, _, rest = text.strip().partition(" ")
+        rest = rest.strip()
+        s = self.services
+        handlers: dict[str, Callable[[], Reply | JobStarted]] = {
+            "hi": lambda: s.conversation.greet(caller),
+            "help": lambda: Reply("\n".join(f"{self.prefix}{n}: {h}" for n, h in HELP.items())),
+            "instruction": s.conversation.instructions,
+            "train": lambda: s.teaching.train(caller, rest, self._uploads(paths)),
+            "retrain": lambda: s.teaching.retrain(caller),
+            "test": lambda: s.teaching.test(caller, rest, self._uploads(paths)),
+            "errors": s.teaching.errors,
+            "jobs": s.teaching.list_jobs,
+            "job": lambda: Reply(s.teaching.job_text(_int(rest, "job <id>"))),
+            "model": s.teaching.model_info,
+            "rollback": lambda: s.teaching.rollback(caller),
+            "select_dataset": lambda: s.teaching.select_dataset(caller, *_dataset_args(rest)),
+            "correct": lambda: s.teaching.correct(caller, _int(rest.partition(" ")[0], "correct <message id> <correction>"),
+                                                  rest.partition(" ")[2]),
+            "feedback": lambda: s.conversation.feedback(caller, rest, None),
+            "getfile": lambda: s.files.getfile(caller, rest),
+            "archive": lambda: s.files.archive(caller, rest),
+        }
+        handler = handlers.get(name)
+        if handler is None:
+            raise InvalidInput(f"Unknown command `{self.prefix}{name}`. Type `{self.prefix}help` for the list.")
+        result = handler()
+        if isinstance(result, JobStarted):
+            self.print(result.text)
+            self.follow_job(result.job_id)
+        else:
+            self.show(result)
+
+    def follow_job(self, job_id: int, interval: float = 0.5) -> None:
+        """Prints the job's progress as it changes, until it ends."""
+        teaching = self.services.teaching
+        shown = ""
+        while True:
+            finished = teaching.job_finished(job_id)
+            text = teaching.job_text(job_id)
+            if text != shown:
+                self.print(text)
+                shown = text
+            if finished:
+                return
+            time.sleep(interval)
+
+    def show(self, reply: Reply) -> None:
+        if reply.text:
+            self.print(reply.text)
+        for file in reply.files:
+            self.outbox.mkdir(parents=True, exist_ok=True)
+            target = self.outbox / file.name
+            target.write_bytes(file.data)
+            self.print(f"[file {file.name}, {human_size(len(file.data))}: {target}]")
+
+
+def _int(text: str, usage: str) -> int:
+    try:
+        return int(text.strip().lstrip("#"))
+    except ValueError:
+        raise InvalidInput(f"Usage: {usage}") from None
+
+
+def _dataset_args(text: str) -> tuple[str, bool]:
+    directory, _, flag = text.partition(" ")
+    flag = flag.strip().lower()
+    if flag and flag not in ("true", "false", "yes", "no", "positive", "negative"):
+        raise InvalidInput("Usage: select_dataset <directory> [positive: true or false]")
+    return directory, flag not in ("false", "no", "negative")

@@ -1,0 +1,143 @@
+"""Command line: `trainerbot run | console | train | test`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from trainerbot.config import Settings, SettingsError, load_settings
+
+log = logging.getLogger("trainerbot")
+
+
+def configure_logging(settings: Settings, console: bool) -> None:
+    """Everything to data/trainerbot.log; the terminal gets warnings only when it is the chat window."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    file_handler = logging.FileHandler(settings.data_dir / "trainerbot.log", encoding="utf-8")
+    terminal = logging.StreamHandler(sys.stderr)
+    terminal.setLevel(logging.WARNING if console else settings.log_level.upper())
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=[file_handler, terminal],
+        force=True,
+    )
+    logging.getLogger("discord").setLevel(logging.WARNING if console else logging.INFO)
+
+
+def _services(settings: Settings):  # noqa: ANN202 (import kept local: start-up of --help stays fast)
+    from trainerbot.app import build_services
+
+    return build_services(settings)
+
+
+def cmd_run(settings: Settings) -> int:
+    if settings.discord_token is None:
+        print("No DISCORD_TOKEN set: starting the terminal console instead of connecting to Discord.")
+        return cmd_console(settings)
+    configure_logging(settings, console=False)
+    from trainerbot.adapters.discord.bot import run_discord
+
+    run_discord(settings)
+    return 0
+
+
+def cmd_console(settings: Settings) -> int:
+    configure_logging(settings, console=True)
+    from trainerbot.adapters.console.console import Console
+
+    services = _services(settings)
+    try:
+        Console(services).run()
+    finally:
+        services.close()
+    return 0
+
+
+def cmd_train(settings: Settings, paths: list[Path], negative: bool) -> int:
+    configure_logging(settings, console=True)
+    from trainerbot.adapters.console.console import Console
+    from trainerbot.core.errors import UserError
+    from trainerbot.core.messages import Upload
+    from trainerbot.learning.examples import example_files
+
+    services = _services(settings)
+    console = Console(services)
+    try:
+        uploads = []
+        for path in paths:
+            for file in example_files(path) if path.is_dir() else [path]:
+                if not file.is_file():
+                    print(f"{file}: no such file", file=sys.stderr)
+                    return 2
+                uploads.append(Upload(str(file), file.read_bytes(), file.stat().st_size))
+        try:
+            started = services.teaching.train(console.user, "", uploads, positive=not negative)
+        except UserError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        print(started.text)
+        console.follow_job(started.job_id)
+        job = services.store.job(started.job_id)
+        return 0 if job is not None and job.status == "succeeded" else 1
+    finally:
+        services.close()
+
+
+def cmd_test(settings: Settings, path: Path, as_json: bool) -> int:
+    configure_logging(settings, console=True)
+    from trainerbot.core.errors import UserError
+    from trainerbot.learning.evaluation import evaluate, parse_cases
+
+    services = _services(settings)
+    try:
+        try:
+            cases = parse_cases(path.read_bytes(), str(path))
+            predictions = services.serving.predict_many([c.input for c in cases], settings.confidence_threshold)
+            if predictions is None:
+                raise UserError("No model has been trained yet: run `trainerbot train PATH` first.")
+        except (UserError, OSError) as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        report = evaluate(cases, predictions)
+        if as_json:
+            data = report.as_dict()
+            data.pop("results")
+            print(json.dumps(data, ensure_ascii=False))
+        else:
+            print(f"passed {report.passed} of {report.total} ({report.accuracy:.1%}); failed {report.failed}")
+            if report.unknown_recall is not None:
+                print(f"unknown recall {report.unknown_recall:.1%} of {report.unknown_total}")
+        return 0
+    finally:
+        services.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="trainerbot", description="A Discord bot you chat with and teach.")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("run", help="connect to Discord with DISCORD_TOKEN, else open the console")
+    sub.add_parser("console", help="chat and run commands in the terminal")
+    train = sub.add_parser("train", help="teach examples from files or directories and train")
+    train.add_argument("paths", nargs="+", type=Path)
+    train.add_argument("--negative", action="store_true", help="store them as answers not to give")
+    test = sub.add_parser("test", help="test the model on a JSON file of cases")
+    test.add_argument("path", type=Path)
+    test.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"trainerbot: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "console":
+        return cmd_console(settings)
+    if args.command == "train":
+        return cmd_train(settings, args.paths, args.negative)
+    if args.command == "test":
+        return cmd_test(settings, args.path, args.json)
+    return cmd_run(settings)

@@ -1,0 +1,123 @@
+"""Files under the data directory: safe path resolution, sending a file, zipping a directory."""
+
+from __future__ import annotations
+
+import logging
+import os
+import zipfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from trainerbot.core.errors import NotReady, TooLarge, UnsafePath
+from trainerbot.core.messages import Caller, OutFile, Reply
+from trainerbot.core.permissions import require_admin
+
+log = logging.getLogger(__name__)
+MAX_PATH_LENGTH = 1024
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def timestamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+
+
+@dataclass(frozen=True)
+class DataDirectory:
+    """The one folder the bot reads and writes; every path a user names must stay inside it."""
+
+    root: Path
+
+    def resolve(self, user_path: str) -> Path:
+        """The real path a user's argument names, or UnsafePath; nothing is read here."""
+        text = user_path.strip().strip("`\"'")
+        if not text:
+            raise UnsafePath("Give a path inside the data directory, for example `datasets/faq.csv`.")
+        if "\x00" in text or len(text) > MAX_PATH_LENGTH:
+            raise UnsafePath("That path is not valid.")
+        root = self.root.resolve()
+        candidate = Path(text)
+        candidate = candidate if candidate.is_absolute() else root / candidate
+        # resolve() follows every symlink, so a link that leaves the folder is caught too.
+        try:
+            real = candidate.resolve()
+        except (OSError, RuntimeError):
+            raise UnsafePath("That path cannot be resolved.") from None
+        if real != root and root not in real.parents:
+            raise UnsafePath(f"`{text}` is outside the data directory; only files inside it can be used.")
+        return real
+
+    def relative(self, path: Path) -> str:
+        return path.resolve().relative_to(self.root.resolve()).as_posix() or "."
+
+    def existing_file(self, user_path: str, limit: int) -> Path:
+        path = self.resolve(user_path)
+        if not path.is_file():
+            raise NotReady(f"There is no file `{user_path.strip()}` in the data directory.")
+        size = path.stat().st_size
+        if size > limit:
+            raise TooLarge(f"`{user_path.strip()}` is {human_size(size)}; the limit is {human_size(limit)}.")
+        return path
+
+    def existing_directory(self, user_path: str) -> Path:
+        path = self.resolve(user_path)
+        if not path.is_dir():
+            raise NotReady(f"There is no directory `{user_path.strip()}` in the data directory.")
+        return path
+
+    def files_under(self, directory: Path) -> list[Path]:
+        """Regular files below a directory, leaving out links that point outside the data directory."""
+        root = self.root.resolve()
+        found = []
+        for base, dirs, names in os.walk(directory):
+            dirs.sort()
+            for name in sorted(names):
+                path = Path(base) / name
+                real = path.resolve()
+                if real.is_file() and root in real.parents:
+                    found.append(path)
+        return found
+
+
+class FileService:
+    def __init__(self, data: DataDirectory, upload_limit: int) -> None:
+        self.data = data
+        self.upload_limit = upload_limit
+
+    def getfile(self, caller: Caller, user_path: str) -> Reply:
+        require_admin(caller, "read server files")
+        path = self.data.existing_file(user_path, self.upload_limit)
+        return Reply(f"`{self.data.relative(path)}` ({human_size(path.stat().st_size)})",
+                     [OutFile(path.name, path.read_bytes())])
+
+    def archive(self, caller: Caller, user_path: str) -> Reply:
+        require_admin(caller, "archive server files")
+        directory = self.data.existing_directory(user_path)
+        archives = self.data.root / "archives"
+        files = [p for p in self.data.files_under(directory) if archives.resolve() not in p.resolve().parents]
+        if not files:
+            raise NotReady(f"`{user_path.strip()}` has no files to archive.")
+        archives.mkdir(parents=True, exist_ok=True)
+        label = directory.name if directory != self.data.root.resolve() else "data"
+        target = archives / f"{label}-{timestamp()}.zip"
+        partial = target.with_suffix(".partial")
+        try:
+            with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+                for path in files:
+                    archive.write(path, path.relative_to(directory).as_posix())
+            partial.replace(target)
+        finally:
+            partial.unlink(missing_ok=True)
+        log.info("archived %d files of %s into %s", len(files), directory, target.name)
+        return Reply(
+            f"Archived {len(files)} file{'s' * (len(files) != 1)} from `{self.data.relative(directory)}` into "
+            f"`{self.data.relative(target)}` ({human_size(target.stat().st_size)})."
+        )

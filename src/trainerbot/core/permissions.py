@@ -1,0 +1,13 @@
+"""Who may do what: commands that read server files or change the model are for admins."""
+
+from __future__ import annotations
+
+from trainerbot.core.errors import PermissionDenied
+from trainerbot.core.messages import Caller
+
+
+def require_admin(caller: Caller, action: str) -> None:
+    if not caller.is_admin:
+        raise PermissionDenied(
+            f"Sorry, only the bot's owners and members with an admin role can {action}."
+        )
