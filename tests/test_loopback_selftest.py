@@ -127,9 +127,7 @@ async def test_synced_definitions_type_the_options(server: FakeDiscord, bot: Sel
     await bot.tree.sync()
     assert {command["name"] for command in server.global_commands} == {"ping", "inspect", "countdown", "slow"}
     interaction = await server.invoke_slash("inspect", {"file": ("x.txt", b"abc")})
-    assert interaction.payload["data"]["id"] == next(
-        c["id"] for c in server.global_commands if c["name"] == "inspect"
-    )
+    assert interaction.payload["data"]["id"] == next(c["id"] for c in server.global_commands if c["name"] == "inspect")
     [reply] = await interaction.wait_messages()
     assert reply["content"] == "x.txt: 3 bytes"
     with pytest.raises(ValueError, match="needs option"):
@@ -181,9 +179,7 @@ async def test_rate_limited_send_is_retried(server: FakeDiscord, bot: SelfTestBo
     assert reply["content"] == "pong" and failure.hits == 1
 
 
-async def test_close_4000_then_resume_delivers_missed_message_once(
-    server: FakeDiscord, bot: SelfTestBot
-) -> None:
+async def test_close_4000_then_resume_delivers_missed_message_once(server: FakeDiscord, bot: SelfTestBot) -> None:
     before = await server.send_message("!ping")
     await server.wait_for_bot_messages(after=before["id"])
 

@@ -41,8 +41,9 @@ def build_services(settings: Settings) -> Services:
     data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(Database(settings.database_path))
     serving = ServingModel(store, MiniLMEncoder())
-    jobs = TrainingJobs(store, data_dir / "models", settings.confidence_threshold,
-                        on_finished=lambda job_id: serving.reload())
+    jobs = TrainingJobs(
+        store, data_dir / "models", settings.confidence_threshold, on_finished=lambda job_id: serving.reload()
+    )
     jobs.recover()
     serving.reload()
     data = DataDirectory(data_dir)
@@ -50,10 +51,12 @@ def build_services(settings: Settings) -> Services:
         settings=settings,
         store=store,
         files=FileService(data, settings.upload_limit_bytes),
-        teaching=TeachingService(store, data, jobs, serving, settings.confidence_threshold,
-                                 settings.upload_limit_bytes),
-        conversation=Conversation(store, serving, settings.confidence_threshold, settings.instructions_path,
-                                  settings.command_prefix),
+        teaching=TeachingService(
+            store, data, jobs, serving, settings.confidence_threshold, settings.upload_limit_bytes
+        ),
+        conversation=Conversation(
+            store, serving, settings.confidence_threshold, settings.instructions_path, settings.command_prefix
+        ),
         jobs=jobs,
         serving=serving,
     )

@@ -28,7 +28,7 @@ def configure_logging(settings: Settings, console: bool) -> None:
     logging.getLogger("discord").setLevel(logging.WARNING if console else logging.INFO)
 
 
-def _services(settings: Settings):  # noqa: ANN202 (import kept local: start-up of --help stays fast)
+def _services(settings: Settings):
     from trainerbot.app import build_services
 
     return build_services(settings)

@@ -82,9 +82,7 @@ async def run_bot(
         )
 
 
-async def _wait_until_ready(
-    bot: discord.Client, task: asyncio.Task[None], server: FakeDiscord, timeout: float
-) -> None:
+async def _wait_until_ready(bot: discord.Client, task: asyncio.Task[None], server: FakeDiscord, timeout: float) -> None:
     # Polled: bot.wait_until_ready() raises until bot.start() has set up its internals.
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

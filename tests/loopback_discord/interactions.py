@@ -76,9 +76,7 @@ def build_options(
     if definition is not None:
         unknown = set(values) - set(declared)
         if unknown:
-            raise ValueError(
-                f"{definition['name']!r} has no option(s) {sorted(unknown)}; it has {sorted(declared)}"
-            )
+            raise ValueError(f"{definition['name']!r} has no option(s) {sorted(unknown)}; it has {sorted(declared)}")
         missing = [name for name, option in declared.items() if option.get("required") and name not in values]
         if missing:
             raise ValueError(f"{definition['name']!r} needs option(s) {missing}")
@@ -134,9 +132,7 @@ class InteractionHandle:
 
     async def wait_response(self, timeout: float = 10.0) -> dict[str, Any]:
         """The body of the bot's initial callback, ``{"type": ..., "data": {...}}``."""
-        await self.server.wait_until(
-            lambda: self.callbacks, timeout, what=f"a response to {self._describe()}"
-        )
+        await self.server.wait_until(lambda: self.callbacks, timeout, what=f"a response to {self._describe()}")
         return self.callbacks[0]
 
     async def wait_original(self, timeout: float = 10.0) -> dict[str, Any]:
@@ -146,9 +142,7 @@ class InteractionHandle:
             original = self.original
             return original if original is not None and not original["flags"] & FLAG_LOADING else None
 
-        return await self.server.wait_until(
-            ready, timeout, what=f"the original response to {self._describe()}"
-        )
+        return await self.server.wait_until(ready, timeout, what=f"the original response to {self._describe()}")
 
     async def wait_messages(self, count: int = 1, timeout: float = 10.0) -> list[dict[str, Any]]:
         """At least ``count`` finished response messages (see ``messages``), oldest first."""

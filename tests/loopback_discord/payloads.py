@@ -112,9 +112,7 @@ class GuildSetup:
         default_factory=lambda: FakeUser(900_000_000_000_000_100, "trainerbot", bot=True, role_names=("Bot",))
     )
     owner: FakeUser = field(default_factory=lambda: FakeUser(900_000_000_000_000_201, "owner"))
-    admin: FakeUser = field(
-        default_factory=lambda: FakeUser(900_000_000_000_000_202, "admin", role_names=("Admin",))
-    )
+    admin: FakeUser = field(default_factory=lambda: FakeUser(900_000_000_000_000_202, "admin", role_names=("Admin",)))
     member: FakeUser = field(default_factory=lambda: FakeUser(900_000_000_000_000_203, "member"))
     extra_users: list[FakeUser] = field(default_factory=list)
     everyone_permissions: int = EVERYONE_PERMISSIONS
@@ -210,9 +208,7 @@ def role_payloads(setup: GuildSetup) -> list[dict[str, Any]]:
     return result
 
 
-def _guild_channel_base(
-    guild_id: int, channel_id: int, name: str, position: int, kind: int
-) -> dict[str, Any]:
+def _guild_channel_base(guild_id: int, channel_id: int, name: str, position: int, kind: int) -> dict[str, Any]:
     return {
         "id": str(channel_id),
         "type": kind,

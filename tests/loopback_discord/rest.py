@@ -45,9 +45,7 @@ log = logging.getLogger(__name__)
 Uploads = dict[int, tuple[str, bytes]]  # upload index (files[n]) -> (filename, bytes)
 
 MAX_CONTENT_LENGTH = 2000
-TOO_LONG = {
-    "content": {"_errors": [{"code": "BASE_TYPE_MAX_LENGTH", "message": "Must be 2000 or fewer in length."}]}
-}
+TOO_LONG = {"content": {"_errors": [{"code": "BASE_TYPE_MAX_LENGTH", "message": "Must be 2000 or fewer in length."}]}}
 GATEWAY_ONLY_GUILD_FIELDS = (
     "members",
     "channels",
@@ -84,17 +82,13 @@ class InjectedFailure:
 
 
 # Where the middleware keeps the request's record for ``read_body`` (RequestKey: aiohttp >= 3.13).
-RECORD_KEY: Any = (
-    web.RequestKey("loopback_record", RecordedRequest) if hasattr(web, "RequestKey") else "record"
-)
+RECORD_KEY: Any = web.RequestKey("loopback_record", RecordedRequest) if hasattr(web, "RequestKey") else "record"
 
 
 class ApiError(Exception):
     """Raised by handlers; becomes a Discord-style JSON error response."""
 
-    def __init__(
-        self, status: int, message: str, code: int = 0, errors: dict[str, Any] | None = None
-    ) -> None:
+    def __init__(self, status: int, message: str, code: int = 0, errors: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.code, self.errors = status, message, code, errors
 
@@ -180,9 +174,7 @@ class RestApi:
         for failure in self.server.failures:
             if failure.hits < failure.times and re.search(failure.pattern, route):
                 failure.hits += 1
-                log.info(
-                    "injecting HTTP %s into %s (%d/%d)", failure.status, route, failure.hits, failure.times
-                )
+                log.info("injecting HTTP %s into %s (%d/%d)", failure.status, route, failure.hits, failure.times)
                 if failure.status == 429:
                     headers = {"Retry-After": str(failure.retry_after)}
                     if failure.via_header:
@@ -191,9 +183,7 @@ class RestApi:
                     return json_response({**body, "global": False}, status=429, headers=headers)
                 if failure.status == 500:
                     return json_response({"message": "500: Internal Server Error", "code": 0}, status=500)
-                return web.Response(
-                    status=failure.status, text="<html>error</html>", content_type="text/html"
-                )
+                return web.Response(status=failure.status, text="<html>error</html>", content_type="text/html")
         return None
 
     async def read_body(self, request: web.Request) -> tuple[Any, Uploads]:
@@ -378,9 +368,7 @@ class RestApi:
         await self._broadcast("MESSAGE_CREATE", message)
         return message
 
-    async def apply_edit(
-        self, message: dict[str, Any], body: dict[str, Any], uploads: Uploads
-    ) -> dict[str, Any]:
+    async def apply_edit(self, message: dict[str, Any], body: dict[str, Any], uploads: Uploads) -> dict[str, Any]:
         """Edit a message the way PATCH does: only the fields present in ``body`` change."""
         edited = dict(message)
         if "content" in body:
@@ -390,9 +378,7 @@ class RestApi:
         if "attachments" in body or uploads:
             channel_id = int(message["channel_id"])
             wanted = body.get("attachments")
-            edited["attachments"] = self._attachments(
-                channel_id, wanted, uploads, existing=message["attachments"]
-            )
+            edited["attachments"] = self._attachments(channel_id, wanted, uploads, existing=message["attachments"])
         if body.get("flags") is not None:
             kept = message["flags"] & ~FLAG_SUPPRESS_EMBEDS
             edited["flags"] = kept | (body["flags"] & FLAG_SUPPRESS_EMBEDS)
@@ -460,9 +446,7 @@ class RestApi:
                 name = entry.get("filename") or filename
                 result.append(store(channel_id, name, data, description=entry.get("description")))
             else:
-                raise ApiError(
-                    400, "Invalid Form Body", 50035, {"attachments": {"_errors": [{"code": "UNKNOWN"}]}}
-                )
+                raise ApiError(400, "Invalid Form Body", 50035, {"attachments": {"_errors": [{"code": "UNKNOWN"}]}})
         return result
 
     # -- application commands -------------------------------------------------------------------

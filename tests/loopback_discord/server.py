@@ -201,9 +201,7 @@ class FakeDiscord:
             content=content,
             setup=self.setup if in_guild else None,
             attachments=[self.store_attachment(channel_id, name, data) for name, data in attachments or []],
-            mentions=[
-                self.users[int(uid)] for uid in re.findall(r"<@!?(\d+)>", content) if int(uid) in self.users
-            ],
+            mentions=[self.users[int(uid)] for uid in re.findall(r"<@!?(\d+)>", content) if int(uid) in self.users],
             mention_roles=[int(rid) for rid in re.findall(r"<@&(\d+)>", content)] if in_guild else [],
             mention_everyone="@everyone" in content and in_guild,
         )
@@ -215,9 +213,7 @@ class FakeDiscord:
 
     async def send_dm(self, content: str = "", *, author: UserRef = None, **kwargs: Any) -> dict[str, Any]:
         """``send_message`` in the DM channel between ``author`` and the bot."""
-        return await self.send_message(
-            content, author=author, channel_id=self.dm_channel_id(author), **kwargs
-        )
+        return await self.send_message(content, author=author, channel_id=self.dm_channel_id(author), **kwargs)
 
     async def edit_message(self, message_id: int | str, content: str) -> dict[str, Any]:
         """A user edits their message: dispatches MESSAGE_UPDATE."""
@@ -323,9 +319,7 @@ class FakeDiscord:
 
     # -- test-side API: observing the bot -------------------------------------------------------
 
-    def bot_messages(
-        self, channel_id: int | None = None, *, after: int | str | None = None
-    ) -> list[dict[str, Any]]:
+    def bot_messages(self, channel_id: int | None = None, *, after: int | str | None = None) -> list[dict[str, Any]]:
         """Messages the bot created in a channel (default channel), oldest first, latest state.
 
         ``after``: only messages with a larger id (e.g. the id of the message the test sent).
@@ -391,9 +385,7 @@ class FakeDiscord:
         latest = self.messages.get(message_id) or self.deleted_messages[message_id]
         return {att["filename"]: self.attachment_bytes(att) for att in latest["attachments"]}
 
-    async def wait_until(
-        self, condition: Callable[[], T], timeout: float = 10.0, *, what: str = "condition"
-    ) -> T:
+    async def wait_until(self, condition: Callable[[], T], timeout: float = 10.0, *, what: str = "condition") -> T:
         """Wait until ``condition()`` is truthy (re-checked on every state change); return it."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

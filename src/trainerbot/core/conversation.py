@@ -23,8 +23,7 @@ class Answer:
 
 
 class Conversation:
-    def __init__(self, store: Store, serving: ServingModel, threshold: float, instructions: Path,
-                 prefix: str) -> None:
+    def __init__(self, store: Store, serving: ServingModel, threshold: float, instructions: Path, prefix: str) -> None:
         self.store = store
         self.serving = serving
         self.threshold = threshold
@@ -32,8 +31,9 @@ class Conversation:
         self.prefix = prefix
 
     def greet(self, caller: Caller) -> Reply:
-        return Reply(f"Hi {caller.name}! Ask me anything I've been taught, or type `{self.prefix}help` "
-                     f"to see what I can do.")
+        return Reply(
+            f"Hi {caller.name}! Ask me anything I've been taught, or type `{self.prefix}help` to see what I can do."
+        )
 
     def instructions(self) -> Reply:
         try:
@@ -59,8 +59,9 @@ class Conversation:
     def remember_reply(self, caller: Caller, bot_message_id: int, text: str, answer: Answer) -> None:
         """Links a sent reply to the message it answered, for corrections and ratings."""
         self.store.record_reply(
-            ReplyRecord(bot_message_id, caller.message_id, caller.user_id, text, answer.text, answer.source,
-                        answer.confidence),
+            ReplyRecord(
+                bot_message_id, caller.message_id, caller.user_id, text, answer.text, answer.source, answer.confidence
+            ),
             guild_id=caller.guild_id,
             channel_id=caller.channel_id,
         )
@@ -72,7 +73,13 @@ class Conversation:
         if len(text) > MAX_FEEDBACK:
             raise InvalidInput(f"Feedback must be at most {MAX_FEEDBACK} characters.")
         about = self.store.reply(about_message_id) if about_message_id else None
-        self.store.add_feedback(user_id=caller.user_id, user_name=caller.name, guild_id=caller.guild_id,
-                                channel_id=caller.channel_id, message_id=caller.message_id, text=text,
-                                about=about)
+        self.store.add_feedback(
+            user_id=caller.user_id,
+            user_name=caller.name,
+            guild_id=caller.guild_id,
+            channel_id=caller.channel_id,
+            message_id=caller.message_id,
+            text=text,
+            about=about,
+        )
         return Reply("Thank you for the feedback!" + (" I noted which reply it is about." if about else ""))

@@ -95,8 +95,9 @@ class FileService:
     def getfile(self, caller: Caller, user_path: str) -> Reply:
         require_admin(caller, "read server files")
         path = self.data.existing_file(user_path, self.upload_limit)
-        return Reply(f"`{self.data.relative(path)}` ({human_size(path.stat().st_size)})",
-                     [OutFile(path.name, path.read_bytes())])
+        return Reply(
+            f"`{self.data.relative(path)}` ({human_size(path.stat().st_size)})", [OutFile(path.name, path.read_bytes())]
+        )
 
     def archive(self, caller: Caller, user_path: str) -> Reply:
         require_admin(caller, "archive server files")

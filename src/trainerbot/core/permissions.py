@@ -8,6 +8,4 @@ from trainerbot.core.messages import Caller
 
 def require_admin(caller: Caller, action: str) -> None:
     if not caller.is_admin:
-        raise PermissionDenied(
-            f"Sorry, only the bot's owners and members with an admin role can {action}."
-        )
+        raise PermissionDenied(f"Sorry, only the bot's owners and members with an admin role can {action}.")

@@ -38,8 +38,9 @@ def parse_positive_flag(text: str) -> tuple[str, bool | None]:
 
 def check_upload(upload: Upload, limit: int) -> None:
     if max(upload.size, len(upload.data)) > limit:
-        raise TooLarge(f"{upload.name} is {human_size(max(upload.size, len(upload.data)))}; "
-                       f"the limit is {human_size(limit)}.")
+        raise TooLarge(
+            f"{upload.name} is {human_size(max(upload.size, len(upload.data)))}; the limit is {human_size(limit)}."
+        )
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,11 @@ def job_text(job: Job, queue_position: int = 0) -> str:
         return f"{head} was interrupted by a restart. Run `!retrain` to train again."
     result = job.result or {}
     accuracy = result.get("holdout_accuracy")
-    checked = (f"{accuracy:.1%} of {result.get('holdout_size')} held-out examples answered correctly"
-               if accuracy is not None else "too few examples for a held-out check")
+    checked = (
+        f"{accuracy:.1%} of {result.get('holdout_size')} held-out examples answered correctly"
+        if accuracy is not None
+        else "too few examples for a held-out check"
+    )
     return (
         f"{head} done: {progress_bar(1.0)}\n"
         f"Learned {result.get('outputs')} output(s) from {result.get('examples')} examples "
@@ -73,8 +77,15 @@ def job_text(job: Job, queue_position: int = 0) -> str:
 
 
 class TeachingService:
-    def __init__(self, store: Store, data: DataDirectory, jobs: TrainingJobs, serving: ServingModel,
-                 threshold: float, upload_limit: int) -> None:
+    def __init__(
+        self,
+        store: Store,
+        data: DataDirectory,
+        jobs: TrainingJobs,
+        serving: ServingModel,
+        threshold: float,
+        upload_limit: int,
+    ) -> None:
         self.store = store
         self.data = data
         self.jobs = jobs
@@ -102,8 +113,10 @@ class TeachingService:
                 file = self.data.existing_file(text, self.upload_limit)
                 examples += parse_examples(file.read_bytes(), self.data.relative(file), positive)
             else:
-                raise InvalidInput(f"`{text}` is neither `question {ARROW} answer` nor a file or directory "
-                                   f"in the data directory.\n{TRAIN_USAGE}")
+                raise InvalidInput(
+                    f"`{text}` is neither `question {ARROW} answer` nor a file or directory "
+                    f"in the data directory.\n{TRAIN_USAGE}"
+                )
             sources.append(self.data.relative(path))
         for upload in uploads:
             check_upload(upload, self.upload_limit)
@@ -190,15 +203,21 @@ class TeachingService:
             check_upload(uploads[0], self.upload_limit)
             cases = parse_cases(uploads[0].data, uploads[0].name)
         else:
-            raise InvalidInput('Give test cases as JSON, e.g. `!test [{"input": "hi", "output": "hello"}]`, '
-                               "or attach a .json file.")
+            raise InvalidInput(
+                'Give test cases as JSON, e.g. `!test [{"input": "hi", "output": "hello"}]`, or attach a .json file.'
+            )
         predictions = self.serving.predict_many([c.input for c in cases], self.threshold)
         if predictions is None:
             raise NotReady("No model has been trained yet. " + TRAIN_USAGE)
         report = evaluate(cases, predictions)
-        self.store.add_test_run(user_id=caller.user_id, model_version_id=self.serving.version_id,
-                                total=report.total, passed=report.passed, accuracy=report.accuracy,
-                                failures=report.failures)
+        self.store.add_test_run(
+            user_id=caller.user_id,
+            model_version_id=self.serving.version_id,
+            total=report.total,
+            passed=report.passed,
+            accuracy=report.accuracy,
+            failures=report.failures,
+        )
         lines = [f"Passed {report.passed} of {report.total} ({report.accuracy:.1%}); failed {report.failed}."]
         if report.unknown_recall is not None:
             lines.append(f'Said "unknown" when it should: {report.unknown_recall:.0%} of {report.unknown_total}.')
@@ -209,8 +228,10 @@ class TeachingService:
             )
         if len(report.failures) > 10:
             lines.append(f"…and {len(report.failures) - 10} more in the attached report. `!errors` lists them.")
-        return Reply("\n".join(lines), [OutFile("test-chart.png", chart_png(report)),
-                                        OutFile("test-report.json", report_json(report))])
+        return Reply(
+            "\n".join(lines),
+            [OutFile("test-chart.png", chart_png(report)), OutFile("test-report.json", report_json(report))],
+        )
 
     def errors(self) -> Reply:
         failures = self.store.recent_failures()
@@ -218,8 +239,11 @@ class TeachingService:
             return Reply("No failures from the last test run.")
         total = self.store.failure_count()
         lines = [f"Failures of the last test run ({total}):"]
-        lines += [f"• `{_short(f['input'])}`: expected {_short(f['expected'] or 'unknown')}, "
-                  f"got {_short(f['got'] or 'unknown')} ({f['confidence']:.2f})" for f in failures]
+        lines += [
+            f"• `{_short(f['input'])}`: expected {_short(f['expected'] or 'unknown')}, "
+            f"got {_short(f['got'] or 'unknown')} ({f['confidence']:.2f})"
+            for f in failures
+        ]
         return Reply("\n".join(lines))
 
     # --- datasets and corrections -----------------------------------------------------
@@ -228,11 +252,15 @@ class TeachingService:
         require_admin(caller, "choose the training dataset")
         path = self.data.existing_directory(directory)
         name = path.name if path != self.data.root.resolve() else "data"
-        snap = datasets.snapshot(path, self.data.root / "datasets", name, timestamp(), positive,
-                                 self.upload_limit)
+        snap = datasets.snapshot(path, self.data.root / "datasets", name, timestamp(), positive, self.upload_limit)
         self.store.add_dataset(
-            name=name, directory=self.data.relative(path), positive=positive, examples=snap.examples,
-            files=len(snap.files), archive=self.data.relative(snap.archive), manifest=snap.manifest,
+            name=name,
+            directory=self.data.relative(path),
+            positive=positive,
+            examples=snap.examples,
+            files=len(snap.files),
+            archive=self.data.relative(snap.archive),
+            manifest=snap.manifest,
             created_by=caller.user_id,
         )
         outputs = len({ex.output for ex in snap.examples})
@@ -251,8 +279,10 @@ class TeachingService:
             raise InvalidInput("A correction must fit in one message (2000 characters).")
         reply = self.store.reply(bot_message_id)
         if reply is None:
-            raise NotReady("I can't find a reply of mine with that message id. Reply to my message, "
-                           "or copy its id (Developer Mode → Copy Message ID).")
+            raise NotReady(
+                "I can't find a reply of mine with that message id. Reply to my message, "
+                "or copy its id (Developer Mode → Copy Message ID)."
+            )
         self.store.add_correction(reply=reply, user_id=caller.user_id, correction=correction)
         return Reply(
             f"Thanks! Noted: to `{_short(reply.input)}` the answer is `{_short(correction)}`, "
@@ -265,8 +295,9 @@ class TeachingService:
         reply = self.store.reply(bot_message_id) if rating else None
         if reply is None or rating is None:
             return False
-        return self.store.add_reaction(bot_message_id=bot_message_id, user_id=user_id, emoji=emoji,
-                                       rating=rating, reply=reply)
+        return self.store.add_reaction(
+            bot_message_id=bot_message_id, user_id=user_id, emoji=emoji, rating=rating, reply=reply
+        )
 
 
 def _short(text: str, limit: int = 80) -> str:

@@ -21,7 +21,9 @@ class DatasetSnapshot:
     archive: Path
 
 
-def read_directory(directory: Path, files: list[Path], positive: bool, limit: int) -> tuple[list[Example], dict[str, str]]:
+def read_directory(
+    directory: Path, files: list[Path], positive: bool, limit: int
+) -> tuple[list[Example], dict[str, str]]:
     """Parses every example file (all of them or none) and hashes each."""
     examples: list[Example] = []
     manifest: dict[str, str] = {}
@@ -48,8 +50,12 @@ def snapshot(directory: Path, archive_dir: Path, name: str, stamp: str, positive
         with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for path in files:
                 zf.write(path, path.relative_to(directory).as_posix())
-            zf.writestr("manifest.json", json.dumps(
-                {"dataset": name, "positive": positive, "examples": len(examples), "files": manifest}, indent=2))
+            zf.writestr(
+                "manifest.json",
+                json.dumps(
+                    {"dataset": name, "positive": positive, "examples": len(examples), "files": manifest}, indent=2
+                ),
+            )
         partial.replace(archive)
     finally:
         partial.unlink(missing_ok=True)

@@ -61,9 +61,7 @@ class _Layer:
             return w[f"{prefix}.{name}"]
 
         # Fuse Q, K and V into one product; store weights transposed for x @ W.
-        self.qkv_w = np.concatenate(
-            [get(f"attention.self.{n}.weight") for n in ("query", "key", "value")]
-        ).T.copy()
+        self.qkv_w = np.concatenate([get(f"attention.self.{n}.weight") for n in ("query", "key", "value")]).T.copy()
         self.qkv_b = np.concatenate([get(f"attention.self.{n}.bias") for n in ("query", "key", "value")])
         self.out_w = get("attention.output.dense.weight").T.copy()
         self.out_b = get("attention.output.dense.bias")

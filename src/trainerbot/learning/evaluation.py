@@ -45,10 +45,13 @@ class TestReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "total": self.total, "passed": self.passed, "failed": self.failed,
+            "total": self.total,
+            "passed": self.passed,
+            "failed": self.failed,
             "accuracy": round(self.accuracy, 4),
             "unknown_recall": None if self.unknown_recall is None else round(self.unknown_recall, 4),
-            "failures": self.failures, "results": self.results,
+            "failures": self.failures,
+            "results": self.results,
         }
 
 
@@ -78,8 +81,13 @@ def evaluate(cases: list[TestCase], predictions: list[Prediction]) -> TestReport
         if case.output is None:
             report.unknown_total += 1
             report.unknown_passed += ok
-        row = {"input": case.input, "expected": case.output, "got": prediction.output,
-               "confidence": prediction.confidence, "passed": ok}
+        row = {
+            "input": case.input,
+            "expected": case.output,
+            "got": prediction.output,
+            "confidence": prediction.confidence,
+            "passed": ok,
+        }
         report.results.append(row)
         if not ok:
             report.failures.append({k: row[k] for k in ("input", "expected", "got", "confidence")})
@@ -107,8 +115,13 @@ def chart_png(report: TestReport, top: int = 15) -> bytes:
     figure = Figure(figsize=(8, 1.5 + 0.35 * len(labels)), dpi=100)
     axes = figure.add_subplot()
     axes.barh(short, [passed[label] for label in labels], color="#3ba55d", label="passed")
-    axes.barh(short, [failed[label] for label in labels], left=[passed[label] for label in labels],
-              color="#ed4245", label="failed")
+    axes.barh(
+        short,
+        [failed[label] for label in labels],
+        left=[passed[label] for label in labels],
+        color="#ed4245",
+        label="failed",
+    )
     axes.set_xlabel("test cases")
     axes.set_title(f"{report.passed}/{report.total} passed ({report.accuracy:.0%})")
     axes.legend(loc="lower right")

@@ -163,8 +163,11 @@ def _parse_csv(text: str, positive: bool, delimiter: str) -> list[Example]:
     input_col = next((header.index(k) for k in INPUT_KEYS if k in header), None)
     output_col = next((header.index(k) for k in OUTPUT_KEYS if k in header), None)
     if input_col is None or output_col is None:
-        raise _Problem(1, "the header must name an input column (input or text) and an output column "
-                          f"(output or label); found: {', '.join(header) or 'nothing'}")
+        raise _Problem(
+            1,
+            "the header must name an input column (input or text) and an output column "
+            f"(output or label); found: {', '.join(header) or 'nothing'}",
+        )
     examples = []
     try:
         for row in reader:
@@ -173,8 +176,11 @@ def _parse_csv(text: str, positive: bool, delimiter: str) -> list[Example]:
             if len(row) <= max(input_col, output_col):
                 raise _Problem(reader.line_num, f"expected {len(header)} columns, found {len(row)}")
             examples.append(
-                Example(_clean(row[input_col], header[input_col], reader.line_num),
-                        _clean(row[output_col], header[output_col], reader.line_num), positive)
+                Example(
+                    _clean(row[input_col], header[input_col], reader.line_num),
+                    _clean(row[output_col], header[output_col], reader.line_num),
+                    positive,
+                )
             )
     except csv.Error as exc:
         raise _Problem(reader.line_num, f"malformed CSV ({exc})") from None

@@ -60,7 +60,12 @@ def run_training_job(database_path: str, models_dir: str, job_id: int, threshold
 
 
 class ServingModel:
-    """The model version that answers messages, swapped atomically when a job finishes or on rollback."""
+    """The model version that answers messages.
+
+    Before each prediction it asks the database which version is active (one indexed
+    read), so a finished job, a rollback, or another process sharing the data
+    directory is picked up at once, without waiting for a notification.
+    """
 
     def __init__(self, store: Store, encoder: TextEncoder) -> None:
         self._store = store
@@ -69,33 +74,31 @@ class ServingModel:
         self._model: IntentModel | None = None
         self.version_id: int | None = None
 
-    def reload(self) -> None:
-        version = self._store.active_model()
-        if version is None:
-            model = None
-        elif version.id == self.version_id:
-            return
-        else:
-            model = IntentModel.load(Path(version.path), self._encoder)
+    def reload(self) -> IntentModel | None:
+        """Loads the active version if it is not the one in memory; returns the current model."""
         with self._lock:
-            self._model, self.version_id = model, version.id if version else None
-        log.info("serving model version %s", self.version_id)
+            version = self._store.active_model()
+            wanted = version.id if version else None
+            if wanted != self.version_id:
+                self._model = IntentModel.load(Path(version.path), self._encoder) if version else None
+                self.version_id = wanted
+                log.info("serving model version %s", wanted)
+            return self._model
 
     def predict(self, text: str, threshold: float) -> Prediction | None:
         """None when nothing has been trained yet."""
-        model = self._model
+        model = self.reload()
         return model.predict(text, threshold) if model is not None else None
 
     def predict_many(self, texts: list[str], threshold: float) -> list[Prediction] | None:
-        model = self._model
+        model = self.reload()
         return model.predict_many(texts, threshold) if model is not None else None
 
 
 class TrainingJobs:
     """Starts jobs one at a time in a worker process; queued jobs wait their turn."""
 
-    def __init__(self, store: Store, models_dir: Path, threshold: float,
-                 on_finished: Callable[[int], None]) -> None:
+    def __init__(self, store: Store, models_dir: Path, threshold: float, on_finished: Callable[[int], None]) -> None:
         self._store = store
         self._models_dir = models_dir
         self._threshold = threshold

@@ -154,11 +154,13 @@ class IntentModel:
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"format": FORMAT_VERSION, "outputs": self.outputs, "vocabulary": self._vocabulary,
-                "exact": self.exact}
+        meta = {"format": FORMAT_VERSION, "outputs": self.outputs, "vocabulary": self._vocabulary, "exact": self.exact}
         arrays = {
-            "idf": self._idf, "vectors": self.vectors, "labels": self.labels,
-            "negative_vectors": self.negative_vectors, "negative_labels": self.negative_labels,
+            "idf": self._idf,
+            "vectors": self.vectors,
+            "labels": self.labels,
+            "negative_vectors": self.negative_vectors,
+            "negative_labels": self.negative_labels,
         }
         if self.coef is not None and self.intercept is not None:
             arrays |= {"coef": self.coef, "intercept": self.intercept}
@@ -211,8 +213,9 @@ def _exact_answers(positives: list[Example], negatives: list[Example], index: di
     return {key: counter.most_common(1)[0][0] for key, counter in votes.items()}
 
 
-def _fit_classifier(features: sparse.csr_matrix, labels: np.ndarray, start: LogisticRegression | None,
-                    regularisation: float) -> LogisticRegression:
+def _fit_classifier(
+    features: sparse.csr_matrix, labels: np.ndarray, start: LogisticRegression | None, regularisation: float
+) -> LogisticRegression:
     classifier = LogisticRegression(C=regularisation, max_iter=1000, tol=1e-4, warm_start=start is not None)
     if start is not None:  # continue from the held-out fit: the full fit then takes a few steps
         classifier.coef_, classifier.intercept_ = start.coef_.copy(), start.intercept_.copy()
@@ -260,9 +263,14 @@ def train(
             # Two outputs: scikit-learn keeps one logit; softmax over (0, z) is the same sigmoid.
             coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
         return IntentModel(
-            encoder=encoder, outputs=outputs, vocabulary={k: int(v) for k, v in vectorizer.vocabulary_.items()},
-            idf=vectorizer.idf_.astype(np.float32), coef=coef, intercept=intercept,
-            vectors=vectors[rows], labels=labels[rows],
+            encoder=encoder,
+            outputs=outputs,
+            vocabulary={k: int(v) for k, v in vectorizer.vocabulary_.items()},
+            idf=vectorizer.idf_.astype(np.float32),
+            coef=coef,
+            intercept=intercept,
+            vectors=vectors[rows],
+            labels=labels[rows],
             negative_vectors=negative_vectors[known],
             negative_labels=np.array([index[negatives[i].output] for i in known], dtype=np.int64),
             exact=_exact_answers([positives[i] for i in rows], negatives, index),
@@ -276,8 +284,7 @@ def train(
             progress(0.78, "checking on held-out examples")
             # Every output keeps at least one training row, so both fits see the same classes.
             first = _fit_classifier(features[~holdout], labels[~holdout], None, regularisation)
-            trial = build(first.coef_.astype(np.float32), first.intercept_.astype(np.float32),
-                          np.flatnonzero(~holdout))
+            trial = build(first.coef_.astype(np.float32), first.intercept_.astype(np.float32), np.flatnonzero(~holdout))
             held = np.flatnonzero(holdout)
             guesses = trial._predict_chunk([texts[i] for i in held], vectors[held], threshold)
             holdout_accuracy = float(np.mean([g.output == outputs[labels[i]] for g, i in zip(guesses, held)]))
@@ -291,9 +298,13 @@ def train(
         np.arange(len(labels)),
     )
     report = TrainingReport(
-        examples=len(examples), positive=len(positives), negative=len(negatives), outputs=len(outputs),
+        examples=len(examples),
+        positive=len(positives),
+        negative=len(negatives),
+        outputs=len(outputs),
         holdout_size=int(holdout.sum()) if holdout_accuracy is not None else 0,
-        holdout_accuracy=holdout_accuracy, seconds=round(time.perf_counter() - started, 2),
+        holdout_accuracy=holdout_accuracy,
+        seconds=round(time.perf_counter() - started, 2),
     )
-    progress(1.0, "done")
+    progress(1.0, "saving the model")
     return model, report

@@ -146,7 +146,7 @@ def _m001_initial(db: sqlite3.Connection) -> None:
             got TEXT,
             confidence REAL NOT NULL
         );
-        """
+        """,
     )
 
 
@@ -179,9 +179,7 @@ class Database:
                     continue
                 log.info("applying migration %d (%s)", version, migration.__name__)
                 migration(db)
-                db.execute(
-                    "INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, migration.__name__, utc_now())
-                )
+                db.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, migration.__name__, utc_now()))
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

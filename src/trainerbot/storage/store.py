@@ -94,8 +94,16 @@ class Store:
             ]
 
     def add_dataset(
-        self, *, name: str, directory: str, positive: bool, examples: Sequence[Example], files: int,
-        archive: str, manifest: dict[str, str], created_by: int | None,
+        self,
+        *,
+        name: str,
+        directory: str,
+        positive: bool,
+        examples: Sequence[Example],
+        files: int,
+        archive: str,
+        manifest: dict[str, str],
+        created_by: int | None,
     ) -> int:
         """Stores a dataset and its examples in one transaction, and makes it the selected one."""
         now = utc_now()
@@ -104,15 +112,25 @@ class Store:
                 "INSERT INTO datasets (name, directory, positive, files, examples, outputs, archive, manifest,"
                 " created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    name, directory, int(positive), files, len(examples),
-                    len({ex.output for ex in examples}), archive, json.dumps(manifest), created_by, now,
+                    name,
+                    directory,
+                    int(positive),
+                    files,
+                    len(examples),
+                    len({ex.output for ex in examples}),
+                    archive,
+                    json.dumps(manifest),
+                    created_by,
+                    now,
                 ),
             ).lastrowid
             db.executemany(
                 "INSERT INTO examples (input, output, positive, source, dataset_id, author_id, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(ex.input, ex.output, int(ex.positive), f"dataset:{name}", dataset_id, created_by, now)
-                 for ex in examples],
+                [
+                    (ex.input, ex.output, int(ex.positive), f"dataset:{name}", dataset_id, created_by, now)
+                    for ex in examples
+                ],
             )
             db.execute("INSERT OR REPLACE INTO state VALUES ('selected_dataset', ?)", (str(dataset_id),))
             return dataset_id
@@ -186,8 +204,14 @@ class Store:
         with self.db.transaction() as db:
             db.execute("UPDATE jobs SET progress = ?, stage = ? WHERE id = ?", (progress, stage, job_id))
 
-    def finish_job(self, job_id: int, *, error: str | None = None, result: dict[str, Any] | None = None,
-                   model_path: str | None = None) -> None:
+    def finish_job(
+        self,
+        job_id: int,
+        *,
+        error: str | None = None,
+        result: dict[str, Any] | None = None,
+        model_path: str | None = None,
+    ) -> None:
         """Records the outcome; a success also adds the model version and makes it the one that serves."""
         now = utc_now()
         with self.db.transaction() as db:
@@ -196,16 +220,21 @@ class Store:
                 version_id = db.execute(
                     "INSERT INTO model_versions (job_id, path, examples, outputs, holdout_accuracy, status,"
                     " created_at) VALUES (?, ?, ?, ?, ?, 'ready', ?)",
-                    (job_id, model_path, result["examples"], result["outputs"], result.get("holdout_accuracy"),
-                     now),
+                    (job_id, model_path, result["examples"], result["outputs"], result.get("holdout_accuracy"), now),
                 ).lastrowid
                 db.execute("INSERT OR REPLACE INTO state VALUES ('active_model', ?)", (str(version_id),))
             db.execute(
                 "UPDATE jobs SET status = ?, progress = ?, stage = ?, error = ?, result = ?, model_version_id = ?,"
                 " finished_at = ? WHERE id = ?",
                 (
-                    "failed" if error else "succeeded", 0.0 if error else 1.0, "failed" if error else "done",
-                    error, json.dumps(result) if result else None, version_id, now, job_id,
+                    "failed" if error else "succeeded",
+                    0.0 if error else 1.0,
+                    "failed" if error else "done",
+                    error,
+                    json.dumps(result) if result else None,
+                    version_id,
+                    now,
+                    job_id,
                 ),
             )
 
@@ -254,14 +283,25 @@ class Store:
         with self.db.transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (record.bot_message_id, record.user_message_id, record.user_id, guild_id, channel_id,
-                 record.input, record.reply, record.source, record.confidence, utc_now()),
+                (
+                    record.bot_message_id,
+                    record.user_message_id,
+                    record.user_id,
+                    guild_id,
+                    channel_id,
+                    record.input,
+                    record.reply,
+                    record.source,
+                    record.confidence,
+                    utc_now(),
+                ),
             )
 
     def next_local_message_id(self) -> int:
         """Message ids for the console: small numbers that never meet Discord's 64-bit snowflakes."""
-        row = self.db.query_one("SELECT coalesce(max(bot_message_id), 0) AS id FROM replies WHERE bot_message_id < ?",
-                                (1 << 32,))
+        row = self.db.query_one(
+            "SELECT coalesce(max(bot_message_id), 0) AS id FROM replies WHERE bot_message_id < ?", (1 << 32,)
+        )
         return int(row["id"]) + 1 if row else 1
 
     def reply(self, bot_message_id: int) -> ReplyRecord | None:
@@ -272,18 +312,35 @@ class Store:
         )
         return ReplyRecord(**dict(row)) if row else None
 
-    def add_feedback(self, *, user_id: int | None, user_name: str, guild_id: int | None, channel_id: int | None,
-                     message_id: int | None, text: str, about: ReplyRecord | None) -> int:
+    def add_feedback(
+        self,
+        *,
+        user_id: int | None,
+        user_name: str,
+        guild_id: int | None,
+        channel_id: int | None,
+        message_id: int | None,
+        text: str,
+        about: ReplyRecord | None,
+    ) -> int:
         with self.db.transaction() as db:
             return db.execute(
                 "INSERT INTO feedback (user_id, user_name, guild_id, channel_id, message_id, text,"
                 " about_message_id, about_reply, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (user_id, user_name, guild_id, channel_id, message_id, text,
-                 about.bot_message_id if about else None, about.reply if about else None, utc_now()),
+                (
+                    user_id,
+                    user_name,
+                    guild_id,
+                    channel_id,
+                    message_id,
+                    text,
+                    about.bot_message_id if about else None,
+                    about.reply if about else None,
+                    utc_now(),
+                ),
             ).lastrowid
 
-    def add_reaction(self, *, bot_message_id: int, user_id: int, emoji: str, rating: int,
-                     reply: ReplyRecord) -> bool:
+    def add_reaction(self, *, bot_message_id: int, user_id: int, emoji: str, rating: int, reply: ReplyRecord) -> bool:
         """Stores a rating once per user, message and emoji; False when it was already there."""
         with self.db.transaction() as db:
             cursor = db.execute(
@@ -311,8 +368,16 @@ class Store:
 
     # --- test runs ----------------------------------------------------------------
 
-    def add_test_run(self, *, user_id: int | None, model_version_id: int | None, total: int, passed: int,
-                     accuracy: float, failures: Sequence[dict[str, Any]]) -> int:
+    def add_test_run(
+        self,
+        *,
+        user_id: int | None,
+        model_version_id: int | None,
+        total: int,
+        passed: int,
+        accuracy: float,
+        failures: Sequence[dict[str, Any]],
+    ) -> int:
         with self.db.transaction() as db:
             run_id = db.execute(
                 "INSERT INTO test_runs (user_id, model_version_id, total, passed, accuracy, created_at)"

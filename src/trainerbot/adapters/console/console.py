@@ -97,7 +97,7 @@ class Console:
         caller = self._caller()
         try:
             if line.startswith(self.prefix):
-                self._command(caller, line[len(self.prefix):])
+                self._command(caller, line[len(self.prefix) :])
             else:
                 answer = self.services.conversation.answer(caller, line)
                 reply_id = self._next_id
@@ -140,8 +140,9 @@ class Console:
             "model": s.teaching.model_info,
             "rollback": lambda: s.teaching.rollback(caller),
             "select_dataset": lambda: s.teaching.select_dataset(caller, *_dataset_args(rest)),
-            "correct": lambda: s.teaching.correct(caller, _int(rest.partition(" ")[0], "correct <message id> <correction>"),
-                                                  rest.partition(" ")[2]),
+            "correct": lambda: s.teaching.correct(
+                caller, _int(rest.partition(" ")[0], "correct <message id> <correction>"), rest.partition(" ")[2]
+            ),
             "feedback": lambda: s.conversation.feedback(caller, rest, None),
             "getfile": lambda: s.files.getfile(caller, rest),
             "archive": lambda: s.files.archive(caller, rest),

@@ -1,0 +1,109 @@
+"""The discord.py bot: services come in through the constructor, cogs load in setup_hook."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+import discord
+from discord.ext import commands
+
+from trainerbot.adapters.discord.cogs.admin import Admin
+from trainerbot.adapters.discord.cogs.conversation import Conversation
+from trainerbot.adapters.discord.cogs.feedback import Feedback
+from trainerbot.adapters.discord.cogs.files import Files
+from trainerbot.adapters.discord.cogs.general import General
+from trainerbot.adapters.discord.cogs.teaching import Teaching
+from trainerbot.adapters.discord.errors import ErrorHandler
+from trainerbot.adapters.discord.render import ALLOWED_MENTIONS
+from trainerbot.app import Services, build_services
+from trainerbot.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def intents() -> discord.Intents:
+    wanted = discord.Intents.default()
+    wanted.message_content = True  # commands with a prefix and conversation read message text
+    wanted.members = True  # admin roles of whoever sends a command
+    return wanted
+
+
+class TrainerBot(commands.Bot):
+    def __init__(self, services: Services, *, progress_interval: float = 1.0, **options: Any) -> None:
+        settings = services.settings
+        super().__init__(
+            command_prefix=commands.when_mentioned_or(settings.command_prefix),
+            intents=intents(),
+            help_command=None,  # the General cog's hybrid help works as !help and /help
+            allowed_mentions=ALLOWED_MENTIONS,
+            owner_ids=set(settings.owner_ids) or None,
+            **options,
+        )
+        self.services = services
+        self.settings = settings
+        self.progress_interval = progress_interval
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def setup_hook(self) -> None:
+        for cog in (ErrorHandler, General, Files, Feedback, Teaching, Admin, Conversation):
+            await self.add_cog(cog(self))
+        if self.settings.dev_guild_id is not None:
+            guild = discord.Object(self.settings.dev_guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+            log.info("synced %d slash commands to the development guild", len(synced))
+
+    def background(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Runs a coroutine beside the bot, keeping a reference so it is not collected mid-way."""
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    async def on_message(self, message: discord.Message) -> None:
+        if message.author.bot:
+            return
+        ctx = await self.get_context(message)
+        if ctx.prefix is not None:  # a command, known or not: the error handler answers unknown ones
+            await self.invoke(ctx)
+            return
+        conversation = self.get_cog("Conversation")
+        if isinstance(conversation, Conversation):
+            try:
+                await conversation.answer(message)
+            except Exception:
+                log.exception("failed to answer message %s", message.id)
+
+    async def on_ready(self) -> None:
+        log.info("connected as %s (%s) to %d servers", self.user, self.user and self.user.id, len(self.guilds))
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await super().close()
+
+
+def run_discord(settings: Settings) -> None:
+    assert settings.discord_token is not None
+    services = build_services(settings)
+
+    async def main() -> None:
+        async with TrainerBot(services) as bot:
+            await bot.start(settings.discord_token.get_secret_value())
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+    except discord.LoginFailure:
+        log.error("Discord refused the token: check DISCORD_TOKEN")
+        raise SystemExit(1) from None
+    finally:
+        services.close()

@@ -1,0 +1,30 @@
+"""Owner-only maintenance: registering slash commands."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from discord.ext import commands
+
+from trainerbot.adapters.discord.render import ALLOWED_MENTIONS
+
+if TYPE_CHECKING:
+    from trainerbot.adapters.discord.bot import TrainerBot
+
+
+class Admin(commands.Cog):
+    def __init__(self, bot: TrainerBot) -> None:
+        self.bot = bot
+
+    @commands.hybrid_command()
+    @commands.is_owner()
+    async def sync(self, ctx: commands.Context[TrainerBot], scope: str = "global") -> None:
+        """Register the slash commands with Discord: `global`, or `here` for this server only (owners)."""
+        if scope == "here" and ctx.guild is not None:
+            self.bot.tree.copy_global_to(guild=ctx.guild)
+            synced = await self.bot.tree.sync(guild=ctx.guild)
+            where = "this server"
+        else:
+            synced = await self.bot.tree.sync()
+            where = "every server (Discord may take up to an hour to show them)"
+        await ctx.send(f"Synced {len(synced)} slash commands to {where}.", allowed_mentions=ALLOWED_MENTIONS)

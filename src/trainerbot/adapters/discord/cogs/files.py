@@ -1,0 +1,32 @@
+"""Server files: getfile and archive (owners and admins)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from discord import app_commands
+from discord.ext import commands
+
+from trainerbot.adapters.discord.render import caller_of, in_thread, send_reply
+
+if TYPE_CHECKING:
+    from trainerbot.adapters.discord.bot import TrainerBot
+
+
+class Files(commands.Cog):
+    def __init__(self, bot: TrainerBot) -> None:
+        self.bot = bot
+
+    @commands.hybrid_command()
+    @app_commands.describe(path="A file inside the data directory, e.g. archives/faq.zip")
+    async def getfile(self, ctx: commands.Context[TrainerBot], *, path: str) -> None:
+        """Send a file from the data directory (owners and admins)."""
+        await ctx.defer()
+        await send_reply(ctx, await in_thread(self.bot.services.files.getfile, caller_of(ctx), path))
+
+    @commands.hybrid_command()
+    @app_commands.describe(directory="A directory inside the data directory")
+    async def archive(self, ctx: commands.Context[TrainerBot], *, directory: str) -> None:
+        """Zip a directory of the data directory (owners and admins)."""
+        await ctx.defer()
+        await send_reply(ctx, await in_thread(self.bot.services.files.archive, caller_of(ctx), directory))

@@ -1,0 +1,152 @@
+"""The teaching loop on Discord: train, test, datasets, corrections and model versions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from trainerbot.adapters.discord.render import (
+    ALLOWED_MENTIONS,
+    attachments_of,
+    caller_of,
+    in_thread,
+    read_uploads,
+    send_reply,
+)
+from trainerbot.core.errors import InvalidInput
+from trainerbot.core.messages import Reply
+from trainerbot.core.teaching import JobStarted
+
+if TYPE_CHECKING:
+    from trainerbot.adapters.discord.bot import TrainerBot
+
+log = logging.getLogger(__name__)
+
+
+class Teaching(commands.Cog):
+    def __init__(self, bot: TrainerBot) -> None:
+        self.bot = bot
+
+    @property
+    def teaching(self):
+        return self.bot.services.teaching
+
+    async def _announce(self, ctx: commands.Context[TrainerBot], started: JobStarted) -> None:
+        message = await ctx.send(started.text, allowed_mentions=ALLOWED_MENTIONS)
+        self.bot.background(self._follow(ctx, message, started))
+
+    async def _follow(self, ctx: commands.Context[TrainerBot], message: discord.Message, started: JobStarted) -> None:
+        """Edits the job's message with its progress until it ends."""
+        shown = started.text
+        head = started.text.split("Training job #")[0]
+        while True:
+            await asyncio.sleep(self.bot.progress_interval)
+            finished = await in_thread(self.teaching.job_finished, started.job_id)
+            text = head + await in_thread(self.teaching.job_text, started.job_id)
+            if text != shown:
+                try:
+                    await message.edit(content=text, allowed_mentions=ALLOWED_MENTIONS)
+                except discord.HTTPException as exc:  # e.g. an interaction token past its 15 minutes
+                    log.warning("could not edit the progress of job %d: %s", started.job_id, exc)
+                    if finished:
+                        await ctx.channel.send(text, allowed_mentions=ALLOWED_MENTIONS)
+                shown = text
+            if finished:
+                return
+
+    @commands.hybrid_command(usage="[question => answer | file or directory] [positive=false] (+ attached file)")
+    @app_commands.describe(
+        file="A .json, .jsonl, .csv or .txt file of examples",
+        data="`question => answer` (one a line), or a file or directory in the data directory",
+        positive="False: these are answers the bot must not give",
+    )
+    async def train(
+        self,
+        ctx: commands.Context[TrainerBot],
+        file: discord.Attachment | None = None,
+        *,
+        data: str = "",
+        positive: bool = True,
+    ) -> None:
+        """Teach examples and train (owners and admins); add positive=false for answers not to give."""
+        await ctx.defer()
+        uploads = await read_uploads(attachments_of(ctx, file), self.bot.settings.upload_limit_bytes)
+        started = await in_thread(self.teaching.train, caller_of(ctx), data, uploads, positive)
+        await self._announce(ctx, started)
+
+    @commands.hybrid_command()
+    async def retrain(self, ctx: commands.Context[TrainerBot]) -> None:
+        """Train again on everything collected (owners and admins)."""
+        await self._announce(ctx, await in_thread(self.teaching.retrain, caller_of(ctx)))
+
+    @commands.hybrid_command(usage="[JSON cases] (or an attached .json file)")
+    @app_commands.describe(file="A .json file of test cases", cases='JSON: [{"input": ..., "output": ...}]')
+    async def test(
+        self, ctx: commands.Context[TrainerBot], file: discord.Attachment | None = None, *, cases: str = ""
+    ) -> None:
+        """Test the model on JSON cases; "output": null means the answer should be unknown."""
+        await ctx.defer()
+        uploads = await read_uploads(attachments_of(ctx, file), self.bot.settings.upload_limit_bytes)
+        await send_reply(ctx, await in_thread(self.teaching.test, caller_of(ctx), cases, uploads))
+
+    @commands.hybrid_command()
+    async def errors(self, ctx: commands.Context[TrainerBot]) -> None:
+        """List the failures of the last test."""
+        await send_reply(ctx, await in_thread(self.teaching.errors))
+
+    @commands.hybrid_command()
+    async def jobs(self, ctx: commands.Context[TrainerBot]) -> None:
+        """List recent training jobs."""
+        await send_reply(ctx, await in_thread(self.teaching.list_jobs))
+
+    @commands.hybrid_command()
+    @app_commands.describe(job_id="The job number that !train answered with")
+    async def job(self, ctx: commands.Context[TrainerBot], job_id: int) -> None:
+        """Show a training job's progress or result."""
+        await send_reply(ctx, Reply(await in_thread(self.teaching.job_text, job_id)))
+
+    @commands.hybrid_command()
+    async def model(self, ctx: commands.Context[TrainerBot]) -> None:
+        """Show which model version answers and how well it did."""
+        await send_reply(ctx, await in_thread(self.teaching.model_info))
+
+    @commands.hybrid_command()
+    async def rollback(self, ctx: commands.Context[TrainerBot]) -> None:
+        """Go back to the previous model version (owners and admins)."""
+        await send_reply(ctx, await in_thread(self.teaching.rollback, caller_of(ctx)))
+
+    @commands.hybrid_command()
+    @app_commands.describe(
+        directory="A directory of example files in the data directory",
+        positive="False: its examples are answers not to give",
+    )
+    async def select_dataset(self, ctx: commands.Context[TrainerBot], directory: str, positive: bool = True) -> None:
+        """Choose a directory of examples for the next training and snapshot it (owners and admins)."""
+        await ctx.defer()
+        await send_reply(ctx, await in_thread(self.teaching.select_dataset, caller_of(ctx), directory, positive))
+
+    @commands.hybrid_command(usage="<message id> <correction> (or as a reply: <correction>)")
+    @app_commands.describe(message_id="The id of my reply to correct", correction="The right answer")
+    async def correct(self, ctx: commands.Context[TrainerBot], message_id: str, *, correction: str = "") -> None:
+        """Correct one of my replies: as a reply to it, or with its message id."""
+        target, text = _correction_target(ctx, message_id, correction)
+        await send_reply(ctx, await in_thread(self.teaching.correct, caller_of(ctx), target, text))
+
+
+def _correction_target(ctx: commands.Context[TrainerBot], first: str, rest: str) -> tuple[int, str]:
+    """`!correct <id> <text>`, or as a reply `!correct <text>` where the first word is text too."""
+    reference = ctx.message.reference if ctx.interaction is None else None
+    looks_like_id = first.isdigit() and len(first) >= 15  # Discord ids are 17-20 digits
+    if reference is not None and reference.message_id and not looks_like_id:
+        return reference.message_id, f"{first} {rest}".strip()
+    if not first.isdigit():
+        raise InvalidInput(
+            "Reply to my message with `!correct <the right answer>`, "
+            "or give its id: `!correct <message id> <the right answer>`."
+        )
+    return int(first), rest

@@ -1,0 +1,85 @@
+"""The one error handler: every command error ends here, in a documented order.
+
+1. Unknown command: "did you mean" with the closest command names.
+2. UserError from the core (bad file, refused path, no permission, ...): its message as is.
+3. Bad or missing arguments: what was wrong and the command's usage line.
+4. Failed checks (owner-only commands, DMs): a polite refusal.
+5. Anything else: a short apology with a reference code that is also in the log,
+   next to the traceback. The bot keeps running.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import uuid
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from trainerbot.adapters.discord.render import ALLOWED_MENTIONS
+from trainerbot.core.errors import UserError
+
+if TYPE_CHECKING:
+    from trainerbot.adapters.discord.bot import TrainerBot
+
+log = logging.getLogger(__name__)
+
+
+def unwrap(error: BaseException) -> BaseException:
+    """The exception under discord.py's wrappers (CommandInvokeError, HybridCommandError, ...)."""
+    while (
+        isinstance(error, commands.CommandInvokeError | commands.HybridCommandError | app_commands.CommandInvokeError)
+        and getattr(error, "original", None) is not None
+    ):
+        error = error.original
+    return error
+
+
+def usage(ctx: commands.Context[TrainerBot]) -> str:
+    command = ctx.command
+    if command is None:
+        return ""
+    return f"Usage: `{ctx.clean_prefix}{command.qualified_name} {command.signature}".rstrip() + "`"
+
+
+class ErrorHandler(commands.Cog):
+    def __init__(self, bot: TrainerBot) -> None:
+        self.bot = bot
+
+    def message_for(self, ctx: commands.Context[TrainerBot], error: BaseException) -> str:
+        error = unwrap(error)
+        if isinstance(error, commands.CommandNotFound):
+            typed = ctx.invoked_with or ""
+            names = [c.name for c in self.bot.commands if not c.hidden]
+            close = difflib.get_close_matches(typed, names, n=3, cutoff=0.5)
+            hint = f" Did you mean {', '.join(f'`{ctx.clean_prefix}{n}`' for n in close)}?" if close else ""
+            return f"I don't know `{ctx.clean_prefix}{typed}`.{hint} `{ctx.clean_prefix}help` lists the commands."
+        if isinstance(error, UserError):
+            return str(error)
+        if isinstance(error, commands.UserInputError | app_commands.TransformerError):
+            return f"{error}\n{usage(ctx)}"
+        if isinstance(error, commands.NotOwner):
+            return "Sorry, only the bot's owners can use this command."
+        if isinstance(error, commands.NoPrivateMessage):
+            return "This command only works in a server, not in direct messages."
+        if isinstance(error, commands.CheckFailure):
+            return "Sorry, you can't use this command here."
+        reference = uuid.uuid4().hex[:8].upper()
+        log.error(
+            "unexpected error in %s (reference %s)",
+            ctx.command and ctx.command.qualified_name,
+            reference,
+            exc_info=error,
+        )
+        return f"Sorry, something went wrong on my side (reference `{reference}`). The owners can find it in the log."
+
+    @commands.Cog.listener()
+    async def on_command_error(self, ctx: commands.Context[TrainerBot], error: commands.CommandError) -> None:
+        text = self.message_for(ctx, error)
+        try:
+            await ctx.send(text, allowed_mentions=ALLOWED_MENTIONS, ephemeral=ctx.interaction is not None)
+        except discord.HTTPException:
+            log.warning("could not send an error message in channel %s", ctx.channel.id)

@@ -1,0 +1,81 @@
+"""Between discord.py and the core: who is asking, what they attached, and sending replies."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
+
+import discord
+from discord.ext import commands
+
+from trainerbot.core.errors import TooLarge
+from trainerbot.core.files import human_size
+from trainerbot.core.messages import Caller, Reply, Upload
+from trainerbot.core.text import split_message
+
+if TYPE_CHECKING:
+    from trainerbot.adapters.discord.bot import TrainerBot
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# Replies may mention the people they answer, never @everyone, @here or a role.
+ALLOWED_MENTIONS = discord.AllowedMentions(everyone=False, roles=False, users=True, replied_user=False)
+
+
+async def in_thread(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Core calls touch the disk, the database or the model: never on the event loop."""
+    return await asyncio.to_thread(function, *args, **kwargs)
+
+
+def is_admin(bot: TrainerBot, user: discord.abc.User, guild: discord.Guild | None) -> bool:
+    if user.id in bot.settings.owner_ids or (bot.owner_id is not None and user.id == bot.owner_id):
+        return True
+    if guild is None or not isinstance(user, discord.Member):
+        return False
+    if guild.owner_id == user.id or user.guild_permissions.administrator:
+        return True
+    return any(role.name in bot.settings.admin_roles for role in user.roles)
+
+
+def caller_of(ctx: commands.Context[TrainerBot]) -> Caller:
+    return Caller(
+        user_id=ctx.author.id,
+        name=ctx.author.display_name,
+        is_admin=is_admin(ctx.bot, ctx.author, ctx.guild),
+        guild_id=ctx.guild.id if ctx.guild else None,
+        channel_id=ctx.channel.id,
+        message_id=ctx.message.id if ctx.interaction is None else None,
+    )
+
+
+async def read_uploads(attachments: list[discord.Attachment], limit: int) -> list[Upload]:
+    """Downloads attachments after checking their declared size against the limit."""
+    uploads = []
+    for attachment in attachments:
+        if attachment.size > limit:
+            raise TooLarge(f"{attachment.filename} is {human_size(attachment.size)}; the limit is {human_size(limit)}.")
+        data = await attachment.read()
+        uploads.append(Upload(attachment.filename, data, attachment.size))
+    return uploads
+
+
+def attachments_of(ctx: commands.Context[TrainerBot], given: discord.Attachment | None) -> list[discord.Attachment]:
+    """The attachment option of a slash command, or every file on a prefix command's message."""
+    if given is not None:
+        return [given]
+    return list(ctx.message.attachments) if ctx.interaction is None else []
+
+
+async def send_reply(ctx: commands.Context[TrainerBot], reply: Reply) -> discord.Message:
+    """Sends a reply in as many messages as Discord's limit needs; files go with the last one."""
+    chunks = split_message(reply.text) or ["\u200b"]
+    message = None
+    for index, chunk in enumerate(chunks):
+        last = index == len(chunks) - 1
+        files = [discord.File(io.BytesIO(f.data), filename=f.name) for f in reply.files] if last else []
+        message = await ctx.send(chunk, files=files, allowed_mentions=ALLOWED_MENTIONS)
+    assert message is not None
+    return message

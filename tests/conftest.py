@@ -1,0 +1,56 @@
+"""Shared fixtures: settings on a temporary data directory, the services, and the bot on a loopback Discord."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.loopback_discord import FakeDiscord, FakeUser, GuildSetup, run_bot
+from tests.loopback_discord.payloads import EVERYONE_PERMISSIONS
+from trainerbot.app import Services, build_services
+from trainerbot.config import Settings, load_settings
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+OWNER_ID = 900_000_000_000_000_999  # a configured owner who holds no role in the guild
+TRAINER = FakeUser(900_000_000_000_000_204, "trainer", role_names=("Trainer",))
+CONFIGURED_OWNER = FakeUser(OWNER_ID, "botowner")
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return load_settings(
+        _env_file=None,
+        data_dir=tmp_path / "data",
+        owner_ids=[OWNER_ID],
+        admin_roles=["Trainer"],
+        upload_limit_bytes=100_000,
+    )
+
+
+@pytest.fixture
+def services(settings: Settings) -> Iterator[Services]:
+    built = build_services(settings)
+    yield built
+    built.close()
+
+
+def guild_setup() -> GuildSetup:
+    setup = GuildSetup(extra_users=[TRAINER, CONFIGURED_OWNER])
+    setup.roles["Trainer"] = (900_000_000_000_000_303, EVERYONE_PERMISSIONS)
+    return setup
+
+
+@pytest.fixture
+async def discord_server() -> AsyncIterator[FakeDiscord]:
+    async with FakeDiscord(guild_setup()) as server:
+        yield server
+
+
+@pytest.fixture
+async def bot(services: Services, discord_server: FakeDiscord) -> AsyncIterator[object]:
+    from trainerbot.adapters.discord.bot import TrainerBot
+
+    async with run_bot(TrainerBot(services, progress_interval=0.05), discord_server) as running:
+        yield running
