@@ -11,6 +11,7 @@ run: $(STAMP)
 	$(BIN)/trainerbot run
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)

@@ -181,7 +181,7 @@ async def test_train_then_answer_then_correct_and_rate(discord_server: FakeDisco
     with_id = await slash(discord_server, "correct", {"message_id": str(answer["id"]), "correction": "Click reset"})
     assert "Noted" in with_id["content"]
     rows = services.store.db.query("SELECT input, bad_reply, correction FROM corrections ORDER BY id")
-    assert [tuple(r) for r in rows][0] == (
+    assert tuple(rows[0]) == (
         "What is the capital of Peru?",
         unknown["content"],
         "The capital of Peru is Lima",

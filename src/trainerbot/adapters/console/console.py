@@ -27,7 +27,7 @@ HELP = {
     "hi": "Say hello.",
     "help": "List the commands.",
     "instruction": "Show the instructions.",
-    "train": "Teach examples: `question => answer`, a file or directory, or --attach FILE; positive=false for negatives.",
+    "train": "Teach: `question => answer`, a file or directory, or --attach FILE; positive=false for negatives.",
     "retrain": "Train again on everything collected.",
     "test": "Test the model with JSON cases (after the command or --attach FILE).",
     "errors": "List the failures of the last test.",
