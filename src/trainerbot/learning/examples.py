@@ -130,7 +130,8 @@ def load_json_document(text: str, name: str) -> tuple[list[object], list[int]]:
 
 def _pointer(text: str, exc: json.JSONDecodeError) -> str:
     """The broken line with a caret under the column where parsing stopped."""
-    line = text.splitlines()[exc.lineno - 1] if text.splitlines() else ""
+    lines = text.splitlines()
+    line = lines[exc.lineno - 1] if exc.lineno <= len(lines) else ""
     shown = line[max(0, exc.colno - 60) : exc.colno + 20]
     caret = " " * (min(exc.colno, 60) - 1) + "^"
     return f"```\n{shown}\n{caret}\n```"
