@@ -199,7 +199,9 @@ async def test_train_then_answer_then_correct_and_rate(discord_server: FakeDisco
     row = services.store.db.query_one("SELECT rating, reply FROM reactions")
     assert (row["rating"], row["reply"]) == (1, "Use the reset link on the login page")
 
-    retrained = await say(discord_server, "!retrain", author=discord_server.owner)
+    refused = await slash(discord_server, "retrain", user=discord_server.member)
+    assert "only the bot's owners" in refused["content"]
+    retrained = await slash(discord_server, "retrain", user=discord_server.owner)
     await wait_for_job(discord_server, retrained)
     assert (await say(discord_server, "what is the capital of Peru?"))["content"] == "The capital of Peru is Lima"
 
@@ -278,6 +280,7 @@ async def test_jobs_job_model_and_rollback(discord_server: FakeDiscord) -> None:
     await teach(discord_server, "ping => PONG!", form="slash")
     jobs = await say(discord_server, "!jobs")
     assert "`#1` succeeded" in jobs["content"] and "`#2` succeeded" in jobs["content"]
+    assert "`#2` succeeded" in (await slash(discord_server, "jobs"))["content"]
     assert "Training job #1 done" in (await slash(discord_server, "job", {"job_id": 1}))["content"]
     assert "Training job #2 done" in (await say(discord_server, "!job 2"))["content"]
     assert "Model version 2 answers" in (await slash(discord_server, "model"))["content"]
@@ -367,6 +370,11 @@ async def test_sync_is_for_owners(discord_server: FakeDiscord) -> None:
     reply = await say(discord_server, "!sync", author=CONFIGURED_OWNER)
     assert "Synced" in reply["content"]
     assert {c["name"] for c in discord_server.global_commands} >= {"hi", "train", "test", "correct"}
+    here = await slash(discord_server, "sync", {"scope": "here"}, user=CONFIGURED_OWNER)
+    assert "to this server" in here["content"]
+    assert "hi" in {c["name"] for c in discord_server.guild_commands[discord_server.guild_id]}
+    refused = await slash(discord_server, "sync", user=discord_server.owner)
+    assert "only the bot's owners" in refused["content"]
 
 
 async def test_hi_answers_quickly_while_training(discord_server: FakeDiscord, services: Services) -> None:

@@ -139,7 +139,6 @@ class IntentModel:
                 nearest = closeness[:, self.negative_labels == label].max(axis=1)
                 strength = np.clip((nearest - NEGATIVE_FLOOR) / (1 - NEGATIVE_FLOOR), 0.0, 1.0)
                 probs[:, label] *= 1.0 - strength
-        similarity = vectors @ self.vectors.T
         predictions = []
         for row, text in enumerate(texts):
             label = self.exact.get(normalise(text))
@@ -147,7 +146,8 @@ class IntentModel:
                 confidence = 1.0
             else:
                 label = int(probs[row].argmax())
-                near = np.sort(similarity[row, self._by_label[label]])[-NEIGHBOURS:].mean()
+                # Compared with the chosen output's examples only, not every example.
+                near = np.sort(self.vectors[self._by_label[label]] @ vectors[row])[-NEIGHBOURS:].mean()
                 near = max(float(near), 0.0)
                 chance = float(probs[row, label])
                 confidence = (chance + near) / 2 if self.coef is not None else near * chance

@@ -48,6 +48,12 @@ class TrainerBot(commands.Bot):
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def setup_hook(self) -> None:
+        if not self.owner_ids:  # no owners configured: the application's owner (or its team) is one
+            info = await self.application_info()
+            if info.team is not None:
+                self.owner_ids = {member.id for member in info.team.members}
+            else:
+                self.owner_id = info.owner.id
         for cog in (ErrorHandler, General, Files, Feedback, Teaching, Admin, Conversation):
             await self.add_cog(cog(self))
         if self.settings.dev_guild_id is not None:

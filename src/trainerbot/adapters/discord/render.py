@@ -31,7 +31,7 @@ async def in_thread(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs)
 
 
 def is_admin(bot: TrainerBot, user: discord.abc.User, guild: discord.Guild | None) -> bool:
-    if user.id in bot.settings.owner_ids or (bot.owner_id is not None and user.id == bot.owner_id):
+    if user.id in bot.settings.owner_ids or user.id == bot.owner_id or user.id in (bot.owner_ids or ()):
         return True
     if guild is None or not isinstance(user, discord.Member):
         return False
