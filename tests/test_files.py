@@ -73,3 +73,10 @@ def test_archive_skips_links_that_leave_and_earlier_archives(data: DataDirectory
     assert zipfile.ZipFile(archive).namelist() == ["notes/a.txt"]
     with pytest.raises(PermissionDenied):
         files.archive(MEMBER, "notes")
+
+
+def test_example_files_skip_links_that_leave(data: DataDirectory, tmp_path: Path) -> None:
+    (tmp_path / "outside.txt").write_text("secret => leaked")
+    (data.root / "notes" / "faq.txt").write_text("a => b")
+    (data.root / "notes" / "sneaky.txt").symlink_to(tmp_path / "outside.txt")
+    assert [p.name for p in data.example_files(data.root / "notes")] == ["a.txt", "faq.txt"]

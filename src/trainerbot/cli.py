@@ -7,8 +7,12 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trainerbot.config import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from trainerbot.app import Services
 
 log = logging.getLogger("trainerbot")
 
@@ -18,9 +22,9 @@ def configure_logging(settings: Settings, console: bool) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     file_handler = logging.FileHandler(settings.data_dir / "trainerbot.log", encoding="utf-8")
     terminal = logging.StreamHandler(sys.stderr)
-    terminal.setLevel(logging.WARNING if console else settings.log_level.upper())
+    terminal.setLevel(logging.WARNING if console else settings.log_level)
     logging.basicConfig(
-        level=settings.log_level.upper(),
+        level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         handlers=[file_handler, terminal],
         force=True,
@@ -28,7 +32,8 @@ def configure_logging(settings: Settings, console: bool) -> None:
     logging.getLogger("discord").setLevel(logging.WARNING if console else logging.INFO)
 
 
-def _services(settings: Settings):
+def _services(settings: Settings) -> Services:
+    # Imported here so that `trainerbot --help` and a settings error answer without loading models.
     from trainerbot.app import build_services
 
     return build_services(settings)

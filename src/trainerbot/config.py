@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     dev_guild_id: int | None = None
     instructions_path: Path = DEFAULT_INSTRUCTIONS
     confidence_threshold: float = Field(default=0.6, ge=0.0, le=1.0)
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("owner_ids", "admin_roles", mode="before")
     @classmethod

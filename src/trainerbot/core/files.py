@@ -12,6 +12,7 @@ from pathlib import Path
 from trainerbot.core.errors import NotReady, TooLarge, UnsafePath
 from trainerbot.core.messages import Caller, OutFile, Reply
 from trainerbot.core.permissions import require_admin
+from trainerbot.learning.examples import EXAMPLE_SUFFIXES
 
 log = logging.getLogger(__name__)
 MAX_PATH_LENGTH = 1024
@@ -28,6 +29,21 @@ def human_size(size: int) -> str:
 
 def timestamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+
+
+def write_zip(target: Path, files: list[Path], base: Path, extra: dict[str, str] | None = None) -> None:
+    """Zips files (named relative to ``base``) into ``target``; a failure leaves no partial zip behind."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    try:
+        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for path in files:
+                archive.write(path, path.relative_to(base).as_posix())
+            for name, text in (extra or {}).items():
+                archive.writestr(name, text)
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -73,6 +89,14 @@ class DataDirectory:
             raise NotReady(f"There is no directory `{user_path.strip()}` in the data directory.")
         return path
 
+    def label(self, directory: Path) -> str:
+        """A directory's name for archive names; the data directory itself is "data"."""
+        return directory.name if directory != self.root.resolve() else "data"
+
+    def example_files(self, directory: Path) -> list[Path]:
+        """The example files below a directory, without links that leave the data directory."""
+        return [p for p in self.files_under(directory) if p.suffix.lower() in EXAMPLE_SUFFIXES]
+
     def files_under(self, directory: Path) -> list[Path]:
         """Regular files below a directory, leaving out links that point outside the data directory."""
         root = self.root.resolve()
@@ -106,17 +130,8 @@ class FileService:
         files = [p for p in self.data.files_under(directory) if archives.resolve() not in p.resolve().parents]
         if not files:
             raise NotReady(f"`{user_path.strip()}` has no files to archive.")
-        archives.mkdir(parents=True, exist_ok=True)
-        label = directory.name if directory != self.data.root.resolve() else "data"
-        target = archives / f"{label}-{timestamp()}.zip"
-        partial = target.with_suffix(".partial")
-        try:
-            with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-                for path in files:
-                    archive.write(path, path.relative_to(directory).as_posix())
-            partial.replace(target)
-        finally:
-            partial.unlink(missing_ok=True)
+        target = archives / f"{self.data.label(directory)}-{timestamp()}.zip"
+        write_zip(target, files, directory)
         log.info("archived %d files of %s into %s", len(files), directory, target.name)
         return Reply(
             f"Archived {len(files)} file{'s' * (len(files) != 1)} from `{self.data.relative(directory)}` into "

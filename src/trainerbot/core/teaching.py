@@ -13,7 +13,7 @@ from trainerbot.core.permissions import require_admin
 from trainerbot.core.text import progress_bar
 from trainerbot.learning import datasets
 from trainerbot.learning.evaluation import chart_png, evaluate, parse_cases, report_json
-from trainerbot.learning.examples import ARROW, Example, example_files, parse_examples, parse_inline
+from trainerbot.learning.examples import ARROW, Example, parse_examples, parse_inline
 from trainerbot.learning.jobs import ServingModel, TrainingJobs
 from trainerbot.storage.store import Job, Store
 
@@ -105,7 +105,7 @@ class TeachingService:
         elif text:
             path = self.data.resolve(text)
             if path.is_dir():
-                files = example_files(path)
+                files = self.data.example_files(path)
                 if not files:
                     raise InvalidInput(f"`{text}` has no example files (.json, .jsonl, .csv, .txt).")
                 examples += datasets.read_directory(path, files, positive, self.upload_limit)[0]
@@ -251,8 +251,9 @@ class TeachingService:
     def select_dataset(self, caller: Caller, directory: str, positive: bool = True) -> Reply:
         require_admin(caller, "choose the training dataset")
         path = self.data.existing_directory(directory)
-        name = path.name if path != self.data.root.resolve() else "data"
-        snap = datasets.snapshot(path, self.data.root / "datasets", name, timestamp(), positive, self.upload_limit)
+        name = self.data.label(path)
+        archive = self.data.root / "datasets" / f"{name}-{timestamp()}.zip"
+        snap = datasets.snapshot(path, self.data.example_files(path), archive, name, positive, self.upload_limit)
         self.store.add_dataset(
             name=name,
             directory=self.data.relative(path),

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from trainerbot.core.errors import InvalidInput, TooLarge
-from trainerbot.learning.examples import Example, example_files, parse_examples
+from trainerbot.core.files import write_zip
+from trainerbot.learning.examples import Example, parse_examples
 
 
 @dataclass(frozen=True)
@@ -38,25 +38,13 @@ def read_directory(
     return examples, manifest
 
 
-def snapshot(directory: Path, archive_dir: Path, name: str, stamp: str, positive: bool, limit: int) -> DatasetSnapshot:
-    files = [p for p in example_files(directory) if p.resolve().is_file()]
+def snapshot(
+    directory: Path, files: list[Path], archive: Path, name: str, positive: bool, limit: int
+) -> DatasetSnapshot:
+    """Reads and checks every file, then zips them with a manifest of their SHA-256 hashes."""
     if not files:
         raise InvalidInput(f"`{name}` has no example files (.json, .jsonl, .csv, .tsv, .txt or .md).")
     examples, manifest = read_directory(directory, files, positive, limit)
-    archive_dir.mkdir(parents=True, exist_ok=True)
-    archive = archive_dir / f"{name}-{stamp}.zip"
-    partial = archive.with_suffix(".partial")
-    try:
-        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            for path in files:
-                zf.write(path, path.relative_to(directory).as_posix())
-            zf.writestr(
-                "manifest.json",
-                json.dumps(
-                    {"dataset": name, "positive": positive, "examples": len(examples), "files": manifest}, indent=2
-                ),
-            )
-        partial.replace(archive)
-    finally:
-        partial.unlink(missing_ok=True)
+    summary = {"dataset": name, "positive": positive, "examples": len(examples), "files": manifest}
+    write_zip(archive, files, directory, {"manifest.json": json.dumps(summary, indent=2)})
     return DatasetSnapshot(name, files, examples, manifest, archive)
