@@ -131,12 +131,14 @@ class TrainingJobs:
         """How many jobs are ahead of this one (0 when it is running or done)."""
         with self._lock:
             waiting = sorted(j for j, f in self._pending.items() if not f.running() and not f.done())
-        running = any(f.running() for f in self._pending.values())
+            running = any(f.running() for f in self._pending.values())
         return waiting.index(job_id) + (1 if running else 0) if job_id in waiting else 0
 
     def _finished(self, job_id: int, future: Future[None]) -> None:
         with self._lock:
             self._pending.pop(job_id, None)
+        if future.cancelled():  # shut down before it started: the next start marks it interrupted
+            return
         error = future.exception()
         if isinstance(error, BrokenProcessPool):
             with self._lock:
