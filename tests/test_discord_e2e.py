@@ -393,3 +393,12 @@ async def test_hi_answers_quickly_while_training(discord_server: FakeDiscord, se
     print(f"!hi while training: {', '.join(f'{s * 1000:.0f} ms' for s in latencies)}")  # docs/benchmarks.md
     assert sorted(latencies)[len(latencies) // 2] < 0.1, latencies
     await wait_for_job(discord_server, started, timeout=120)
+
+
+async def test_a_job_that_cannot_train_says_why(discord_server: FakeDiscord, services: Services) -> None:
+    started = await say(discord_server, "!train what is 2+2 => 5 positive=false", author=discord_server.owner)
+    assert "Stored 1 negative example(s)" in started["content"]
+    failed = await wait_for_job(discord_server, started)
+    assert "failed: nothing to learn yet" in failed["content"]
+    assert services.store.active_model() is None
+    assert "failed" in (await say(discord_server, "!job 1"))["content"]
