@@ -12,7 +12,6 @@ from tests.loopback_discord.payloads import EVERYONE_PERMISSIONS
 from trainerbot.app import Services, build_services
 from trainerbot.config import Settings, load_settings
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 OWNER_ID = 900_000_000_000_000_999  # a configured owner who holds no role in the guild
 TRAINER = FakeUser(900_000_000_000_000_204, "trainer", role_names=("Trainer",))
 CONFIGURED_OWNER = FakeUser(OWNER_ID, "botowner")
