@@ -153,15 +153,15 @@ class TeachingService:
             f"({counts['outputs']} outputs). I will update this message as it goes.",
         )
 
-    def job_text(self, job_id: int) -> str:
+    def job_status(self, job_id: int) -> tuple[str, bool]:
+        """The job's message and whether it has ended, from one read of its row."""
         job = self.store.job(job_id)
         if job is None:
             raise NotReady(f"There is no job #{job_id}.")
-        return job_text(job, self.jobs.queue_position(job_id))
+        return job_text(job, self.jobs.queue_position(job_id)), job.finished
 
-    def job_finished(self, job_id: int) -> bool:
-        job = self.store.job(job_id)
-        return job is None or job.finished
+    def job_text(self, job_id: int) -> str:
+        return self.job_status(job_id)[0]
 
     def list_jobs(self) -> Reply:
         jobs = self.store.recent_jobs()

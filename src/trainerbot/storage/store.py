@@ -139,10 +139,6 @@ class Store:
         row = self.db.query_one("SELECT value FROM state WHERE key = 'selected_dataset'")
         return int(row["value"]) if row else None
 
-    def dataset(self, dataset_id: int) -> dict[str, Any] | None:
-        row = self.db.query_one("SELECT * FROM datasets WHERE id = ?", (dataset_id,))
-        return dict(row) if row else None
-
     def training_examples(self, max_example_id: int, dataset_id: int | None) -> list[Example]:
         """What a job trains on: everything taught up to the job's start, plus its dataset."""
         rows = self.db.query(

@@ -162,8 +162,7 @@ class Console:
         teaching = self.services.teaching
         shown = ""
         while True:
-            finished = teaching.job_finished(job_id)
-            text = teaching.job_text(job_id)
+            text, finished = teaching.job_status(job_id)
             if text != shown:
                 self.print(text)
                 shown = text

@@ -46,8 +46,8 @@ class Teaching(commands.Cog):
         head = started.text.split("Training job #")[0]
         while True:
             await asyncio.sleep(self.bot.progress_interval)
-            finished = await in_thread(self.teaching.job_finished, started.job_id)
-            text = head + await in_thread(self.teaching.job_text, started.job_id)
+            status, finished = await in_thread(self.teaching.job_status, started.job_id)
+            text = head + status
             if text != shown:
                 try:
                     await message.edit(content=text, allowed_mentions=ALLOWED_MENTIONS)
