@@ -42,6 +42,16 @@ def test_paraphrases_get_the_taught_answer_and_strangers_get_unknown(encoder: Mi
     assert unknown.output is None and unknown.confidence < 0.6
 
 
+def test_a_small_faq_is_fitted_loosely_enough_to_answer_rephrasings(encoder: MiniLMEncoder) -> None:
+    # Two examples an output: the default C is 100, not Banking77's 10 (bench/few_examples.py).
+    tight, _ = train(FAQ, encoder, threshold=0.6, regularisation=10.0)
+    default, _ = train(FAQ, encoder, threshold=0.6)
+    for question in ("what time does the shop open", "where are you located", "are you open in the morning"):
+        assert default.predict(question, 0.6).confidence > tight.predict(question, 0.6).confidence + 0.02
+    assert default.predict("are you open in the morning", 0.6).output == "We open at 9"
+    assert default.predict("tell me a joke", 0.6).output is None
+
+
 def test_negative_examples_remove_an_answer(encoder: MiniLMEncoder) -> None:
     negative = Example("where is the shop", "Main street 1", positive=False)
     model, _ = train([*FAQ[:4], Example("where is the shop", "Main street 1"), negative], encoder, threshold=0.6)

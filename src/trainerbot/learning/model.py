@@ -232,6 +232,18 @@ def _fit_classifier(
     return classifier.fit(features, labels)
 
 
+def default_regularisation(positives: int, outputs: int) -> float:
+    """The logistic regression's C: looser when each output has only a few examples.
+
+    The L2 penalty does not shrink with the data, so with a handful of examples an
+    output it keeps every probability near 1 / outputs, and a bot taught a small FAQ
+    would call most rephrasings of its own questions "unknown". At 30 or more examples
+    an output C is 10, the best value on Banking77; below, it grows to at most 100.
+    bench/few_examples.py measures both sides of this choice.
+    """
+    return float(np.clip(300 * outputs / positives, 10.0, 100.0))
+
+
 def train(
     examples: Sequence[Example],
     encoder: TextEncoder,
@@ -239,7 +251,7 @@ def train(
     threshold: float,
     progress: Progress = lambda fraction, stage: None,
     workers: int = 2,
-    regularisation: float = 10.0,
+    regularisation: float | None = None,
     seed: int = 0,
 ) -> tuple[IntentModel, TrainingReport]:
     """Trains a model on all examples, first measuring accuracy on a held-out tenth."""
@@ -252,6 +264,8 @@ def train(
     index = {output: i for i, output in enumerate(outputs)}
     labels = np.array([index[ex.output] for ex in positives])
     texts = [ex.input for ex in positives]
+    if regularisation is None:
+        regularisation = default_regularisation(len(positives), len(outputs))
 
     progress(0.0, "reading examples")
     all_texts = texts + [ex.input for ex in negatives]
