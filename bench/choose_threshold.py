@@ -1,13 +1,16 @@
-"""Chooses the default confidence threshold from Banking77's training split alone.
+"""Chooses a confidence threshold from Banking77's training split alone.
 
     .venv/bin/python bench/choose_threshold.py [--data ../shared/data/banking77] [--splits 5] [--target 0.9]
 
 test.csv is never read here, so bench/banking77.py measures the chosen threshold on
 questions it was not picked with. In each split a handful of intents is left out of
-train.csv, a stratified fifth of the remaining queries is set aside as in-scope
-questions, and the model trains on the rest. Over all splits together, the printed
-threshold is the one that answers the most left-out questions with "unknown" while
-the in-scope questions are still answered correctly at the target rate.
+train.csv, a stratified tenth of the remaining queries is set aside as in-scope
+questions, and the model trains on the rest. (The more it trains on, the closer its
+confidences come to those of a model trained on all of train.csv: with a fifth set
+aside the threshold came out at 0.605, with a tenth at 0.625.) Over all splits
+together, the printed threshold is the one that answers the most left-out questions
+with "unknown" while the in-scope questions are still answered correctly at the
+target rate.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ def validation_split(
     for intent in sorted({ex.output for ex in training} - held):
         rows = [ex for ex in training if ex.output == intent]
         rng.shuffle(rows)
-        cut = len(rows) // 5
+        cut = len(rows) // 10
         aside += rows[:cut]
         learn += rows[cut:]
     return learn, aside, [ex for ex in training if ex.output in held]
