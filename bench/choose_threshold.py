@@ -41,13 +41,17 @@ def validation_split(
     return learn, aside, [ex for ex in training if ex.output in held]
 
 
+def rates(confidence: np.ndarray, correct: np.ndarray, outside: np.ndarray, threshold: float) -> tuple[float, float]:
+    """(in-scope questions answered right, left-out questions answered "unknown") at a threshold."""
+    answered = confidence >= threshold
+    return float((correct & answered)[~outside].mean()), float((~answered)[outside].mean())
+
+
 def best_threshold(confidence: np.ndarray, correct: np.ndarray, outside: np.ndarray, target: float) -> float:
     """The threshold with the most "unknown" answers outside while in-scope accuracy stays at the target."""
     best, best_recall = 0.0, -1.0
     for threshold in np.round(np.arange(0.30, 0.90, 0.005), 3):
-        answered = confidence >= threshold
-        in_scope = float((correct & answered)[~outside].mean())
-        recall = float((~answered)[outside].mean())
+        in_scope, recall = rates(confidence, correct, outside, threshold)
         if in_scope >= target and recall > best_recall:
             best, best_recall = float(threshold), recall
     return best
@@ -78,17 +82,14 @@ def main() -> None:
         print(f"split {split}: left out {', '.join(sorted(held))}", flush=True)
     scores, hits, unseen_mask = np.array(confidence), np.array(correct), np.array(outside)
     threshold = best_threshold(scores, hits, unseen_mask, args.target)
-    answered = scores >= threshold
+    in_scope, unknown = rates(scores, hits, unseen_mask, threshold)
     print(
-        f"chosen threshold {threshold:.3f}: in-scope accuracy {(hits & answered)[~unseen_mask].mean():.3f}, "
-        f"left-out intents answered unknown {(~answered)[unseen_mask].mean():.3f}"
+        f"chosen threshold {threshold:.3f}: in-scope accuracy {in_scope:.3f}, "
+        f"left-out intents answered unknown {unknown:.3f}"
     )
     for candidate in (0.55, 0.6, 0.65, 0.7):
-        answered = scores >= candidate
-        print(
-            f"  at {candidate:.2f}: in-scope {(hits & answered)[~unseen_mask].mean():.3f}, "
-            f"unknown {(~answered)[unseen_mask].mean():.3f}"
-        )
+        in_scope, unknown = rates(scores, hits, unseen_mask, candidate)
+        print(f"  at {candidate:.2f}: in-scope {in_scope:.3f}, unknown {unknown:.3f}")
 
 
 if __name__ == "__main__":
