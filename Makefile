@@ -5,6 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.stamp-installed
 
+# llama-cpp-python is published as source only and compiles here (about 3 minutes on 2 cores).
+# A portable x86-64 build: the native one crashes in llama.cpp's AMX code on these CPUs.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAVA_BUILD=OFF
+export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
+
 .PHONY: run test test-slow lint bench clean
 
 run: $(STAMP)

@@ -25,6 +25,7 @@ def settings(tmp_path: Path) -> Settings:
         owner_ids=[OWNER_ID],
         admin_roles=["Trainer"],
         upload_limit_bytes=100_000,
+        chat_engine="none",  # teaching tests want the fixed "not learned yet" reply; chat tests choose an engine
     )
 
 

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from threadpoolctl import threadpool_limits
 
+from trainerbot.chat import build_engine
+from trainerbot.chat.engine import ChatEngine
 from trainerbot.config import Settings
-from trainerbot.core.conversation import Conversation
+from trainerbot.core.conversation import ChatOptions, Conversation
 from trainerbot.core.files import DataDirectory, FileService
 from trainerbot.core.teaching import TeachingService
 from trainerbot.learning.encoder import MiniLMEncoder
 from trainerbot.learning.jobs import ServingModel, TrainingJobs
+from trainerbot.learning.retrieval import ExampleIndex
 from trainerbot.storage.database import Database
 from trainerbot.storage.store import Store
 
 log = logging.getLogger(__name__)
+
+EngineFactory = Callable[[Settings, Callable[[], bool]], ChatEngine | None]
 
 
 @dataclass
@@ -28,25 +35,42 @@ class Services:
     conversation: Conversation
     jobs: TrainingJobs
     serving: ServingModel
+    engine: ChatEngine | None
 
     def close(self) -> None:
         self.jobs.shutdown()
+        if self.engine is not None:
+            self.engine.close()
         self.store.db.close()
 
 
-def build_services(settings: Settings) -> Services:
+def build_services(settings: Settings, *, make_engine: EngineFactory = build_engine, chat: bool = True) -> Services:
+    """``chat``: load the chat engine at once (in a thread); commands that never chat leave it for later.
+
+    ``make_engine`` lets tests and benchmarks choose the engine.
+    """
     # Predictions are small products; BLAS threads fighting over two cores only slow them down.
     threadpool_limits(1)
     data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(Database(settings.database_path))
-    serving = ServingModel(store, MiniLMEncoder())
+    encoder = MiniLMEncoder()
+    serving = ServingModel(store, encoder)
     jobs = TrainingJobs(
         store, data_dir / "models", settings.confidence_threshold, on_finished=lambda job_id: serving.reload()
     )
     jobs.recover()
     serving.reload()
+    engine = make_engine(settings, jobs.busy)
+    if engine is not None and chat:  # loaded beside the start-up, so the first message does not wait for it
+        threading.Thread(target=engine.load, name="chat-engine-load", daemon=True).start()
     data = DataDirectory(data_dir)
+    options = ChatOptions(
+        persona=settings.persona,
+        max_reply_tokens=settings.chat_max_reply_tokens,
+        examples=settings.chat_examples,
+        stall_timeout=settings.chat_timeout_seconds,
+    )
     return Services(
         settings=settings,
         store=store,
@@ -55,8 +79,16 @@ def build_services(settings: Settings) -> Services:
             store, data, jobs, serving, settings.confidence_threshold, settings.upload_limit_bytes
         ),
         conversation=Conversation(
-            store, serving, settings.confidence_threshold, settings.instructions_path, settings.command_prefix
+            store,
+            serving,
+            ExampleIndex(store, encoder),
+            engine,
+            options,
+            threshold=settings.confidence_threshold,
+            instructions=settings.instructions_path,
+            prefix=settings.command_prefix,
         ),
         jobs=jobs,
         serving=serving,
+        engine=engine,
     )

@@ -32,11 +32,11 @@ def configure_logging(settings: Settings, console: bool) -> None:
     logging.getLogger("discord").setLevel(logging.WARNING if console else logging.INFO)
 
 
-def _services(settings: Settings) -> Services:
+def _services(settings: Settings, *, chat: bool = True) -> Services:
     # Imported here so that `trainerbot --help` and a settings error answer without loading models.
     from trainerbot.app import build_services
 
-    return build_services(settings)
+    return build_services(settings, chat=chat)
 
 
 def cmd_run(settings: Settings) -> int:
@@ -69,7 +69,7 @@ def cmd_train(settings: Settings, paths: list[Path], negative: bool) -> int:
     from trainerbot.core.messages import Upload
     from trainerbot.learning.examples import example_files
 
-    services = _services(settings)
+    services = _services(settings, chat=False)
     console = Console(services)
     try:
         uploads = []
@@ -97,7 +97,7 @@ def cmd_test(settings: Settings, path: Path, as_json: bool) -> int:
     from trainerbot.core.errors import UserError
     from trainerbot.learning.evaluation import evaluate, parse_cases
 
-    services = _services(settings)
+    services = _services(settings, chat=False)
     try:
         try:
             cases = parse_cases(path.read_bytes(), str(path))

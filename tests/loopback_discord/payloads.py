@@ -62,6 +62,7 @@ MESSAGE_CHAT_INPUT_COMMAND = 20
 CHANNEL_TEXT = 0
 CHANNEL_DM = 1
 CHANNEL_VOICE = 2
+CHANNEL_PUBLIC_THREAD = 11
 
 JOINED_AT = "2024-01-01T00:00:00.000000+00:00"
 
@@ -128,6 +129,10 @@ class GuildSetup:
         default_factory=lambda: {"general": 900_000_000_000_000_401, "bot-commands": 900_000_000_000_000_402}
     )
     voice_channels: dict[str, int] = field(default_factory=lambda: {"Voice": 900_000_000_000_000_451})
+    # thread name -> (thread id, parent text channel name); public threads, active and joined
+    threads: dict[str, tuple[int, str]] = field(
+        default_factory=lambda: {"questions": (900_000_000_000_000_461, "general")}
+    )
 
     @property
     def users(self) -> list[FakeUser]:
@@ -237,6 +242,28 @@ def channel_payloads(setup: GuildSetup) -> list[dict[str, Any]]:
     return channels
 
 
+def thread_payloads(setup: GuildSetup) -> list[dict[str, Any]]:
+    """Active public threads, as GUILD_CREATE lists them (discord.py caches them on the guild)."""
+    threads = []
+    for name, (thread_id, parent) in setup.threads.items():
+        thread = _guild_channel_base(setup.guild_id, thread_id, name, 0, CHANNEL_PUBLIC_THREAD)
+        del thread["position"], thread["permission_overwrites"]
+        thread.update(
+            parent_id=str(setup.text_channels[parent]),
+            owner_id=str(setup.owner.id),
+            message_count=0,
+            member_count=1,
+            thread_metadata={
+                "archived": False,
+                "auto_archive_duration": 1440,
+                "archive_timestamp": JOINED_AT,
+                "locked": False,
+            },
+        )
+        threads.append(thread)
+    return threads
+
+
 def dm_channel_payload(channel_id: int, recipient: FakeUser) -> dict[str, Any]:
     return {
         "id": str(channel_id),
@@ -289,7 +316,7 @@ def guild_payload(setup: GuildSetup, *, include_members: bool) -> dict[str, Any]
         "member_count": len(setup.users),
         "members": [member_payload(setup, user) for user in members],
         "channels": channel_payloads(setup),
-        "threads": [],
+        "threads": thread_payloads(setup),
         "voice_states": [],
         "presences": [],
         "stage_instances": [],

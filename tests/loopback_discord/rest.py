@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -67,6 +68,7 @@ class RecordedRequest:
     query: dict[str, str]
     json: Any = None
     files: dict[int, tuple[str, bytes]] = field(default_factory=dict)
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
 
 @dataclass
@@ -265,7 +267,13 @@ class RestApi:
     async def get_guild_channels(self, request: web.Request) -> web.Response:
         self._guild(request)
         guild_id = str(self.server.guild_id)
-        return json_response([c for c in self.server.channels.values() if c.get("guild_id") == guild_id])
+        return json_response(
+            [
+                c
+                for c in self.server.channels.values()
+                if c.get("guild_id") == guild_id and c["type"] != payloads.CHANNEL_PUBLIC_THREAD
+            ]
+        )
 
     async def get_member(self, request: web.Request) -> web.Response:
         self._guild(request)

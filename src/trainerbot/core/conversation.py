@@ -1,38 +1,99 @@
-"""Answering people: greetings, instructions, messages that are not commands, and feedback."""
+"""Answering people: greetings, instructions, conversation with memory, personas, and feedback.
+
+A message that is not a command goes through three steps, so that a front end can stream:
+``prepare`` stores the message and decides who answers (a confident taught answer wins;
+otherwise the chat engine, given the conversation so far and the closest taught examples),
+``write`` streams the chat engine's reply, and ``finish`` stores the reply and links the
+messages that carried it to the question, for corrections and ratings.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainerbot.chat.engine import ChatEngine
+from trainerbot.chat.prompt import Prompt, build_prompt, examples_note
 from trainerbot.core.errors import InvalidInput, NotReady
 from trainerbot.core.messages import Caller, Reply
+from trainerbot.core.permissions import require_admin
 from trainerbot.learning.jobs import ServingModel
+from trainerbot.learning.retrieval import ExampleIndex
 from trainerbot.storage.store import ReplyRecord, Store
 
 log = logging.getLogger(__name__)
 MAX_FEEDBACK = 2000
+MAX_PERSONA = 1000
+CONSOLE_CONVERSATION = 0  # the terminal console's one conversation
+
+
+@dataclass(frozen=True)
+class ChatOptions:
+    persona: str
+    max_reply_tokens: int = 400
+    examples: int = 3  # taught examples shown to the chat engine with each message
+    stall_timeout: float = 60.0  # seconds without a new piece of reply before giving up
 
 
 @dataclass(frozen=True)
 class Answer:
     text: str
-    source: str  # "taught" or "fallback"; the chat issue adds a language model here
+    source: str  # "taught", "chat" or "fallback"
+    confidence: float | None
+
+
+@dataclass(frozen=True)
+class Where:
+    """Which conversation a message belongs to: a channel, or a thread (with its parent channel)."""
+
+    conversation_id: int
+    parent_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A message on its way to an answer: the answer itself, or the prompt for the chat engine."""
+
+    caller: Caller
+    text: str
+    where: Where
+    turn_id: int
+    answer: Answer | None  # set when no chat engine is needed
+    prompt: Prompt | None
     confidence: float | None
 
 
 class Conversation:
-    def __init__(self, store: Store, serving: ServingModel, threshold: float, instructions: Path, prefix: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        serving: ServingModel,
+        index: ExampleIndex,
+        engine: ChatEngine | None,
+        options: ChatOptions,
+        *,
+        threshold: float,
+        instructions: Path,
+        prefix: str,
+    ) -> None:
         self.store = store
         self.serving = serving
+        self.index = index
+        self.engine = engine
+        self.options = options
         self.threshold = threshold
         self.instructions_path = instructions
         self.prefix = prefix
+        self._windows: dict[int, int | None] = {}  # conversation -> oldest turn of its last prompt
+        self._windows_lock = threading.Lock()
 
     def greet(self, caller: Caller) -> Reply:
         return Reply(
-            f"Hi {caller.name}! Ask me anything I've been taught, or type `{self.prefix}help` to see what I can do."
+            f"Hi {caller.name}! Talk to me, ask me anything I've been taught, "
+            f"or type `{self.prefix}help` to see what I can do."
         )
 
     def instructions(self) -> Reply:
@@ -42,12 +103,71 @@ class Conversation:
             log.error("cannot read the instructions file %s: %s", self.instructions_path, exc)
             raise NotReady("The instructions file is missing; ask the bot's owner to check its settings.") from None
 
-    def answer(self, caller: Caller, text: str) -> Answer:
-        """The taught answer when the model is confident; otherwise an honest 'not learned yet'."""
-        prediction = self.serving.predict(text, self.threshold)
-        if prediction is not None and prediction.output is not None:
-            return Answer(prediction.output, "taught", prediction.confidence)
+    # --- answering ------------------------------------------------------------------------
+
+    def prepare(self, caller: Caller, text: str, where: Where) -> Prepared:
+        """Stores the message, then answers it from what was taught or prepares the chat prompt."""
+        turn_id = self.store.add_turn(
+            conversation_id=where.conversation_id,
+            guild_id=caller.guild_id,
+            user_id=caller.user_id,
+            role="user",
+            content=text,
+            message_id=caller.message_id,
+        )
+        vector = self.serving.encoder.encode([text])[0]
+        prediction = self.serving.predict(text, self.threshold, vector)
         confidence = prediction.confidence if prediction is not None else None
+        if prediction is not None and prediction.output is not None:
+            return Prepared(
+                caller, text, where, turn_id, Answer(prediction.output, "taught", confidence), None, confidence
+            )
+        if self.engine is None:
+            return Prepared(caller, text, where, turn_id, self._fallback(text, confidence), None, confidence)
+        note = examples_note(self.index.nearest(vector, self.options.examples))
+        if note:
+            self.store.set_turn_context(turn_id, note)
+        with self._windows_lock:
+            keep_from = self._windows.get(where.conversation_id)
+        prompt = build_prompt(
+            persona=self.persona_for(where),
+            history=self.store.turns(where.conversation_id, before=turn_id),
+            note=note,
+            message=text,
+            budget=self.engine.context_tokens - self.options.max_reply_tokens,
+            count=self.engine.count_tokens,
+            keep_from=keep_from,
+        )
+        with self._windows_lock:
+            self._windows[where.conversation_id] = prompt.first_turn
+        return Prepared(caller, text, where, turn_id, None, prompt, confidence)
+
+    def write(self, prepared: Prepared, cancel: threading.Event) -> Iterator[str]:
+        """The chat engine's reply, piece by piece (blocking: run it in a thread)."""
+        assert self.engine is not None and prepared.prompt is not None
+        return self.engine.stream(prepared.prompt.messages, max_tokens=self.options.max_reply_tokens, cancel=cancel)
+
+    def finish(self, prepared: Prepared, reply: str, source: str, message_ids: Sequence[int]) -> None:
+        """Stores the reply as the bot's turn and links every message that carried it to the question."""
+        caller = prepared.caller
+        self.store.record_answer(
+            conversation_id=prepared.where.conversation_id,
+            guild_id=caller.guild_id,
+            channel_id=caller.channel_id,
+            asked=prepared.turn_id,
+            answer=ReplyRecord(
+                message_ids[0] if message_ids else 0,
+                caller.message_id,
+                caller.user_id,
+                prepared.text,
+                reply,
+                source,
+                prepared.confidence,
+            ),
+            message_ids=message_ids,
+        )
+
+    def _fallback(self, text: str, confidence: float | None) -> Answer:
         return Answer(
             "I haven't learned that yet. An admin can teach me with "
             f"`{self.prefix}train {text[:60].strip() or 'question'} => the answer`, "
@@ -56,15 +176,46 @@ class Conversation:
             confidence,
         )
 
-    def remember_reply(self, caller: Caller, bot_message_id: int, text: str, answer: Answer) -> None:
-        """Links a sent reply to the message it answered, for corrections and ratings."""
-        self.store.record_reply(
-            ReplyRecord(
-                bot_message_id, caller.message_id, caller.user_id, text, answer.text, answer.source, answer.confidence
-            ),
-            guild_id=caller.guild_id,
-            channel_id=caller.channel_id,
-        )
+    # --- memory and personas ----------------------------------------------------------------
+
+    def persona_for(self, where: Where) -> str:
+        """The conversation's own persona, else its parent channel's (for a thread), else the default."""
+        for conversation_id in (where.conversation_id, where.parent_id):
+            if conversation_id is not None:
+                text = self.store.persona(conversation_id)
+                if text:
+                    return text
+        return self.options.persona
+
+    def persona(self, caller: Caller, where: Where, text: str) -> Reply:
+        """Shows the persona, or sets it (admins); `reset` returns to the default."""
+        text = text.strip()
+        if not text:
+            current = self.persona_for(where)
+            own = self.store.persona(where.conversation_id) is not None
+            origin = "set for this channel" if own else "the default"
+            return Reply(f"The persona here ({origin}):\n> {current}")
+        require_admin(caller, "change the persona")
+        if text.lower() == "reset":
+            self.store.set_persona(where.conversation_id, None, user_id=caller.user_id)
+            return Reply(f"The persona here is the default again:\n> {self.options.persona}")
+        if len(text) > MAX_PERSONA:
+            raise InvalidInput(f"A persona must be at most {MAX_PERSONA} characters; this one has {len(text)}.")
+        self.store.set_persona(where.conversation_id, text, user_id=caller.user_id)
+        return Reply(f"From now on, here I am:\n> {text}")
+
+    def forget(self, caller: Caller, where: Where, everyone: bool | None = None) -> Reply:
+        """Clears the conversation's memory: all of it for admins, only the caller's own turns for others."""
+        everyone = caller.is_admin if everyone is None else everyone
+        if everyone:
+            require_admin(caller, "clear everyone's messages from my memory")
+        count = self.store.forget_conversation(where.conversation_id, None if everyone else caller.user_id)
+        with self._windows_lock:
+            self._windows.pop(where.conversation_id, None)
+        whose = "messages" if everyone else "of your messages"
+        return Reply(f"Forgotten: {count} {whose} here, with my replies to them. Taught answers stay.")
+
+    # --- feedback ---------------------------------------------------------------------------
 
     def feedback(self, caller: Caller, text: str, about_message_id: int | None) -> Reply:
         text = text.strip()

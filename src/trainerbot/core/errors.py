@@ -25,3 +25,7 @@ class InvalidInput(UserError):
 
 class NotReady(UserError):
     """The command needs something that does not exist yet (a trained model, a job, a reply)."""
+
+
+class ChatUnavailable(UserError):
+    """The chat engine is down, too slow or failed; the text is safe to show, the cause is in the log."""

@@ -18,6 +18,8 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+import numpy as np
+
 from trainerbot.core.errors import UserError
 from trainerbot.learning.encoder import MiniLMEncoder
 from trainerbot.learning.model import IntentModel, Prediction, TextEncoder, train
@@ -35,7 +37,8 @@ def run_training_job(database_path: str, models_dir: str, job_id: int, threshold
     try:
         store.mark_job_running(job_id)
         max_example_id, dataset_id = store.job_inputs(job_id)
-        examples = store.training_examples(max_example_id, dataset_id)
+        rows = store.training_rows(max_example_id, dataset_id)
+        examples = [example for _, example in rows]
         last = 0.0
 
         def progress(fraction: float, stage: str) -> None:
@@ -48,6 +51,10 @@ def run_training_job(database_path: str, models_dir: str, job_id: int, threshold
         model, report = train(examples, MiniLMEncoder(), threshold=threshold, progress=progress)
         path = Path(models_dir) / f"model-{job_id:05d}.npz"
         model.save(path)
+        # The embeddings are computed anyway: kept, chat prompts retrieve examples without encoding them again.
+        positive_ids = [example_id for example_id, example in rows if example.positive]
+        vectors = model.vectors.astype(np.float32)
+        store.save_example_vectors(zip(positive_ids, (v.tobytes() for v in vectors), strict=True))
         store.finish_job(job_id, result=report.as_dict(), model_path=str(path))
     except UserError as exc:
         store.finish_job(job_id, error=str(exc))
@@ -69,7 +76,7 @@ class ServingModel:
 
     def __init__(self, store: Store, encoder: TextEncoder) -> None:
         self._store = store
-        self._encoder = encoder
+        self.encoder = encoder
         self._lock = threading.Lock()
         self._model: IntentModel | None = None
         self.version_id: int | None = None
@@ -80,15 +87,15 @@ class ServingModel:
             version = self._store.active_model()
             wanted = version.id if version else None
             if wanted != self.version_id:
-                self._model = IntentModel.load(Path(version.path), self._encoder) if version else None
+                self._model = IntentModel.load(Path(version.path), self.encoder) if version else None
                 self.version_id = wanted
                 log.info("serving model version %s", wanted)
             return self._model
 
-    def predict(self, text: str, threshold: float) -> Prediction | None:
-        """None when nothing has been trained yet."""
+    def predict(self, text: str, threshold: float, vector: np.ndarray | None = None) -> Prediction | None:
+        """None when nothing has been trained yet; ``vector`` is the text's embedding if already computed."""
         model = self.reload()
-        return model.predict(text, threshold) if model is not None else None
+        return model.predict(text, threshold, vector) if model is not None else None
 
     def predict_many(self, texts: list[str], threshold: float) -> list[Prediction] | None:
         model = self.reload()
@@ -126,6 +133,11 @@ class TrainingJobs:
             self._pending[job.id] = future
         future.add_done_callback(lambda f, job_id=job.id: self._finished(job_id, f))
         return job
+
+    def busy(self) -> bool:
+        """Whether a training process is working now (the chat engine then leaves it a core)."""
+        with self._lock:
+            return any(f.running() for f in self._pending.values())
 
     def queue_position(self, job_id: int) -> int:
         """How many jobs are ahead of this one (0 when it is running or done)."""

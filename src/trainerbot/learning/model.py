@@ -115,8 +115,11 @@ class IntentModel:
 
     # --- prediction ---------------------------------------------------------------
 
-    def predict(self, text: str, threshold: float) -> Prediction:
-        return self.predict_many([text], threshold)[0]
+    def predict(self, text: str, threshold: float, vector: np.ndarray | None = None) -> Prediction:
+        """``vector``: the text's embedding when the caller has already computed it."""
+        if vector is None:
+            return self.predict_many([text], threshold)[0]
+        return self._predict_chunk([text], vector[None, :], threshold)[0]
 
     def predict_many(self, texts: Sequence[str], threshold: float, batch: int = 512) -> list[Prediction]:
         results: list[Prediction] = []

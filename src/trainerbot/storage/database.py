@@ -150,7 +150,40 @@ def _m001_initial(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial]
+def _m002_conversations(db: sqlite3.Connection) -> None:
+    _run_script(
+        db,
+        """
+        CREATE TABLE chat_turns (
+            id INTEGER PRIMARY KEY,
+            conversation_id INTEGER NOT NULL,
+            guild_id INTEGER,
+            user_id INTEGER,
+            role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+            content TEXT NOT NULL,
+            context TEXT,
+            message_id INTEGER,
+            reply_to INTEGER REFERENCES chat_turns(id) ON DELETE CASCADE,
+            source TEXT,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX chat_turns_conversation ON chat_turns(conversation_id, id);
+        CREATE INDEX chat_turns_reply_to ON chat_turns(reply_to);
+        CREATE TABLE personas (
+            conversation_id INTEGER PRIMARY KEY,
+            text TEXT NOT NULL,
+            set_by INTEGER,
+            set_at TEXT NOT NULL
+        );
+        CREATE TABLE example_vectors (
+            example_id INTEGER PRIMARY KEY REFERENCES examples(id) ON DELETE CASCADE,
+            vector BLOB NOT NULL
+        )
+        """,
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_conversations]
 
 
 class Database:

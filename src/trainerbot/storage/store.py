@@ -53,6 +53,26 @@ class ReplyRecord:
     confidence: float | None
 
 
+@dataclass(frozen=True)
+class Turn:
+    """One message of a conversation: what a user said, or what the bot answered."""
+
+    id: int
+    role: str  # "user" or "assistant"
+    content: str
+    user_id: int | None
+    source: str | None  # for the bot's turns: "taught", "chat" or "fallback"
+    context: str | None = None  # for users' turns: the taught examples the chat engine was shown with it
+
+
+@dataclass(frozen=True)
+class IndexedExample:
+    id: int
+    input: str
+    output: str
+    vector: bytes | None  # float32 MiniLM embedding, None until computed
+
+
 def _job(row: Any) -> Job:
     return Job(
         id=row["id"],
@@ -139,14 +159,43 @@ class Store:
         row = self.db.query_one("SELECT value FROM state WHERE key = 'selected_dataset'")
         return int(row["value"]) if row else None
 
-    def training_examples(self, max_example_id: int, dataset_id: int | None) -> list[Example]:
-        """What a job trains on: everything taught up to the job's start, plus its dataset."""
+    def training_rows(self, max_example_id: int, dataset_id: int | None) -> list[tuple[int, Example]]:
+        """What a job trains on, with the examples' ids: everything taught up to its start, plus its dataset."""
         rows = self.db.query(
-            "SELECT input, output, positive FROM examples WHERE id <= ?"
+            "SELECT id, input, output, positive FROM examples WHERE id <= ?"
             " AND (dataset_id IS NULL OR dataset_id IS ?) ORDER BY id",
             (max_example_id, dataset_id),
         )
-        return [Example(r["input"], r["output"], bool(r["positive"])) for r in rows]
+        return [(r["id"], Example(r["input"], r["output"], bool(r["positive"]))) for r in rows]
+
+    def training_examples(self, max_example_id: int, dataset_id: int | None) -> list[Example]:
+        return [example for _, example in self.training_rows(max_example_id, dataset_id)]
+
+    # --- example embeddings, for retrieval into chat prompts -------------------------
+
+    def save_example_vectors(self, rows: Iterable[tuple[int, bytes]]) -> None:
+        with self.db.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO example_vectors VALUES (?, ?)", rows)
+
+    def retrievable_state(self) -> tuple[int, int, int | None]:
+        """Changes whenever the positive examples in use change: (largest id, count, selected dataset)."""
+        dataset_id = self.selected_dataset_id()
+        row = self.db.query_one(
+            "SELECT coalesce(max(id), 0) AS top, count(*) AS n FROM examples"
+            " WHERE positive = 1 AND (dataset_id IS NULL OR dataset_id IS ?)",
+            (dataset_id,),
+        )
+        assert row is not None
+        return int(row["top"]), int(row["n"]), dataset_id
+
+    def retrievable_examples(self) -> list[IndexedExample]:
+        """The positive examples in use (taught ones and the selected dataset), with stored embeddings."""
+        rows = self.db.query(
+            "SELECT e.id, e.input, e.output, v.vector FROM examples e LEFT JOIN example_vectors v"
+            " ON v.example_id = e.id WHERE e.positive = 1 AND (e.dataset_id IS NULL OR e.dataset_id IS"
+            " (SELECT CAST(value AS INT) FROM state WHERE key = 'selected_dataset')) ORDER BY e.id"
+        )
+        return [IndexedExample(r["id"], r["input"], r["output"], r["vector"]) for r in rows]
 
     def example_counts(self) -> dict[str, int]:
         dataset_id = self.selected_dataset_id()
@@ -361,6 +410,115 @@ class Store:
                 " positive_example_id, negative_example_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (reply.bot_message_id, user_id, reply.input, reply.reply, correction, good, bad, now),
             ).lastrowid
+
+    # --- conversation memory ------------------------------------------------------
+
+    def add_turn(
+        self,
+        *,
+        conversation_id: int,
+        guild_id: int | None,
+        user_id: int | None,
+        role: str,
+        content: str,
+        message_id: int | None = None,
+        reply_to: int | None = None,
+        source: str | None = None,
+    ) -> int:
+        with self.db.transaction() as db:
+            return db.execute(
+                "INSERT INTO chat_turns (conversation_id, guild_id, user_id, role, content, message_id, reply_to,"
+                " source, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (conversation_id, guild_id, user_id, role, content, message_id, reply_to, source, utc_now()),
+            ).lastrowid
+
+    def set_turn_context(self, turn_id: int, context: str | None) -> None:
+        with self.db.transaction() as db:
+            db.execute("UPDATE chat_turns SET context = ? WHERE id = ?", (context, turn_id))
+
+    def record_answer(
+        self,
+        *,
+        conversation_id: int,
+        guild_id: int | None,
+        channel_id: int | None,
+        asked: int,
+        answer: ReplyRecord,
+        message_ids: Sequence[int],
+    ) -> int:
+        """The bot's turn and the messages that carried it, stored together; returns the turn's id."""
+        now = utc_now()
+        with self.db.transaction() as db:
+            turn_id = db.execute(
+                "INSERT INTO chat_turns (conversation_id, guild_id, user_id, role, content, message_id, reply_to,"
+                " source, created_at) VALUES (?, ?, ?, 'assistant', ?, ?, ?, ?, ?)",
+                (
+                    conversation_id,
+                    guild_id,
+                    answer.user_id,
+                    answer.reply,
+                    message_ids[0] if message_ids else None,
+                    asked,
+                    answer.source,
+                    now,
+                ),
+            ).lastrowid
+            db.executemany(
+                "INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        message_id,
+                        answer.user_message_id,
+                        answer.user_id,
+                        guild_id,
+                        channel_id,
+                        answer.input,
+                        answer.reply,
+                        answer.source,
+                        answer.confidence,
+                        now,
+                    )
+                    for message_id in message_ids
+                ],
+            )
+            return turn_id
+
+    def turns(self, conversation_id: int, *, before: int | None = None, limit: int = 200) -> list[Turn]:
+        """The newest ``limit`` turns of a conversation before turn ``before``, oldest first."""
+        rows = self.db.query(
+            "SELECT id, role, content, user_id, source, context FROM chat_turns WHERE conversation_id = ? AND id < ?"
+            " ORDER BY id DESC LIMIT ?",
+            (conversation_id, before if before is not None else 1 << 62, limit),
+        )
+        return [Turn(**dict(r)) for r in reversed(rows)]
+
+    def forget_conversation(self, conversation_id: int, user_id: int | None = None) -> int:
+        """Deletes a conversation's turns, or only one user's (with the bot's answers to them).
+
+        Returns how many of the users' messages were forgotten.
+        """
+        with self.db.transaction() as db:
+            mine = "" if user_id is None else " AND user_id = ?"
+            params = (conversation_id,) if user_id is None else (conversation_id, user_id)
+            count = db.execute(
+                f"SELECT count(*) FROM chat_turns WHERE conversation_id = ? AND role = 'user'{mine}", params
+            ).fetchone()[0]
+            db.execute(f"DELETE FROM chat_turns WHERE conversation_id = ?{mine}", params)
+            return int(count)
+
+    def persona(self, conversation_id: int) -> str | None:
+        row = self.db.query_one("SELECT text FROM personas WHERE conversation_id = ?", (conversation_id,))
+        return row["text"] if row else None
+
+    def set_persona(self, conversation_id: int, text: str | None, *, user_id: int | None) -> None:
+        """Sets a conversation's persona; None returns it to the default."""
+        with self.db.transaction() as db:
+            if text is None:
+                db.execute("DELETE FROM personas WHERE conversation_id = ?", (conversation_id,))
+            else:
+                db.execute(
+                    "INSERT OR REPLACE INTO personas VALUES (?, ?, ?, ?)", (conversation_id, text, user_id, utc_now())
+                )
 
     # --- test runs ----------------------------------------------------------------
 

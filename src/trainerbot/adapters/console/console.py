@@ -10,18 +10,21 @@ import getpass
 import logging
 import shlex
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
 from trainerbot.app import Services
-from trainerbot.core.errors import InvalidInput, UserError
+from trainerbot.core.conversation import CONSOLE_CONVERSATION, Where
+from trainerbot.core.errors import ChatUnavailable, InvalidInput, UserError
 from trainerbot.core.files import human_size
 from trainerbot.core.messages import Caller, Reply, Upload
 from trainerbot.core.teaching import JobStarted
 
 log = logging.getLogger(__name__)
+HERE = Where(CONSOLE_CONVERSATION)
 
 HELP = {
     "hi": "Say hello.",
@@ -38,6 +41,8 @@ HELP = {
     "select_dataset": "Use a directory of example files for the next training: select_dataset <dir> [positive].",
     "correct": "Correct one of my replies: correct <message id> <correction>.",
     "feedback": "Send feedback: feedback <text>.",
+    "forget": "Clear the conversation's memory.",
+    "persona": "Show the persona, set it (persona <text>) or go back to the default (persona reset).",
     "getfile": "Save a file of the data directory to the outbox: getfile <path>.",
     "archive": "Zip a directory of the data directory: archive <dir>.",
 }
@@ -99,16 +104,39 @@ class Console:
             if line.startswith(self.prefix):
                 self._command(caller, line[len(self.prefix) :])
             else:
-                answer = self.services.conversation.answer(caller, line)
-                reply_id = self._next_id
-                self._next_id += 1
-                self.services.conversation.remember_reply(caller, reply_id, line, answer)
-                self.print(f"[#{reply_id}] {answer.text}")
+                self.converse(caller, line)
         except UserError as exc:
             self.print(str(exc))
         except Exception:
             log.exception("console command failed: %s", line[:100])
             self.print("Something went wrong; the details are in the log.")
+
+    def converse(self, caller: Caller, text: str) -> None:
+        """Answers a message; a chat reply is printed as the engine writes it."""
+        conversation = self.services.conversation
+        prepared = conversation.prepare(caller, text, HERE)
+        reply_id = self._next_id
+        self._next_id += 1
+        if prepared.answer is not None:
+            self.print(f"[#{reply_id}] {prepared.answer.text}")
+            conversation.finish(prepared, prepared.answer.text, prepared.answer.source, [reply_id])
+            return
+        self.out.write(f"[#{reply_id}] ")
+        reply, failure = "", ""
+        try:
+            for piece in conversation.write(prepared, threading.Event()):
+                piece = piece if reply else piece.lstrip()
+                reply += piece
+                self.out.write(piece)
+                self.out.flush()
+        except ChatUnavailable as exc:
+            failure = str(exc)
+        if failure:
+            self.print(f" (cut off: {failure})" if reply else failure)
+        else:
+            self.print("" if reply.strip() else "I couldn't think of a reply to that. Try saying it another way?")
+        if reply.strip():
+            conversation.finish(prepared, reply.strip(), "chat", [reply_id])
 
     def _uploads(self, paths: list[Path]) -> list[Upload]:
         uploads = []
@@ -144,6 +172,8 @@ class Console:
                 caller, _int(rest.partition(" ")[0], "correct <message id> <correction>"), rest.partition(" ")[2]
             ),
             "feedback": lambda: s.conversation.feedback(caller, rest, None),
+            "forget": lambda: s.conversation.forget(caller, HERE),
+            "persona": lambda: s.conversation.persona(caller, HERE, rest),
             "getfile": lambda: s.files.getfile(caller, rest),
             "archive": lambda: s.files.archive(caller, rest),
         }

@@ -32,7 +32,14 @@ def intents() -> discord.Intents:
 
 
 class TrainerBot(commands.Bot):
-    def __init__(self, services: Services, *, progress_interval: float = 1.0, **options: Any) -> None:
+    def __init__(
+        self,
+        services: Services,
+        *,
+        progress_interval: float = 1.0,
+        reply_edit_interval: float = 1.0,
+        **options: Any,
+    ) -> None:
         settings = services.settings
         super().__init__(
             command_prefix=commands.when_mentioned_or(settings.command_prefix),
@@ -44,7 +51,8 @@ class TrainerBot(commands.Bot):
         )
         self.services = services
         self.settings = settings
-        self.progress_interval = progress_interval
+        self.progress_interval = progress_interval  # seconds between edits of a training job's message
+        self.reply_edit_interval = reply_edit_interval  # seconds between edits of a streamed chat reply
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def setup_hook(self) -> None:

@@ -1,21 +1,89 @@
-"""Messages that are not commands get an answer."""
+"""Messages that are not commands get an answer; the chat engine's replies stream in as they are written."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Literal
 
 import discord
+from discord import app_commands
 from discord.ext import commands
 
-from trainerbot.adapters.discord.render import ALLOWED_MENTIONS, in_thread, is_admin
+from trainerbot.adapters.discord.render import ALLOWED_MENTIONS, caller_of, in_thread, is_admin, send_reply
+from trainerbot.core.conversation import Prepared, Where
+from trainerbot.core.errors import ChatUnavailable
 from trainerbot.core.messages import Caller
-from trainerbot.core.text import split_message
+from trainerbot.core.streaming import pieces_from_thread
+from trainerbot.core.text import PageSplitter, split_message
 
 if TYPE_CHECKING:
     from trainerbot.adapters.discord.bot import TrainerBot
 
 log = logging.getLogger(__name__)
+NOTHING_TO_SAY = "I couldn't think of a reply to that. Try saying it another way?"
+
+
+def where_of(channel: discord.abc.Messageable) -> Where:
+    """A thread is its own conversation; its persona falls back to its parent channel's."""
+    if isinstance(channel, discord.Thread):
+        return Where(channel.id, channel.parent_id)
+    return Where(channel.id)  # type: ignore[attr-defined]
+
+
+class StreamedReply:
+    """The Discord messages of one reply as it is written: posted at the first text, then edited.
+
+    Edits come at most every ``interval`` seconds; when the text outgrows a message, that
+    message gets its final text and the reply continues in a new one at once.
+    """
+
+    def __init__(self, question: discord.Message, interval: float) -> None:
+        self.question = question
+        self.interval = interval
+        self.splitter = PageSplitter()
+        self.messages: list[discord.Message] = []
+        self._shown: list[str] = []
+        self._last_update = 0.0
+
+    @property
+    def started(self) -> bool:
+        return bool(self.messages)
+
+    async def update(self, text: str) -> None:
+        self.splitter.feed(text)
+        now = asyncio.get_running_loop().time()
+        new_page = self.started and len(self.splitter.pages) >= len(self.messages)
+        due = not self.started or new_page or now - self._last_update >= self.interval
+        if due and (self.splitter.current or self.splitter.pages):
+            await self._show([*self.splitter.pages, self.splitter.current])
+            self._last_update = now
+
+    async def finish(self, text: str, note: str = "") -> list[discord.Message]:
+        self.splitter.feed(text)
+        pages = self.splitter.finish()
+        if note:
+            pages = pages[:-1] + split_message(f"{pages[-1]}\n\n{note}") if pages else [note]
+        await self._show(pages)
+        return self.messages
+
+    async def _show(self, pages: list[str]) -> None:
+        for index, content in enumerate(page for page in pages if page):
+            if index < len(self.messages):
+                if self._shown[index] != content:
+                    self.messages[index] = await self.messages[index].edit(
+                        content=content, allowed_mentions=ALLOWED_MENTIONS
+                    )
+                    self._shown[index] = content
+            else:
+                if index == 0:
+                    sent = await self.question.reply(content, mention_author=False, allowed_mentions=ALLOWED_MENTIONS)
+                else:
+                    sent = await self.question.channel.send(content, allowed_mentions=ALLOWED_MENTIONS)
+                self.messages.append(sent)
+                self._shown.append(content)
 
 
 class Conversation(commands.Cog):
@@ -35,7 +103,60 @@ class Conversation(commands.Cog):
             message_id=message.id,
         )
         conversation = self.bot.services.conversation
-        answer = await in_thread(conversation.answer, caller, text)
-        for chunk in split_message(answer.text):
-            sent = await message.reply(chunk, mention_author=False, allowed_mentions=ALLOWED_MENTIONS)
-            await in_thread(conversation.remember_reply, caller, sent.id, text, answer)
+        prepared = await in_thread(conversation.prepare, caller, text, where_of(message.channel))
+        if prepared.answer is None:
+            await self._write(message, prepared)
+            return
+        sent = []
+        for chunk in split_message(prepared.answer.text):
+            sent.append(await message.reply(chunk, mention_author=False, allowed_mentions=ALLOWED_MENTIONS))
+        await in_thread(
+            conversation.finish, prepared, prepared.answer.text, prepared.answer.source, [m.id for m in sent]
+        )
+
+    async def _write(self, message: discord.Message, prepared: Prepared) -> None:
+        """Streams the chat engine's reply, with the typing indicator on until its first words."""
+        conversation = self.bot.services.conversation
+        reply = StreamedReply(message, self.bot.reply_edit_interval)
+        typing = asyncio.create_task(self._typing(message.channel))
+        text, note = "", ""  # text: the reply so far, without the whitespace a model may start with
+        try:
+            pieces = pieces_from_thread(
+                partial(conversation.write, prepared), stall_timeout=conversation.options.stall_timeout
+            )
+            async for piece in pieces:
+                text = (text + piece).lstrip()
+                if text:
+                    await reply.update(text)
+                    typing.cancel()
+        except ChatUnavailable as exc:
+            note = str(exc)
+        finally:
+            typing.cancel()
+        if not text.strip():
+            await message.reply(note or NOTHING_TO_SAY, mention_author=False, allowed_mentions=ALLOWED_MENTIONS)
+            return
+        sent = await reply.finish(text, f"*(cut off: {note})*" if note else "")
+        await in_thread(conversation.finish, prepared, text.strip(), "chat", [m.id for m in sent])
+
+    async def _typing(self, channel: discord.abc.Messageable) -> None:
+        with contextlib.suppress(discord.HTTPException):
+            async with channel.typing():
+                await asyncio.Event().wait()  # until cancelled by the first text
+
+    @commands.hybrid_command()
+    @app_commands.describe(whose="`all` (admins, the default for them) or `mine` (the default for members)")
+    async def forget(self, ctx: commands.Context[TrainerBot], whose: Literal["all", "mine"] | None = None) -> None:
+        """Clear my memory of this channel's conversation (members: only their own messages)."""
+        caller = caller_of(ctx)
+        everyone = caller.is_admin if whose is None else whose == "all"
+        await send_reply(
+            ctx, await in_thread(self.bot.services.conversation.forget, caller, where_of(ctx.channel), everyone)
+        )
+
+    @commands.hybrid_command()
+    @app_commands.describe(text="The new persona (admins), or `reset` for the default; leave out to see it")
+    async def persona(self, ctx: commands.Context[TrainerBot], *, text: str = "") -> None:
+        """Show how I behave in this channel, or set it (admins)."""
+        reply = await in_thread(self.bot.services.conversation.persona, caller_of(ctx), where_of(ctx.channel), text)
+        await send_reply(ctx, reply)

@@ -1,0 +1,100 @@
+"""Any OpenAI-compatible server as the chat engine: OpenAI, Ollama, vLLM, LM Studio, llama.cpp's server.
+
+It speaks through the official ``openai`` client. Each failure the client can report is
+turned into one short sentence for the user; the cause goes to the log, never the API key.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Iterator, Sequence
+
+import httpx
+import openai
+
+from trainerbot.chat.engine import ChatMessage
+from trainerbot.core.errors import ChatUnavailable
+
+log = logging.getLogger(__name__)
+
+CHARACTERS_PER_TOKEN = 3.0  # a cautious estimate: English runs nearer 4 characters a token
+
+
+class OpenAIEngine:
+    name = "openai"
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        context_tokens: int = 2048,
+        timeout: float = 60.0,
+        temperature: float = 0.7,
+        streaming: bool = True,
+    ) -> None:
+        self.model = model
+        self.context_tokens = context_tokens
+        self.temperature = temperature
+        self.streaming = streaming
+        self._where = base_url or "api.openai.com"
+        # Servers on one's own machine need no key, but the client insists on one.
+        self._client = openai.OpenAI(
+            base_url=base_url,
+            api_key=api_key or "not-needed",
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            max_retries=1,
+        )
+
+    def count_tokens(self, text: str) -> int:
+        return math.ceil(len(text) / CHARACTERS_PER_TOKEN)
+
+    def stream(self, messages: Sequence[ChatMessage], *, max_tokens: int, cancel: threading.Event) -> Iterator[str]:
+        payload = [m.as_dict() for m in messages]
+        try:
+            if not self.streaming:
+                response = self._client.chat.completions.create(
+                    model=self.model, messages=payload, max_tokens=max_tokens, temperature=self.temperature
+                )
+                text = response.choices[0].message.content if response.choices else None
+                if text:
+                    yield text
+                return
+            with self._client.chat.completions.create(
+                model=self.model, messages=payload, max_tokens=max_tokens, temperature=self.temperature, stream=True
+            ) as chunks:
+                for chunk in chunks:
+                    if cancel.is_set():
+                        return
+                    piece = chunk.choices[0].delta.content if chunk.choices else None
+                    if piece:
+                        yield piece
+        except openai.OpenAIError as exc:
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: openai.OpenAIError) -> ChatUnavailable:
+        log.warning("chat server %s (model %s) failed: %s: %s", self._where, self.model, type(exc).__name__, exc)
+        if isinstance(exc, openai.APITimeoutError):
+            return ChatUnavailable("The chat server took too long to answer. Try again in a moment.")
+        if isinstance(exc, openai.APIConnectionError):
+            return ChatUnavailable("The chat server can't be reached right now. Try again later.")
+        if isinstance(exc, openai.RateLimitError):
+            return ChatUnavailable("The chat server is busy (rate limited). Try again in a minute.")
+        if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+            return ChatUnavailable("The chat server refused the bot's API key; an owner needs to check the settings.")
+        if isinstance(exc, openai.NotFoundError):
+            return ChatUnavailable(
+                f"The chat server has no model `{self.model}`; an owner needs to check the settings."
+            )
+        if isinstance(exc, openai.APIStatusError):
+            return ChatUnavailable(f"The chat server answered with an error (HTTP {exc.status_code}). Try again later.")
+        return ChatUnavailable("The chat server sent something the bot could not read. Try again later.")
+
+    def load(self) -> None:
+        """Nothing to load: the server holds the model."""
+
+    def close(self) -> None:
+        self._client.close()
