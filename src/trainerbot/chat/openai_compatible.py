@@ -11,7 +11,6 @@ import math
 import threading
 from collections.abc import Iterator, Sequence
 
-import httpx
 import openai
 
 from trainerbot.chat.engine import ChatMessage
@@ -45,7 +44,7 @@ class OpenAIEngine:
         self._client = openai.OpenAI(
             base_url=base_url,
             api_key=api_key or "not-needed",
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            timeout=timeout,
             max_retries=1,
         )
 
