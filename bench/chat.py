@@ -1,0 +1,218 @@
+"""Chat benchmark of the default local engine (SmolLM2-135M on llama.cpp): speed, first token, memory.
+
+    .venv/bin/python bench/chat.py [--turns 20] [--runs 5] [--data ../shared/data/banking77]
+
+Prints the figures quoted in docs/benchmarks.md, in four parts:
+
+1. Writing speed with nothing else running: tokens a second after the first, median of runs.
+2. The same while a training job (Banking77, 10,003 examples) runs beside it in its
+   worker process, with the engine's own choice of threads (one while the bot trains), and
+   once with two threads forced, to show why it makes that choice.
+3. Time to first token through the loopback Discord: from the user's message reaching the
+   bot's gateway to the bot's first message with text arriving at the fake REST API, for a
+   conversation in one channel, and for two channels taking turns.
+4. Memory: a 50-turn conversation in one channel; every prompt must stay within the budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # for tests.loopback_discord, the fake Discord API
+
+from tests.loopback_discord import FakeDiscord, GuildSetup, run_bot  # noqa: E402
+
+from trainerbot.app import Services, build_services  # noqa: E402
+from trainerbot.chat.engine import ChatMessage  # noqa: E402
+from trainerbot.config import load_settings  # noqa: E402
+from trainerbot.core.conversation import Where  # noqa: E402
+from trainerbot.core.messages import Caller, Upload  # noqa: E402
+
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "banking77"
+STORY = [
+    ChatMessage("system", "You are a helpful assistant."),
+    ChatMessage("user", "Write a very long story about a dragon who learns to cook. Make it ten paragraphs."),
+]
+QUESTIONS = [
+    "Hi! How are you today?",
+    "What is a good name for a cat?",
+    "Can you suggest a quick breakfast?",
+    "Why is the sky blue?",
+    "Tell me a fun fact about octopuses.",
+    "What should I read this weekend?",
+    "How do I stay focused while studying?",
+    "What is your favourite season?",
+    "Give me a tip for learning to draw.",
+    "How many legs does a spider have?",
+]
+FAQ = [
+    "when are you open => We are open 9am to 5pm, Monday to Friday.",
+    "where is the office => Main Street 1, second floor.",
+    "how do I reset my password => Use the reset link on the login page.",
+    "what is the wifi password => The wifi password is pancake42.",
+]
+OWNER = Caller(1, "bench", is_admin=True)
+
+
+def make_services(data_dir: Path, **settings: object) -> Services:
+    options = {"chat_engine": "local", "chat_max_reply_tokens": 200, **settings}
+    return build_services(load_settings(_env_file=None, data_dir=data_dir, **options))
+
+
+def speed(services: Services, max_tokens: int = 200) -> tuple[float, int]:
+    """Tokens a second after the first token, and how many tokens were written."""
+    assert services.engine is not None
+    first = None
+    count = 0
+    for _ in services.engine.stream(STORY, max_tokens=max_tokens, cancel=threading.Event()):
+        count += 1
+        if first is None:
+            first = time.perf_counter()
+    assert first is not None and count > min(20, max_tokens - 1), f"the model wrote only {count} tokens"
+    return (count - 1) / (time.perf_counter() - first), count
+
+
+def part_speed(runs: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        services = make_services(Path(tmp))
+        try:
+            speed(services, 20)  # load and warm up
+            rates = [speed(services) for _ in range(runs)]
+            tps = [r for r, _ in rates]
+            print(
+                f"1. writing, nothing else running: median {statistics.median(tps):.1f} tokens/s "
+                f"({', '.join(f'{r:.0f}' for r in tps)}; {rates[0][1]} tokens a run)"
+            )
+        finally:
+            services.close()
+
+
+def part_beside_training(runs: int, data: Path) -> None:
+    with (data / "train.csv").open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    upload = "\n".join(json.dumps({"input": row["text"], "output": row["category"]}) for row in rows).encode()
+    with tempfile.TemporaryDirectory() as tmp:
+        services = make_services(Path(tmp))
+        try:
+            speed(services, 20)
+            started = services.teaching.train(OWNER, "", [Upload("banking77.jsonl", upload, len(upload))])
+            while not services.jobs.busy():
+                time.sleep(0.1)
+            time.sleep(3)  # into the encoding, the heaviest stage
+            own = [speed(services)[0] for _ in range(runs)]
+            job = services.store.job(started.job_id)
+            assert job is not None and job.status == "running", "training ended during the measurement"
+            engine = services.engine
+            engine._threads = 2  # type: ignore[union-attr]  # forced, for comparison only
+            forced = [speed(services, 60)[0] for _ in range(2)]
+            engine._threads = None  # type: ignore[union-attr]
+            still = services.store.job(started.job_id)
+            print(
+                f"2. writing beside a training job ({job.stage}): median {statistics.median(own):.1f} tokens/s "
+                f"({', '.join(f'{r:.0f}' for r in own)}) with the engine's choice (1 thread); "
+                f"two threads forced: {', '.join(f'{r:.1f}' for r in forced)} tokens/s"
+                f"{'' if still and still.status == 'running' else ' (training ended during it)'}"
+            )
+        finally:
+            services.close()
+
+
+async def first_tokens(services: Services, turns: int, channels: int) -> list[float]:
+    from trainerbot.adapters.discord.bot import TrainerBot
+
+    setup = GuildSetup()
+    waits: list[float] = []
+    async with FakeDiscord(setup) as server, run_bot(TrainerBot(services), server):
+        ids = list(setup.text_channels.values())[:channels]
+        for turn in range(turns):
+            channel = ids[turn % channels]
+            before = len(server.requests)
+            sent_at = time.monotonic()
+            sent = await server.send_message(QUESTIONS[turn % len(QUESTIONS)], channel_id=channel)
+            await server.wait_for_bot_messages(channel, after=sent["id"], timeout=60)
+            post = next(
+                r for r in server.requests[before:] if r.method == "POST" and r.path == f"/channels/{channel}/messages"
+            )
+            waits.append(post.at - sent_at)
+            while services.store.turns(channel)[-1].role != "assistant":  # the whole reply, before the next
+                await asyncio.sleep(0.02)
+    return waits
+
+
+def part_first_token(turns: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        services = make_services(Path(tmp), chat_max_reply_tokens=120)
+        try:
+            for line in FAQ:  # a few taught answers, so the examples index is in play
+                services.teaching.train(OWNER, line, [])
+            time.sleep(8)  # training of four examples, and the model load
+            for channels in (1, 2):
+                waits = asyncio.run(first_tokens(services, turns, channels))
+                p90 = sorted(waits)[int(len(waits) * 0.9)]
+                print(
+                    f"3. first token through the loopback Discord, {channels} channel(s), {turns} messages: "
+                    f"median {statistics.median(waits) * 1000:.0f} ms, p90 {p90 * 1000:.0f} ms, "
+                    f"first {waits[0] * 1000:.0f} ms, max {max(waits) * 1000:.0f} ms"
+                )
+        finally:
+            services.close()
+
+
+def part_memory(turns: int = 50) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        services = make_services(Path(tmp), chat_max_reply_tokens=120)
+        conversation = services.conversation
+        assert services.engine is not None
+        budget = services.engine.context_tokens - conversation.options.max_reply_tokens
+        tokens, seconds, starts, empty = [], [], set(), 0
+        try:
+            for turn in range(turns):
+                began = time.perf_counter()
+                caller = Caller(2, "user", message_id=turn)
+                prepared = conversation.prepare(caller, QUESTIONS[turn % len(QUESTIONS)], Where(7))
+                assert prepared.prompt is not None
+                reply = "".join(conversation.write(prepared, threading.Event())).strip()
+                conversation.finish(prepared, reply, "chat", [10_000 + turn])
+                seconds.append(time.perf_counter() - began)
+                tokens.append(prepared.prompt.tokens)
+                starts.add(prepared.prompt.first_turn)
+                empty += not reply
+            print(
+                f"4. {turns}-turn conversation: every prompt within the budget of {budget} tokens: "
+                f"{max(tokens) <= budget} (largest {max(tokens)}, last {tokens[-1]}); the history window moved "
+                f"{len(starts) - 1} times; empty replies {empty}; seconds a turn median "
+                f"{statistics.median(seconds):.2f}, max {max(seconds):.2f}"
+            )
+        finally:
+            services.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--turns", type=int, default=20)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--parts", default="1234")
+    args = parser.parse_args()
+    if "1" in args.parts:
+        part_speed(args.runs)
+    if "2" in args.parts:
+        part_beside_training(args.runs, args.data)
+    if "3" in args.parts:
+        part_first_token(args.turns)
+    if "4" in args.parts:
+        part_memory()
+
+
+if __name__ == "__main__":
+    main()
