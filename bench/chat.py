@@ -127,16 +127,20 @@ def part_beside_training(runs: int, data: Path) -> None:
             services.close()
 
 
-async def first_tokens(services: Services, turns: int, channels: int) -> list[float]:
+async def first_tokens(services: Services, turns: int, channels: int) -> tuple[list[float], list[int]]:
+    """Seconds to the first text of each message, and the messages whose history window moved."""
     from trainerbot.adapters.discord.bot import TrainerBot
 
     setup = GuildSetup()
     waits: list[float] = []
+    moved: list[int] = []
+    windows = services.conversation._windows
     async with FakeDiscord(setup) as server, run_bot(TrainerBot(services), server):
         ids = list(setup.text_channels.values())[:channels]
         for turn in range(turns):
             channel = ids[turn % channels]
             before = len(server.requests)
+            window = windows.get(channel)
             sent_at = time.monotonic()
             sent = await server.send_message(QUESTIONS[turn % len(QUESTIONS)], channel_id=channel)
             await server.wait_for_bot_messages(channel, after=sent["id"], timeout=60)
@@ -144,9 +148,11 @@ async def first_tokens(services: Services, turns: int, channels: int) -> list[fl
                 r for r in server.requests[before:] if r.method == "POST" and r.path == f"/channels/{channel}/messages"
             )
             waits.append(post.at - sent_at)
+            if window is not None and windows.get(channel) != window:
+                moved.append(turn)
             while services.store.turns(channel)[-1].role != "assistant":  # the whole reply, before the next
                 await asyncio.sleep(0.02)
-    return waits
+    return waits, moved
 
 
 def part_first_token(turns: int) -> None:
@@ -157,13 +163,16 @@ def part_first_token(turns: int) -> None:
                 services.teaching.train(OWNER, line, [])
             time.sleep(8)  # training of four examples, and the model load
             for channels in (1, 2):
-                waits = asyncio.run(first_tokens(services, turns, channels))
+                waits, moved = asyncio.run(first_tokens(services, turns, channels))
                 p90 = sorted(waits)[int(len(waits) * 0.9)]
                 print(
                     f"3. first token through the loopback Discord, {channels} channel(s), {turns} messages: "
                     f"median {statistics.median(waits) * 1000:.0f} ms, p90 {p90 * 1000:.0f} ms, "
-                    f"first {waits[0] * 1000:.0f} ms, max {max(waits) * 1000:.0f} ms"
+                    f"first {waits[0] * 1000:.0f} ms, max {max(waits) * 1000:.0f} ms "
+                    f"(message {waits.index(max(waits))}); "
+                    f"history window moved at messages {moved or 'none'}"
                 )
+                print("   each, ms:", " ".join(f"{w * 1000:.0f}" for w in waits))
         finally:
             services.close()
 
