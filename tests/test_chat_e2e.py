@@ -88,6 +88,27 @@ async def wait_reply(server: FakeDiscord, content: str, **kwargs: Any) -> dict:
     return reply
 
 
+async def test_persona_and_forget_as_slash_commands(tmp_path: Path) -> None:
+    engine = ScriptedEngine("Ahoy <@900000000000000204>, matey!")
+    async with chat_bot(tmp_path, scripted(engine)) as (server, services):
+        handle = await server.invoke_slash("persona", {})
+        [shown] = await handle.wait_messages()
+        assert "(the default)" in shown["content"]
+        handle = await server.invoke_slash("persona", {"text": "You are a pirate."})
+        [refused] = await handle.wait_messages()
+        assert "only the bot's owners" in refused["content"]
+        handle = await server.invoke_slash("persona", {"text": "You are a pirate."}, user=server.owner)
+        [accepted] = await handle.wait_messages()
+        assert "You are a pirate." in accepted["content"]
+        sent = await server.send_message("Hello!")
+        [reply] = await answered(services, server, sent)
+        assert engine.prompts[-1][0].content == "You are a pirate."
+        assert server.message_bodies[int(reply["id"])][0]["allowed_mentions"]["parse"] == []  # pings nobody
+        handle = await server.invoke_slash("forget", {})
+        [forgotten] = await handle.wait_messages()
+        assert "Forgotten: 1 of your messages" in forgotten["content"]
+
+
 async def test_a_reply_streams_with_typing_first_and_about_one_edit_a_second(tmp_path: Path) -> None:
     text = " ".join(f"Word{i}." for i in range(300))  # about 2,400 characters, so two messages
     engine = ScriptedEngine(text, piece=16, delay=0.02)  # about 3 seconds of writing
@@ -130,7 +151,7 @@ async def test_engine_failures_are_short_messages_and_the_bot_keeps_serving(tmp_
     def unreachable(settings: Any, busy: Any) -> OpenAIEngine:
         return OpenAIEngine(model="any", base_url="http://127.0.0.1:9/v1", timeout=5)  # nothing listens on port 9
 
-    async with chat_bot(tmp_path, unreachable) as (server, services):
+    async with chat_bot(tmp_path, unreachable, chat_timeout_seconds=1) as (server, services):
         reply = await wait_reply(server, "Hello there!")
         assert reply["content"] == "The chat server can't be reached right now. Try again later."
         assert "Hi member" in (await wait_reply(server, "!hi"))["content"]
@@ -142,6 +163,9 @@ async def test_engine_failures_are_short_messages_and_the_bot_keeps_serving(tmp_
         assert partial["content"].endswith(
             "*(cut off: The chat engine failed while writing; the owners can find why in the log.)*"
         )
+        services.conversation.engine = ScriptedEngine("Too late.", delay=3)  # slower than the 1 s allowed
+        reply = await wait_reply(server, "Are you there?")
+        assert reply["content"] == "The chat engine took too long to answer. Try again in a moment."
 
 
 async def test_a_correction_of_a_chat_reply_becomes_a_taught_answer(tmp_path: Path) -> None:

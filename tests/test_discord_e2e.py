@@ -78,6 +78,8 @@ async def test_help_lists_every_command_with_its_docstring(discord_server: FakeD
             "retrain",
             "instruction",
             "sync",
+            "forget",
+            "persona",
         ):
             assert f"`{prefix}{name}`" in reply["content"]
         assert "Say hello." in reply["content"]

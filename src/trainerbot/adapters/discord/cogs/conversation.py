@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from trainerbot.adapters.discord.bot import TrainerBot
 
 log = logging.getLogger(__name__)
+# A language model's words mention nobody: a user could otherwise have it ping whoever they like.
+NO_MENTIONS = discord.AllowedMentions.none()
 NOTHING_TO_SAY = "I couldn't think of a reply to that. Try saying it another way?"
 
 
@@ -74,14 +76,14 @@ class StreamedReply:
             if index < len(self.messages):
                 if self._shown[index] != content:
                     self.messages[index] = await self.messages[index].edit(
-                        content=content, allowed_mentions=ALLOWED_MENTIONS
+                        content=content, allowed_mentions=NO_MENTIONS
                     )
                     self._shown[index] = content
             else:
                 if index == 0:
-                    sent = await self.question.reply(content, mention_author=False, allowed_mentions=ALLOWED_MENTIONS)
+                    sent = await self.question.reply(content, mention_author=False, allowed_mentions=NO_MENTIONS)
                 else:
-                    sent = await self.question.channel.send(content, allowed_mentions=ALLOWED_MENTIONS)
+                    sent = await self.question.channel.send(content, allowed_mentions=NO_MENTIONS)
                 self.messages.append(sent)
                 self._shown.append(content)
 
