@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from trainerbot.chat.engine import ChatMessage
+from trainerbot.chat.engine import CUT_SHORT, ChatMessage
 from trainerbot.chat.local import LocalEngine, default_model_path
 from trainerbot.chat.openai_compatible import OpenAIEngine
 from trainerbot.core.errors import ChatUnavailable
@@ -102,6 +102,7 @@ def test_local_engine_streams_counts_tokens_and_stops_when_cancelled(model_path:
         taken += list(stream)
         assert len(taken) <= 2  # stopped at the next token, not at 200
         assert collect(engine)  # and the engine is free for the next reply
+        assert "".join(collect(engine, [ChatMessage("user", "Write a very long story.")], 8)).endswith(CUT_SHORT)
     finally:
         engine.close()
 
@@ -121,6 +122,8 @@ def test_openai_engine_against_a_real_server(server: str, streaming: bool) -> No
         pieces = collect(engine)
         assert "".join(pieces).strip()
         assert len(pieces) > 1 if streaming else len(pieces) == 1
+        cut = "".join(collect(engine, [ChatMessage("user", "Write a very long story about a dragon.")], 8))
+        assert cut.endswith(CUT_SHORT)  # stopped by the length limit, and says so
     finally:
         engine.close()
 

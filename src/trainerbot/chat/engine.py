@@ -9,7 +9,7 @@ from typing import Protocol
 
 from trainerbot.core.errors import ChatUnavailable
 
-__all__ = ["MESSAGE_OVERHEAD", "ChatEngine", "ChatMessage", "ChatUnavailable"]
+__all__ = ["CUT_SHORT", "MESSAGE_OVERHEAD", "ChatEngine", "ChatMessage", "ChatUnavailable"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,9 @@ class ChatEngine(Protocol):
 
     def close(self) -> None: ...
 
+
+# Added to a reply that reached the length limit mid-way, so a reader sees it was cut, not finished.
+CUT_SHORT = " …"
 
 # Tokens a chat template adds around each message (role markers, separators); a safe upper bound.
 MESSAGE_OVERHEAD = 8

@@ -15,12 +15,13 @@ import contextlib
 import importlib.util
 import io
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from trainerbot.chat.engine import ChatMessage
+from trainerbot.chat.engine import CUT_SHORT, ChatMessage
 from trainerbot.core.errors import ChatUnavailable
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ class LocalEngine:
     def _set_threads(self, llama) -> int:
         from llama_cpp import llama_set_n_threads
 
-        threads = self._threads or (1 if self._busy() else 2)
+        threads = self._threads or (1 if self._busy() else min(2, os.cpu_count() or 1))
         llama_set_n_threads(llama._ctx.ctx, threads, threads)
         return threads
 
@@ -151,9 +152,12 @@ class LocalEngine:
                     if cancel.is_set():
                         chunks.close()
                         return
-                    piece = chunk["choices"][0]["delta"].get("content")
+                    choice = chunk["choices"][0]
+                    piece = choice["delta"].get("content")
                     if piece:
                         yield piece
+                    if choice.get("finish_reason") == "length":
+                        yield CUT_SHORT
             except Exception as exc:
                 log.exception("the local chat model failed")
                 raise ChatUnavailable(

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 
 import openai
 
-from trainerbot.chat.engine import ChatMessage
+from trainerbot.chat.engine import CUT_SHORT, ChatMessage
 from trainerbot.core.errors import ChatUnavailable
 
 log = logging.getLogger(__name__)
@@ -58,9 +58,11 @@ class OpenAIEngine:
                 response = self._client.chat.completions.create(
                     model=self.model, messages=payload, max_tokens=max_tokens, temperature=self.temperature
                 )
-                text = response.choices[0].message.content if response.choices else None
-                if text:
-                    yield text
+                choice = response.choices[0] if response.choices else None
+                if choice is not None and choice.message.content:
+                    yield choice.message.content
+                if choice is not None and choice.finish_reason == "length":
+                    yield CUT_SHORT
                 return
             with self._client.chat.completions.create(
                 model=self.model, messages=payload, max_tokens=max_tokens, temperature=self.temperature, stream=True
@@ -68,9 +70,11 @@ class OpenAIEngine:
                 for chunk in chunks:
                     if cancel.is_set():
                         return
-                    piece = chunk.choices[0].delta.content if chunk.choices else None
-                    if piece:
-                        yield piece
+                    choice = chunk.choices[0] if chunk.choices else None
+                    if choice is not None and choice.delta.content:
+                        yield choice.delta.content
+                    if choice is not None and choice.finish_reason == "length":
+                        yield CUT_SHORT
         except openai.OpenAIError as exc:
             raise self._unavailable(exc) from exc
 
