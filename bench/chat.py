@@ -64,6 +64,11 @@ FAQ = [
 OWNER = Caller(1, "bench", is_admin=True)
 
 
+def resident_mb() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) // 1024 for line in status if line.startswith("VmRSS"))
+
+
 def make_services(data_dir: Path, **settings: object) -> Services:
     options = {"chat_engine": "local", "chat_max_reply_tokens": 200, **settings}
     return build_services(load_settings(_env_file=None, data_dir=data_dir, **options))
@@ -196,11 +201,14 @@ def part_memory(turns: int = 50) -> None:
                 tokens.append(prepared.prompt.tokens)
                 starts.add(prepared.prompt.first_turn)
                 empty += not reply
+                if turn == 0:
+                    warm = resident_mb()
             print(
                 f"4. {turns}-turn conversation: every prompt within the budget of {budget} tokens: "
                 f"{max(tokens) <= budget} (largest {max(tokens)}, last {tokens[-1]}); the history window moved "
                 f"{len(starts) - 1} times; empty replies {empty}; seconds a turn median "
-                f"{statistics.median(seconds):.2f}, max {max(seconds):.2f}"
+                f"{statistics.median(seconds):.2f}, max {max(seconds):.2f}; resident memory {warm} MB after "
+                f"the first turn, {resident_mb()} MB after the last"
             )
         finally:
             services.close()

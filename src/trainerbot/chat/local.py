@@ -59,6 +59,26 @@ def _route_llama_logs() -> None:
     llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
 
 
+def _conversation_cache(base: type, capacity: int):  # -> a LlamaRAMCache subclass instance
+    """A RAM cache of model states holding one state per conversation.
+
+    llama-cpp-python saves a state after every reply; a conversation's newer state starts
+    with everything its older one holds, so the older one is dropped rather than left to
+    crowd out other conversations.
+    """
+
+    class ConversationStateCache(base):
+        def __setitem__(self, key, value) -> None:
+            key = tuple(key)
+            for old in list(self.cache_state):
+                shared = next((i for i, (a, b) in enumerate(zip(old, key, strict=False)) if a != b), len(old))
+                if shared >= 0.9 * len(old):
+                    del self.cache_state[old]
+            super().__setitem__(key, value)
+
+    return ConversationStateCache(capacity_bytes=capacity)
+
+
 class LocalEngine:
     name = "local"
 
@@ -110,7 +130,7 @@ class LocalEngine:
                 self._llama.verbose = False
                 _llama_log.debug("%s", printed.getvalue().strip())
                 if self._cache_bytes:
-                    self._llama.set_cache(LlamaRAMCache(capacity_bytes=self._cache_bytes))
+                    self._llama.set_cache(_conversation_cache(LlamaRAMCache, self._cache_bytes))
                 log.info("loaded chat model %s in %.2f s", self.model_path.name, time.perf_counter() - started)
             except Exception as exc:
                 self._load_error = f"{type(exc).__name__}: {exc}"
