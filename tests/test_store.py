@@ -37,8 +37,11 @@ def test_a_failed_transaction_stores_nothing(store: Store) -> None:
 
 
 def test_correction_stores_both_examples(store: Store) -> None:
+    asked = store.add_turn(conversation_id=5, guild_id=None, user_id=1, role="user", content="capital of peru")
     reply = ReplyRecord(10, 9, 1, "capital of peru", "I don't know", "fallback", 0.2)
-    store.record_reply(reply, guild_id=None, channel_id=None)
+    store.record_answer(conversation_id=5, guild_id=None, channel_id=5, asked=asked, answer=reply, message_ids=[10, 11])
+    assert store.reply(11) == ReplyRecord(11, 9, 1, "capital of peru", "I don't know", "fallback", 0.2)
+    assert [t.role for t in store.turns(5)] == ["user", "assistant"]
     store.add_correction(reply=store.reply(10), user_id=1, correction="Lima")
     assert store.training_examples(store.max_example_id(), None) == [
         Example("capital of peru", "Lima", True),

@@ -324,24 +324,6 @@ class Store:
 
     # --- conversation records ---------------------------------------------------
 
-    def record_reply(self, record: ReplyRecord, *, guild_id: int | None, channel_id: int | None) -> None:
-        with self.db.transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.bot_message_id,
-                    record.user_message_id,
-                    record.user_id,
-                    guild_id,
-                    channel_id,
-                    record.input,
-                    record.reply,
-                    record.source,
-                    record.confidence,
-                    utc_now(),
-                ),
-            )
-
     def next_local_message_id(self) -> int:
         """Message ids for the console: small numbers that never meet Discord's 64-bit snowflakes."""
         row = self.db.query_one(
