@@ -152,3 +152,39 @@ def test_openai_engine_gives_up_on_a_server_that_never_answers() -> None:
         assert time.monotonic() - started < 5  # one retry, then the message
     finally:
         silent.close()
+
+
+def test_dropping_old_turns_from_the_cache_answers_like_reading_afresh(model_path: Path) -> None:
+    from llama_cpp import Llama
+
+    from trainerbot.chat.local import _shift_context
+
+    llama = Llama(model_path=str(model_path), n_ctx=2048, n_batch=64, n_threads=1, verbose=False)
+    try:
+
+        def tokens(text: str) -> list[int]:
+            return llama.tokenize(text.encode(), add_bos=False, special=True)
+
+        def turn(role: str, text: str) -> str:
+            return f"<|im_start|>{role}\n{text}<|im_end|>\n"
+
+        persona = tokens(turn("system", "You are a helpful assistant."))
+        dropped = tokens(turn("user", "Tell me about Rome.") + turn("assistant", "Rome had many emperors. " * 20))
+        kept = tokens(
+            turn("user", "What is the capital of France?")
+            + turn("assistant", "The capital of France is Paris, on the Seine. " * 4)
+            + turn("user", "And of Italy?")
+            + "<|im_start|>assistant\n"
+        )
+
+        def greedy(prompt: list[int]) -> str:
+            return llama.create_completion(prompt, max_tokens=24, temperature=0.0)["choices"][0]["text"]
+
+        afresh = greedy(persona + kept)
+        llama.reset()
+        llama.eval(persona + dropped + kept[:-4])  # the cache as the last reply left it
+        moved = _shift_context(llama, persona + kept)
+        assert moved >= len(kept) - 8 and llama.n_tokens == len(persona) + len(kept) - 4
+        assert greedy(persona + kept) == afresh  # read 4 tokens, not the whole kept history
+    finally:
+        llama.close()

@@ -59,6 +59,49 @@ def _route_llama_logs() -> None:
     llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
 
 
+PROBE = 16  # tokens of the new prompt looked for in what llama.cpp holds
+WORTH_SHIFTING = 64  # fewer reusable tokens than this: let llama.cpp read them again
+
+
+def _shift_context(llama, tokens: list[int]) -> int:
+    """llama.cpp's context shift, for a prompt whose oldest turns were dropped.
+
+    When the history outgrows its budget the prompt loses turns between the persona and
+    the rest, and llama.cpp, which reuses only a common prefix, would read the whole
+    rest again (seconds). Instead the dropped span is removed from its cache and what
+    follows is moved up, as llama.cpp's own server does when its context fills. The kept
+    turns were read with the dropped ones before them; the model does not mind. Returns
+    how many tokens were moved (0 when nothing was worth it).
+    """
+    held = llama._input_ids  # what the cache holds: input_ids[:n_tokens] (input_ids is the whole window)
+    size = len(held)
+    start = 0
+    while start < min(size, len(tokens)) and held[start] == tokens[start]:
+        start += 1
+    probe = tokens[start : start + PROBE]
+    if start == size or len(probe) < PROBE:
+        return 0  # the cache is a prefix of the prompt already, or the prompt ends here
+    best, best_at = 0, -1
+    for at in range(start + 1, size - PROBE + 1):
+        if held[at] == probe[0] and list(held[at : at + PROBE]) == probe:
+            same = PROBE
+            while at + same < size and start + same < len(tokens) and held[at + same] == tokens[start + same]:
+                same += 1
+            if same > best:
+                best, best_at = same, at
+    if best < WORTH_SHIFTING:
+        return 0
+    gap = best_at - start
+    context = llama._ctx
+    if not context.kv_cache_seq_rm(0, start, best_at):
+        return 0
+    context.kv_cache_seq_shift(0, best_at, size, -gap)
+    llama.input_ids[start : size - gap] = held[best_at:size].copy()
+    llama.n_tokens = size - gap
+    log.debug("context shift: dropped %d tokens, kept %d", gap, best)
+    return best
+
+
 def _conversation_cache(base: type, capacity: int):  # -> a LlamaRAMCache subclass instance
     """A RAM cache of model states holding one state per conversation.
 
@@ -102,6 +145,7 @@ class LocalEngine:
         self._load_lock = threading.Lock()
         self._llama = None
         self._load_error: str | None = None
+        self._formatter = None  # the model file's chat template, built at the first reply
 
     def _model(self):  # -> llama_cpp.Llama; untyped to keep llama_cpp's import lazy
         with self._load_lock:
@@ -161,19 +205,23 @@ class LocalEngine:
             threads = self._set_threads(llama)
             log.debug("generating with %d thread(s)", threads)
             try:
-                chunks = llama.create_chat_completion(
-                    [m.as_dict() for m in messages],
-                    stream=True,
-                    max_tokens=max_tokens,
-                    temperature=self.temperature,
-                    repeat_penalty=1.1,  # small models loop without it
-                )
-                for chunk in chunks:
+                prompt = self._prompt(llama, messages)
+                if prompt is None:  # no chat template in the file: llama-cpp-python's default format
+                    chunks = llama.create_chat_completion(
+                        [m.as_dict() for m in messages], stream=True, **self._sampling(max_tokens)
+                    )
+                    pieces = ((c["choices"][0]["delta"].get("content"), c["choices"][0]) for c in chunks)
+                else:
+                    tokens, stop, criteria = prompt
+                    _shift_context(llama, tokens)
+                    chunks = llama.create_completion(
+                        tokens, stream=True, stop=stop, stopping_criteria=criteria, **self._sampling(max_tokens)
+                    )
+                    pieces = ((c["choices"][0]["text"], c["choices"][0]) for c in chunks)
+                for piece, choice in pieces:
                     if cancel.is_set():
                         chunks.close()
                         return
-                    choice = chunk["choices"][0]
-                    piece = choice["delta"].get("content")
                     if piece:
                         yield piece
                     if choice.get("finish_reason") == "length":
@@ -183,6 +231,30 @@ class LocalEngine:
                 raise ChatUnavailable(
                     "The chat model failed while writing; the owners can find why in the log."
                 ) from exc
+
+    def _sampling(self, max_tokens: int) -> dict[str, float | int]:
+        # repeat_penalty: small models loop without it.
+        return {"max_tokens": max_tokens, "temperature": self.temperature, "repeat_penalty": 1.1}
+
+    def _prompt(self, llama, messages: Sequence[ChatMessage]):  # -> (tokens, stop, stopping criteria) | None
+        """The prompt as tokens, formatted by the model file's own chat template (as llama-cpp-python does)."""
+        if self._formatter is None:
+            template = llama.metadata.get("tokenizer.chat_template")
+            if not template:
+                return None
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            eos, bos = llama.token_eos(), llama.token_bos()
+            self._formatter = Jinja2ChatFormatter(
+                template=template,
+                eos_token=llama._model.token_get_text(eos) if eos != -1 else "",
+                bos_token=llama._model.token_get_text(bos) if bos != -1 else "",
+                stop_token_ids=[eos],
+            )
+        result = self._formatter(messages=[m.as_dict() for m in messages])
+        tokens = llama.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
+        stop = result.stop if isinstance(result.stop, list) else [result.stop] if result.stop else []
+        return tokens, stop, result.stopping_criteria
 
     def close(self) -> None:
         with self._lock, self._load_lock:
