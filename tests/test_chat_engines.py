@@ -154,10 +154,10 @@ def test_openai_engine_gives_up_on_a_server_that_never_answers() -> None:
         silent.close()
 
 
-def test_dropping_old_turns_from_the_cache_answers_like_reading_afresh(model_path: Path) -> None:
-    from llama_cpp import Llama
+def test_dropping_old_turns_from_the_cache_answers_like_reading_afresh_in_any_channel(model_path: Path) -> None:
+    from llama_cpp import Llama, LlamaRAMCache
 
-    from trainerbot.chat.local import _shift_context
+    from trainerbot.chat.local import _bring_back, _shift_context
 
     llama = Llama(model_path=str(model_path), n_ctx=2048, n_batch=64, n_threads=1, verbose=False)
     try:
@@ -186,5 +186,16 @@ def test_dropping_old_turns_from_the_cache_answers_like_reading_afresh(model_pat
         moved = _shift_context(llama, persona + kept)
         assert moved >= len(kept) - 8 and llama.n_tokens == len(persona) + len(kept) - 4
         assert greedy(persona + kept) == afresh  # read 4 tokens, not the whole kept history
+
+        # Another channel's conversation ran since: the state is brought back from the RAM cache first.
+        llama.set_cache(LlamaRAMCache())
+        llama.reset()
+        llama.eval(persona + dropped + kept[:-4])
+        llama.cache[persona + dropped + kept[:-4]] = llama.save_state()
+        llama.reset()
+        llama.eval(persona + tokens(turn("user", "Something else entirely, in another channel.")))
+        _bring_back(llama, persona + kept)
+        assert llama.n_tokens == len(persona + dropped + kept) - 4
+        assert _shift_context(llama, persona + kept) >= len(kept) - 8
     finally:
         llama.close()

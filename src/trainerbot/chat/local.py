@@ -63,6 +63,33 @@ PROBE = 16  # tokens of the new prompt looked for in what llama.cpp holds
 WORTH_SHIFTING = 64  # fewer reusable tokens than this: let llama.cpp read them again
 
 
+def _reuse(held: Sequence[int], tokens: Sequence[int]) -> tuple[int, int, int]:
+    """How much of the prompt ``tokens`` a cache holding ``held`` already has.
+
+    Returns (prefix, at, run): the common prefix, and where in ``held`` the longest run of
+    the tokens that follow it sits (``at`` is -1 when no run is worth moving up).
+    """
+    prefix = 0
+    while prefix < min(len(held), len(tokens)) and held[prefix] == tokens[prefix]:
+        prefix += 1
+    probe = list(tokens[prefix : prefix + PROBE])
+    best, best_at = 0, -1
+    if prefix < len(held) and len(probe) == PROBE:
+        for at in range(prefix + 1, len(held) - PROBE + 1):
+            if held[at] == probe[0] and list(held[at : at + PROBE]) == probe:
+                run = PROBE
+                while at + run < len(held) and prefix + run < len(tokens) and held[at + run] == tokens[prefix + run]:
+                    run += 1
+                if run > best:
+                    best, best_at = run, at
+    return (prefix, best_at, best) if best >= WORTH_SHIFTING else (prefix, -1, 0)
+
+
+def _covered(held: Sequence[int], tokens: Sequence[int]) -> int:
+    prefix, _, run = _reuse(held, tokens)
+    return prefix + run
+
+
 def _shift_context(llama, tokens: list[int]) -> int:
     """llama.cpp's context shift, for a prompt whose oldest turns were dropped.
 
@@ -70,36 +97,41 @@ def _shift_context(llama, tokens: list[int]) -> int:
     the rest, and llama.cpp, which reuses only a common prefix, would read the whole
     rest again (seconds). Instead the dropped span is removed from its cache and what
     follows is moved up, as llama.cpp's own server does when its context fills. The kept
-    turns were read with the dropped ones before them; the model does not mind. Returns
-    how many tokens were moved (0 when nothing was worth it).
+    turns were read with the dropped ones before them; the model does not mind (a test
+    checks it answers as after a fresh read). Returns how many tokens were moved.
     """
-    held = llama._input_ids  # what the cache holds: input_ids[:n_tokens] (input_ids is the whole window)
-    size = len(held)
-    start = 0
-    while start < min(size, len(tokens)) and held[start] == tokens[start]:
-        start += 1
-    probe = tokens[start : start + PROBE]
-    if start == size or len(probe) < PROBE:
-        return 0  # the cache is a prefix of the prompt already, or the prompt ends here
-    best, best_at = 0, -1
-    for at in range(start + 1, size - PROBE + 1):
-        if held[at] == probe[0] and list(held[at : at + PROBE]) == probe:
-            same = PROBE
-            while at + same < size and start + same < len(tokens) and held[at + same] == tokens[start + same]:
-                same += 1
-            if same > best:
-                best, best_at = same, at
-    if best < WORTH_SHIFTING:
+    held = llama._input_ids.tolist()  # what the cache holds (input_ids is the whole window)
+    prefix, at, run = _reuse(held, tokens)
+    if at < 0:
         return 0
-    gap = best_at - start
+    size, gap = len(held), at - prefix
     context = llama._ctx
-    if not context.kv_cache_seq_rm(0, start, best_at):
+    if not context.kv_cache_seq_rm(0, prefix, at):
         return 0
-    context.kv_cache_seq_shift(0, best_at, size, -gap)
-    llama.input_ids[start : size - gap] = held[best_at:size].copy()
+    context.kv_cache_seq_shift(0, at, size, -gap)
+    llama.input_ids[prefix : size - gap] = held[at:size]
     llama.n_tokens = size - gap
-    log.debug("context shift: dropped %d tokens, kept %d", gap, best)
-    return best
+    log.debug("context shift: dropped %d tokens, kept %d", gap, run)
+    return run
+
+
+def _bring_back(llama, tokens: list[int]) -> None:
+    """Loads the cached state that holds the most of the prompt, when the live one holds less.
+
+    llama-cpp-python does this itself for a common prefix only; a conversation whose old
+    turns were just dropped shares little more than its persona with any state.
+    """
+    cache = llama.cache
+    if cache is None:
+        return
+    live = _covered(llama._input_ids.tolist(), tokens)
+    best, chosen = live, None
+    for state in cache.cache_state.values():
+        covered = _covered(state.input_ids[: state.n_tokens].tolist(), tokens)
+        if covered > best:
+            best, chosen = covered, state
+    if chosen is not None and best > live + WORTH_SHIFTING:
+        llama.load_state(chosen)
 
 
 def _conversation_cache(base: type, capacity: int):  # -> a LlamaRAMCache subclass instance
@@ -213,6 +245,7 @@ class LocalEngine:
                     pieces = ((c["choices"][0]["delta"].get("content"), c["choices"][0]) for c in chunks)
                 else:
                     tokens, stop, criteria = prompt
+                    _bring_back(llama, tokens)
                     _shift_context(llama, tokens)
                     chunks = llama.create_completion(
                         tokens, stream=True, stop=stop, stopping_criteria=criteria, **self._sampling(max_tokens)
