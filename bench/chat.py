@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))  # for tests.loopback_discord, the fake Discord AP
 from tests.loopback_discord import FakeDiscord, GuildSetup, run_bot  # noqa: E402
 
 from trainerbot.app import Services, build_services  # noqa: E402
-from trainerbot.chat.engine import ChatMessage  # noqa: E402
+from trainerbot.chat.engine import CUT_SHORT, ChatMessage  # noqa: E402
 from trainerbot.config import load_settings  # noqa: E402
 from trainerbot.core.conversation import Where  # noqa: E402
 from trainerbot.core.messages import Caller, Upload  # noqa: E402
@@ -79,7 +79,9 @@ def speed(services: Services, max_tokens: int = 200) -> tuple[float, int]:
     assert services.engine is not None
     first = None
     count = 0
-    for _ in services.engine.stream(STORY, max_tokens=max_tokens, cancel=threading.Event()):
+    for piece in services.engine.stream(STORY, max_tokens=max_tokens, cancel=threading.Event()):
+        if piece == CUT_SHORT:  # the mark of a reply stopped by the length limit, not a token
+            continue
         count += 1
         if first is None:
             first = time.perf_counter()
