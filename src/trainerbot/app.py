@@ -14,10 +14,12 @@ from trainerbot.chat.engine import ChatEngine
 from trainerbot.config import Settings
 from trainerbot.core.conversation import ChatOptions, Conversation
 from trainerbot.core.files import DataDirectory, FileService
+from trainerbot.core.listening import Listening
 from trainerbot.core.teaching import TeachingService
 from trainerbot.learning.encoder import MiniLMEncoder
 from trainerbot.learning.jobs import ServingModel, TrainingJobs
 from trainerbot.learning.retrieval import ExampleIndex
+from trainerbot.speech.stt import SpeechToText, build_recogniser
 from trainerbot.storage.database import Database
 from trainerbot.storage.store import Store
 
@@ -36,6 +38,7 @@ class Services:
     jobs: TrainingJobs
     serving: ServingModel
     engine: ChatEngine | None
+    listening: Listening
 
     def close(self) -> None:
         self.jobs.shutdown()
@@ -44,10 +47,16 @@ class Services:
         self.store.db.close()
 
 
-def build_services(settings: Settings, *, make_engine: EngineFactory = build_engine, chat: bool = True) -> Services:
-    """``chat``: load the chat engine at once (in a thread); commands that never chat leave it for later.
+def build_services(
+    settings: Settings,
+    *,
+    make_engine: EngineFactory = build_engine,
+    make_recogniser: Callable[[Settings], SpeechToText | None] = build_recogniser,
+    chat: bool = True,
+) -> Services:
+    """``chat``: load the chat and speech engines at once (in threads); commands that never chat leave them.
 
-    ``make_engine`` lets tests and benchmarks choose the engine.
+    ``make_engine`` and ``make_recogniser`` let tests and benchmarks choose the engines.
     """
     # Predictions are small products; BLAS threads fighting over two cores only slow them down.
     threadpool_limits(1)
@@ -62,8 +71,10 @@ def build_services(settings: Settings, *, make_engine: EngineFactory = build_eng
     jobs.recover()
     serving.reload()
     engine = make_engine(settings, jobs.busy)
-    if engine is not None and chat:  # loaded beside the start-up, so the first message does not wait for it
-        threading.Thread(target=engine.load, name="chat-engine-load", daemon=True).start()
+    recogniser = make_recogniser(settings)
+    for loadable in (engine, recogniser) if chat else ():  # loaded beside the start-up, not at the first message
+        if loadable is not None:
+            threading.Thread(target=loadable.load, name=f"{loadable.name}-load", daemon=True).start()
     data = DataDirectory(data_dir)
     options = ChatOptions(
         persona=settings.persona,
@@ -91,4 +102,7 @@ def build_services(settings: Settings, *, make_engine: EngineFactory = build_eng
         jobs=jobs,
         serving=serving,
         engine=engine,
+        listening=Listening(
+            recogniser, upload_limit=settings.upload_limit_bytes, max_seconds=settings.audio_max_seconds
+        ),
     )

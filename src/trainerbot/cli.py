@@ -1,4 +1,4 @@
-"""Command line: `trainerbot run | console | train | test`."""
+"""Command line: `trainerbot run | console | train | test | transcribe`."""
 
 from __future__ import annotations
 
@@ -121,6 +121,31 @@ def cmd_test(settings: Settings, path: Path, as_json: bool) -> int:
         services.close()
 
 
+def cmd_transcribe(settings: Settings, paths: list[Path]) -> int:
+    """Prints what each audio file says: the text alone for one file, `path: text` lines for several."""
+    configure_logging(settings, console=True)
+    from trainerbot.core.errors import UserError
+    from trainerbot.core.listening import Listening
+    from trainerbot.core.messages import Upload
+    from trainerbot.speech.stt import build_recogniser
+
+    listening = Listening(
+        build_recogniser(settings), upload_limit=settings.upload_limit_bytes, max_seconds=settings.audio_max_seconds
+    )
+    failed = 0
+    for path in paths:
+        try:
+            if not path.is_file():
+                raise UserError("no such file")
+            text = listening.transcribe(Upload(path.name, path.read_bytes(), path.stat().st_size))
+        except UserError as exc:
+            print(f"{path}: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(text if len(paths) == 1 else f"{path}: {text}", flush=True)
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="trainerbot", description="A Discord bot you chat with and teach.")
     sub = parser.add_subparsers(dest="command")
@@ -132,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     test = sub.add_parser("test", help="test the model on a JSON file of cases")
     test.add_argument("path", type=Path)
     test.add_argument("--json", action="store_true", help="print one JSON object")
+    transcribe = sub.add_parser("transcribe", help="print what audio files say")
+    transcribe.add_argument("paths", nargs="+", type=Path)
     args = parser.parse_args(argv)
 
     try:
@@ -145,4 +172,6 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_train(settings, args.paths, args.negative)
     if args.command == "test":
         return cmd_test(settings, args.path, args.json)
+    if args.command == "transcribe":
+        return cmd_transcribe(settings, args.paths)
     return cmd_run(settings)

@@ -56,6 +56,13 @@ class Settings(BaseSettings):
     openai_model: str = "gpt-4o-mini"
     openai_stream: bool = True
 
+    # Speech: what turns voice messages and audio files into text.
+    stt_engine: Literal["whisper", "google", "none"] = "whisper"
+    whisper_model: str | None = None  # a CTranslate2 folder or a model name on disk; default: tiny.en, bundled
+    stt_language: str = Field(default="en", min_length=2, max_length=10)
+    stt_threads: int = Field(default=2, ge=1, le=64)
+    audio_max_seconds: float = Field(default=300.0, gt=0)  # longest audio transcribed
+
     @field_validator("owner_ids", "admin_roles", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
@@ -66,7 +73,9 @@ class Settings(BaseSettings):
     def _blank_token_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("dev_guild_id", "chat_model_path", "chat_threads", "openai_base_url", mode="before")
+    @field_validator(
+        "dev_guild_id", "chat_model_path", "chat_threads", "openai_base_url", "whisper_model", mode="before"
+    )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

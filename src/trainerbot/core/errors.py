@@ -29,3 +29,7 @@ class NotReady(UserError):
 
 class ChatUnavailable(UserError):
     """The chat engine is down, too slow or failed; the text is safe to show, the cause is in the log."""
+
+
+class SpeechUnavailable(UserError):
+    """A speech engine cannot work (not loaded, offline, refused); the text is safe to show."""

@@ -1,7 +1,8 @@
 """The terminal front end: the same commands and conversation as on Discord, one line at a time.
 
-Attachments are file paths: `--attach PATH` anywhere in a line. Files the bot would
-send are written to ``<data dir>/outbox`` and their paths printed.
+Attachments are file paths: `--attach PATH` anywhere in a line. An audio file, attached or
+given alone as the message, is transcribed and answered. Files the bot would send are
+written to ``<data dir>/outbox`` and their paths printed.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from trainerbot.app import Services
 from trainerbot.core.conversation import CONSOLE_CONVERSATION, Where
 from trainerbot.core.errors import ChatUnavailable, InvalidInput, UserError
 from trainerbot.core.files import human_size
+from trainerbot.core.listening import quoted
 from trainerbot.core.messages import Caller, Reply, Upload
 from trainerbot.core.teaching import JobStarted
+from trainerbot.speech.audio import is_audio
 
 log = logging.getLogger(__name__)
 HERE = Where(CONSOLE_CONVERSATION)
@@ -103,8 +106,15 @@ class Console:
         try:
             if line.startswith(self.prefix):
                 self._command(caller, line[len(self.prefix) :])
-            else:
-                self.converse(caller, line)
+                return
+            text, paths = _split_attachments(line)
+            if not paths and is_audio(line.strip()) and Path(line.strip()).expanduser().is_file():
+                text, paths = "", [Path(line.strip()).expanduser()]  # an audio file given as the message
+            if paths:
+                heard = self.services.listening.transcribe(self._uploads(paths)[0])
+                self.print(quoted(heard))
+                text = heard
+            self.converse(caller, text)
         except UserError as exc:
             self.print(str(exc))
         except Exception:

