@@ -119,3 +119,47 @@ def test_transcribe_command_prints_each_transcript(tmp_path: Path) -> None:
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"{tmp_path / 'voice.ogg'}: ") and "ask not what your country" in words(lines[0])
     assert words(lines[1]).endswith("10 of clubs")
+
+
+async def test_a_voice_message_is_transcribed_then_answered_through_discord(tmp_path: Path) -> None:
+    from tests.conftest import OWNER_ID, guild_setup
+    from tests.loopback_discord import FakeDiscord, run_bot
+    from trainerbot.adapters.discord.bot import TrainerBot
+    from trainerbot.app import build_services
+    from trainerbot.config import load_settings
+
+    settings = load_settings(
+        _env_file=None, data_dir=tmp_path / "data", owner_ids=[OWNER_ID], chat_engine="none", upload_limit_bytes=200_000
+    )
+    services = build_services(settings)
+    voice = to_ogg_opus((AUDIO / "jfk.wav").read_bytes())
+    try:
+        async with FakeDiscord(guild_setup()) as server, run_bot(TrainerBot(services), server):
+            teach = await server.send_message(
+                "!train ask not what your country can do for you => That is John F. Kennedy, 1961.",
+                author=server.owner,
+            )
+            [started] = await server.wait_for_bot_messages(after=teach["id"])
+            await server.wait_for_message(started["id"], lambda m: "now answers" in m["content"], timeout=60)
+
+            sent = await server.send_message(attachments=[("voice-message.ogg", voice)], voice_seconds=11.0)
+            heard, answer = await server.wait_for_bot_messages(after=sent["id"], count=2, timeout=60)
+            assert heard["content"].startswith("> And so my fellow Americans")
+            assert "ask what you can do for your country" in words(heard["content"])
+            assert answer["content"] == "That is John F. Kennedy, 1961."  # answered as if it had been typed
+            assert answer["message_reference"]["message_id"] == sent["id"]
+            stored = await server.wait_until(lambda: services.store.turns(server.channel_id), what="stored turns")
+            assert stored[0].content.startswith("And so my fellow Americans")  # the memory holds the words
+
+            broken = await server.send_message(attachments=[("voice-message.ogg", b"OggS" + os.urandom(3000))])
+            [refused] = await server.wait_for_bot_messages(after=broken["id"], timeout=30)
+            assert refused["content"] == "voice-message.ogg could not be read as audio (InvalidDataError)."
+            too_big = await server.send_message(attachments=[("long.wav", silence_wav(10.0))])
+            [refused] = await server.wait_for_bot_messages(after=too_big["id"], timeout=30)
+            assert refused["content"] == "long.wav is 320.1 KB; the limit is 200.0 KB."
+            assert (
+                "Hi member"
+                in (await server.wait_for_bot_messages(after=(await server.send_message("!hi"))["id"]))[0]["content"]
+            )
+    finally:
+        services.close()

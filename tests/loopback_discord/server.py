@@ -184,11 +184,14 @@ class FakeDiscord:
         channel_id: int | None = None,
         attachments: list[tuple[str, bytes]] | None = None,
         reply_to: int | str | None = None,
+        voice_seconds: float | None = None,
     ) -> dict[str, Any]:
         """A user posts a message (default: the plain member, in the default channel).
 
         Dispatches MESSAGE_CREATE and returns the message dict. Mentions (``<@id>``, ``<@&id>``,
-        ``@everyone``) in ``content`` are filled in like Discord does.
+        ``@everyone``) in ``content`` are filled in like Discord does. ``voice_seconds`` makes it a
+        voice message, as the Discord client sends one: the IS_VOICE_MESSAGE flag, and the first
+        attachment (its OGG/Opus recording) with its duration and a waveform.
         """
         channel_id = channel_id or self.channel_id
         if channel_id not in self.channels:
@@ -209,6 +212,9 @@ class FakeDiscord:
         )
         if reply_to is not None:
             self.add_reference(message, int(reply_to))
+        if voice_seconds is not None:
+            message["flags"] |= payloads.FLAG_VOICE_MESSAGE
+            message["attachments"][0].update(duration_secs=voice_seconds, waveform="AAAAAAAAAAAA")
         self.messages[message_id] = message
         await self.dispatch("MESSAGE_CREATE", message)
         return message
