@@ -7,7 +7,8 @@ Prints the figures quoted in docs/benchmarks.md, in four parts:
 1. Writing speed with nothing else running: tokens a second after the first, median of runs.
 2. The same while a training job (Banking77, 10,003 examples) runs beside it in its
    worker process, with the engine's own choice of threads (one while the bot trains), and
-   once with two threads forced, to show why it makes that choice.
+   once with two threads forced, to show why it makes that choice; then beside Whisper
+   transcribing a clip again and again.
 3. Time to first token through the loopback Discord: from the user's message reaching the
    bot's gateway to the bot's first message with text arriving at the fake REST API, for a
    conversation in one channel, and for two channels taking turns.
@@ -134,6 +135,36 @@ def part_beside_training(runs: int, data: Path) -> None:
             services.close()
 
 
+def part_beside_transcription(runs: int, audio: Path) -> None:
+    clip = (audio / "jfk.wav").read_bytes()
+    with tempfile.TemporaryDirectory() as tmp:
+        services = make_services(Path(tmp))
+        stop = threading.Event()
+        done = [0]
+
+        def transcribe_again_and_again() -> None:
+            while not stop.is_set():
+                services.listening.transcribe(Upload("jfk.wav", clip, len(clip)))
+                done[0] += 1
+
+        try:
+            speed(services, 20)
+            worker = threading.Thread(target=transcribe_again_and_again)
+            worker.start()
+            time.sleep(2)
+            rates = [speed(services)[0] for _ in range(runs)]
+            stop.set()
+            worker.join()
+            print(
+                f"2b. writing beside transcriptions (Whisper, 2 threads, {done[0]} of jfk.wav meanwhile): median "
+                f"{statistics.median(rates):.1f} tokens/s ({', '.join(f'{r:.0f}' for r in rates)}) with the "
+                "engine's choice (1 thread)"
+            )
+        finally:
+            stop.set()
+            services.close()
+
+
 async def first_tokens(services: Services, turns: int, channels: int) -> tuple[list[float], list[int]]:
     """Seconds to the first text of each message, and the messages whose history window moved."""
     from trainerbot.adapters.discord.bot import TrainerBot
@@ -227,6 +258,7 @@ def main() -> None:
         part_speed(args.runs)
     if "2" in args.parts:
         part_beside_training(args.runs, args.data)
+        part_beside_transcription(args.runs, args.data.parent.parent / "audio")
     if "3" in args.parts:
         part_first_token(args.turns)
     if "4" in args.parts:

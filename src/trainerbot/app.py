@@ -70,8 +70,12 @@ def build_services(
     )
     jobs.recover()
     serving.reload()
-    engine = make_engine(settings, jobs.busy)
     recogniser = make_recogniser(settings)
+
+    def busy() -> bool:  # the bot's other heavy work: the chat engine then takes one thread, not two
+        return jobs.busy() or (recogniser is not None and recogniser.busy())
+
+    engine = make_engine(settings, busy)
     for loadable in (engine, recogniser) if chat else ():  # loaded beside the start-up, not at the first message
         if loadable is not None:
             threading.Thread(target=loadable.load, name=f"{loadable.name}-load", daemon=True).start()

