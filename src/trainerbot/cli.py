@@ -1,4 +1,4 @@
-"""Command line: `trainerbot run | console | train | test | transcribe`."""
+"""Command line: `trainerbot run | console | train | test | transcribe | say`."""
 
 from __future__ import annotations
 
@@ -146,6 +146,28 @@ def cmd_transcribe(settings: Settings, paths: list[Path]) -> int:
     return 1 if failed else 0
 
 
+def cmd_say(settings: Settings, text: str, output: Path) -> int:
+    """Writes ``text`` as speech to a WAV file."""
+    configure_logging(settings, console=True)
+    from trainerbot.core.errors import UserError
+    from trainerbot.speech.audio import wav_bytes
+    from trainerbot.speech.tts import build_voice
+
+    voice = build_voice(settings)
+    if voice is None:
+        print("trainerbot: speech is turned off (TRAINERBOT_TTS_ENGINE=none)", file=sys.stderr)
+        return 1
+    try:
+        pieces = list(voice.speak(text))
+    except UserError as exc:
+        print(f"trainerbot: {exc}", file=sys.stderr)
+        return 1
+    rate = pieces[0].rate
+    output.write_bytes(wav_bytes(b"".join(p.pcm for p in pieces), rate))
+    print(f"{output}: {sum(p.seconds for p in pieces):.1f} s of speech")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="trainerbot", description="A Discord bot you chat with and teach.")
     sub = parser.add_subparsers(dest="command")
@@ -159,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     test.add_argument("--json", action="store_true", help="print one JSON object")
     transcribe = sub.add_parser("transcribe", help="print what audio files say")
     transcribe.add_argument("paths", nargs="+", type=Path)
+    say = sub.add_parser("say", help="write text as speech to a WAV file")
+    say.add_argument("text")
+    say.add_argument("-o", "--output", type=Path, required=True, help="the WAV file to write")
     args = parser.parse_args(argv)
 
     try:
@@ -174,4 +199,6 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_test(settings, args.path, args.json)
     if args.command == "transcribe":
         return cmd_transcribe(settings, args.paths)
+    if args.command == "say":
+        return cmd_say(settings, args.text, args.output)
     return cmd_run(settings)

@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     stt_language: str = Field(default="en", min_length=2, max_length=10)
     stt_threads: int = Field(default=2, ge=1, le=64)
     audio_max_seconds: float = Field(default=300.0, gt=0)  # longest audio transcribed
+    tts_engine: Literal["piper", "gtts", "none"] = "piper"
+    piper_voice: Path | None = None  # a Piper .onnx voice (its .onnx.json beside it); default: en_US-joe-medium
 
     @field_validator("owner_ids", "admin_roles", mode="before")
     @classmethod
@@ -74,7 +76,13 @@ class Settings(BaseSettings):
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator(
-        "dev_guild_id", "chat_model_path", "chat_threads", "openai_base_url", "whisper_model", mode="before"
+        "dev_guild_id",
+        "chat_model_path",
+        "chat_threads",
+        "openai_base_url",
+        "whisper_model",
+        "piper_voice",
+        mode="before",
     )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
@@ -85,11 +93,11 @@ class Settings(BaseSettings):
     def _blank_key_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("chat_model_path")
+    @field_validator("chat_model_path", "piper_voice")
     @classmethod
     def _model_file_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
-            raise ValueError(f"no GGUF file at {value}")
+            raise ValueError(f"no such file: {value}")
         return value
 
     @model_validator(mode="after")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import wave
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import av
@@ -65,3 +67,36 @@ def decode(data: bytes, name: str, *, max_seconds: float, rate: int = SPEECH_RAT
 
 def _minutes(seconds: float) -> str:
     return f"{seconds / 60:g} minutes" if seconds >= 60 else f"{seconds:g} seconds"
+
+
+DISCORD_RATE = 48_000  # Discord plays 48 kHz stereo 16-bit PCM in 20 ms frames
+FRAME_BYTES = DISCORD_RATE // 50 * 2 * 2  # 960 samples x 2 channels x 2 bytes = 3840
+
+
+def wav_bytes(pcm: bytes, rate: int) -> bytes:
+    """A WAV file of 16-bit mono samples."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as file:
+        file.setnchannels(1)
+        file.setsampwidth(2)
+        file.setframerate(rate)
+        file.writeframes(pcm)
+    return out.getvalue()
+
+
+def discord_frames(pieces: Iterable[tuple[bytes, int]]) -> Iterator[bytes]:
+    """16-bit mono speech pieces, (samples, rate), as Discord's 20 ms frames; the last is padded with silence."""
+    pending = b""
+    resamplers: dict[int, av.AudioResampler] = {}
+    for pcm, rate in pieces:
+        resampler = resamplers.setdefault(rate, av.AudioResampler(format="s16", layout="stereo", rate=DISCORD_RATE))
+        frame = av.AudioFrame.from_ndarray(np.frombuffer(pcm, dtype="<i2").reshape(1, -1), format="s16", layout="mono")
+        frame.rate = rate
+        for out in [*resampler.resample(frame), *resampler.resample(None)]:
+            pending += out.to_ndarray().tobytes()
+        resamplers.pop(rate)  # flushed: a fresh one for the next piece
+        while len(pending) >= FRAME_BYTES:
+            yield pending[:FRAME_BYTES]
+            pending = pending[FRAME_BYTES:]
+    if pending:
+        yield pending.ljust(FRAME_BYTES, b"\0")

