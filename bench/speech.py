@@ -1,4 +1,4 @@
-"""Speech-to-text benchmark of the default engine on the real recordings in ../shared/audio.
+"""Speech benchmark of the default engines: Whisper on ../shared/audio's recordings, and Piper's voice.
 
     .venv/bin/python bench/speech.py [--audio ../shared/audio] [--runs 3] [--threads 2]
 
@@ -7,6 +7,10 @@ voice-message format), whether both give the same words, and the real-time facto
 seconds of work per second of audio over all clips, median of runs, from the decoded
 audio (decoding is timed separately). Words are compared in lower case, without
 punctuation, with the numbers zero to ten as digits (Whisper writes "10 of clubs").
+
+Then text to speech: the time from a reply's text to its first 48 kHz stereo 20 ms
+frame, the real-time factor of the whole reply, and ten sentences spoken by Piper and
+transcribed by Whisper.
 """
 
 from __future__ import annotations
@@ -25,10 +29,28 @@ sys.path.insert(0, str(ROOT))  # for the test helpers: the OGG/Opus conversion a
 
 from tests.test_speech import to_ogg_opus, words  # noqa: E402
 
-from trainerbot.speech.audio import decode  # noqa: E402
+from trainerbot.speech.audio import decode, discord_frames, wav_bytes  # noqa: E402
 from trainerbot.speech.stt import WhisperEngine, bundled_whisper_path  # noqa: E402
+from trainerbot.speech.tts import PiperEngine, bundled_voice  # noqa: E402
 
 DEFAULT_AUDIO = ROOT.parent / "shared" / "audio"
+REPLY = (
+    "Thanks for asking! The library opens at nine in the morning and closes at six. "
+    "Please bring your card. The quiet room is on the second floor, next to the lifts. "
+    "Coffee is not allowed inside, but there is a cafe across the street."
+)
+SENTENCES = [
+    "The library opens at nine in the morning.",
+    "Please bring your own headphones to the meeting.",
+    "Our team won the match by three points.",
+    "The weather tomorrow will be cold and windy.",
+    "Send the report to the manager before Friday.",
+    "My sister lives in a small house by the river.",
+    "We need two more chairs for the kitchen.",
+    "The train to the city leaves every hour.",
+    "He forgot his umbrella at the station again.",
+    "Turn left at the bakery and walk for five minutes.",
+]
 
 
 def main() -> None:
@@ -76,6 +98,46 @@ def main() -> None:
         f"{statistics.median(factors):.3f} ({', '.join(f'{f:.3f}' for f in factors)}); decoding WAV and OGG "
         f"of all clips took {decode_seconds:.2f} s"
     )
+    speech(engine, args.runs)
+
+
+def speech(recogniser: WhisperEngine, runs: int) -> None:
+    """Text to speech: the first 20 ms frame of a reply, the real-time factor, and a round trip."""
+    bundled = bundled_voice()
+    assert bundled is not None
+    voice = PiperEngine(*bundled)
+    started = time.perf_counter()
+    voice.load()
+    print(f"voice load (with one warm-up sentence): {time.perf_counter() - started:.2f} s")
+    firsts, factors = [], []
+    for _ in range(max(runs, 5)):
+        began = time.perf_counter()
+        frames = discord_frames((piece.pcm, piece.rate) for piece in voice.speak(REPLY))
+        next(frames)
+        firsts.append(time.perf_counter() - began)
+        frames.close()
+        began = time.perf_counter()
+        pieces = list(voice.speak(REPLY))
+        factors.append((time.perf_counter() - began) / sum(p.seconds for p in pieces))
+    print(
+        f"reply text to first Discord frame (a {len(REPLY)}-character reply): median "
+        f"{statistics.median(firsts) * 1000:.0f} ms ({', '.join(f'{f * 1000:.0f}' for f in firsts)})"
+    )
+    print(
+        f"speech real-time factor: median {statistics.median(factors):.3f} ({', '.join(f'{f:.3f}' for f in factors)})"
+    )
+    heard = []
+    for sentence in SENTENCES:
+        pcm = b"".join(piece.pcm for piece in voice.speak(sentence))
+        heard.append(words(recogniser.transcribe(decode(wav_bytes(pcm, 22050), "s.wav", max_seconds=60)).text))
+    references = [words(s) for s in SENTENCES]
+    print(
+        f"round trip (Piper, then Whisper), {len(SENTENCES)} sentences: word error rate "
+        f"{jiwer.wer(references, heard):.1%}"
+    )
+    for said, understood in zip(references, heard, strict=True):
+        if said != understood:
+            print(f"  said {said!r}, heard {understood!r}")
 
 
 if __name__ == "__main__":
