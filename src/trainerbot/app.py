@@ -20,6 +20,7 @@ from trainerbot.learning.encoder import MiniLMEncoder
 from trainerbot.learning.jobs import ServingModel, TrainingJobs
 from trainerbot.learning.retrieval import ExampleIndex
 from trainerbot.speech.stt import SpeechToText, build_recogniser
+from trainerbot.speech.tts import TextToSpeech, build_voice
 from trainerbot.storage.database import Database
 from trainerbot.storage.store import Store
 
@@ -39,6 +40,7 @@ class Services:
     serving: ServingModel
     engine: ChatEngine | None
     listening: Listening
+    voice: TextToSpeech | None
 
     def close(self) -> None:
         self.jobs.shutdown()
@@ -52,6 +54,7 @@ def build_services(
     *,
     make_engine: EngineFactory = build_engine,
     make_recogniser: Callable[[Settings], SpeechToText | None] = build_recogniser,
+    make_voice: Callable[[Settings], TextToSpeech | None] = build_voice,
     chat: bool = True,
 ) -> Services:
     """``chat``: load the chat and speech engines at once (in threads); commands that never chat leave them.
@@ -76,7 +79,8 @@ def build_services(
         return jobs.busy() or (recogniser is not None and recogniser.busy())
 
     engine = make_engine(settings, busy)
-    for loadable in (engine, recogniser) if chat else ():  # loaded beside the start-up, not at the first message
+    voice = make_voice(settings)
+    for loadable in (engine, recogniser, voice) if chat else ():  # loaded beside the start-up, not at the first message
         if loadable is not None:
             threading.Thread(target=loadable.load, name=f"{loadable.name}-load", daemon=True).start()
     data = DataDirectory(data_dir)
@@ -109,4 +113,5 @@ def build_services(
         listening=Listening(
             recogniser, upload_limit=settings.upload_limit_bytes, max_seconds=settings.audio_max_seconds
         ),
+        voice=voice,
     )

@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     audio_max_seconds: float = Field(default=300.0, gt=0)  # longest audio transcribed
     tts_engine: Literal["piper", "gtts", "none"] = "piper"
     piper_voice: Path | None = None  # a Piper .onnx voice (its .onnx.json beside it); default: en_US-joe-medium
+    voice_idle_seconds: float = Field(default=300.0, gt=0)  # the bot leaves a voice channel this long unused
 
     @field_validator("owner_ids", "admin_roles", mode="before")
     @classmethod

@@ -20,7 +20,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -153,7 +153,9 @@ class Gateway:
         guild_payloads: Callable[[int], list[dict[str, Any]]],
         members_chunk: Callable[[dict[str, Any]], dict[str, Any]],
         on_change: Callable[[], None],
+        on_voice_state: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
     ) -> None:
+        self.on_voice_state = on_voice_state
         self.token = token
         self.bot_id = bot_id
         self.heartbeat_interval_ms = heartbeat_interval_ms
@@ -265,6 +267,8 @@ class Gateway:
             return await self._resume(ws, request, data)
         elif op == REQUEST_GUILD_MEMBERS and session is not None:
             await session.dispatch("GUILD_MEMBERS_CHUNK", self._members_chunk(data))
+        elif op == VOICE_STATE_UPDATE and self.on_voice_state is not None:
+            await self.on_voice_state(data)
         elif op in (PRESENCE_UPDATE, VOICE_STATE_UPDATE):
             log.info("gateway: op %s received and ignored: %s", op, data)
         else:

@@ -73,6 +73,7 @@ class FakeDiscord:
             guild_payloads=self._guild_payloads,
             members_chunk=self._members_chunk,
             on_change=self.notify_changed,
+            on_voice_state=self._bot_voice_state,
         )
         self.rest = RestApi(self)
         self._changed = asyncio.Event()
@@ -302,6 +303,15 @@ class FakeDiscord:
         self.interactions[interaction_id] = handle
         await self.dispatch("INTERACTION_CREATE", handle.payload)
         return handle
+
+    async def _bot_voice_state(self, data: dict[str, Any]) -> None:
+        """The bot joined or left voice (op 4): Discord confirms with the bot's own VOICE_STATE_UPDATE.
+
+        Discord would then send VOICE_SERVER_UPDATE with a voice server to connect to; this fake
+        has none, so tests use a voice client double that stops at the gateway.
+        """
+        channel = data.get("channel_id")
+        await self.set_voice_state(self.bot_user, int(channel) if channel else None)
 
     async def set_voice_state(self, user: UserRef, channel_id: int | None) -> None:
         """A user joins (``channel_id``) or leaves (None) voice: dispatches VOICE_STATE_UPDATE."""

@@ -16,6 +16,7 @@ from trainerbot.adapters.discord.cogs.feedback import Feedback
 from trainerbot.adapters.discord.cogs.files import Files
 from trainerbot.adapters.discord.cogs.general import General
 from trainerbot.adapters.discord.cogs.teaching import Teaching
+from trainerbot.adapters.discord.cogs.voice import Voice
 from trainerbot.adapters.discord.errors import ErrorHandler
 from trainerbot.adapters.discord.render import ALLOWED_MENTIONS
 from trainerbot.app import Services, build_services
@@ -28,6 +29,7 @@ def intents() -> discord.Intents:
     wanted = discord.Intents.default()
     wanted.message_content = True  # commands with a prefix and conversation read message text
     wanted.members = True  # admin roles of whoever sends a command
+    wanted.voice_states = True  # who is in the bot's voice channel (in the defaults; named for the reader)
     return wanted
 
 
@@ -38,6 +40,7 @@ class TrainerBot(commands.Bot):
         *,
         progress_interval: float = 1.0,
         reply_edit_interval: float = 1.0,
+        voice_client_class: type[discord.VoiceProtocol] = discord.VoiceClient,
         **options: Any,
     ) -> None:
         settings = services.settings
@@ -53,6 +56,7 @@ class TrainerBot(commands.Bot):
         self.settings = settings
         self.progress_interval = progress_interval  # seconds between edits of a training job's message
         self.reply_edit_interval = reply_edit_interval  # seconds between edits of a streamed chat reply
+        self.voice_client_class = voice_client_class  # tests give a double: the fake Discord has no voice servers
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def setup_hook(self) -> None:
@@ -62,7 +66,7 @@ class TrainerBot(commands.Bot):
                 self.owner_ids = {member.id for member in info.team.members}
             else:
                 self.owner_id = info.owner.id
-        for cog in (ErrorHandler, General, Files, Feedback, Teaching, Admin, Conversation):
+        for cog in (ErrorHandler, General, Files, Feedback, Teaching, Admin, Voice, Conversation):
             await self.add_cog(cog(self))
         if self.settings.dev_guild_id is not None:
             guild = discord.Object(self.settings.dev_guild_id)

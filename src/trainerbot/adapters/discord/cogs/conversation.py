@@ -127,9 +127,16 @@ class Conversation(commands.Cog):
         sent = []
         for chunk in split_message(prepared.answer.text):
             sent.append(await message.reply(chunk, mention_author=False, allowed_mentions=ALLOWED_MENTIONS))
+        self._speak(message, prepared.answer.text)
         await in_thread(
             conversation.finish, prepared, prepared.answer.text, prepared.answer.source, [m.id for m in sent]
         )
+
+    def _speak(self, message: discord.Message, text: str) -> None:
+        """Also says the reply in the voice channel, when the bot and the author are both in it."""
+        voice = self.bot.get_cog("Voice")
+        if voice is not None:
+            voice.speak_reply(message, text)  # type: ignore[attr-defined]
 
     async def _listen(self, message: discord.Message, attachment: discord.Attachment) -> str | None:
         """Transcribes an audio attachment and shows what was understood; None when nothing was."""
@@ -169,6 +176,7 @@ class Conversation(commands.Cog):
             await message.reply(note or NOTHING_TO_SAY, mention_author=False, allowed_mentions=ALLOWED_MENTIONS)
             return
         sent = await reply.finish(text, f"*(cut off: {note})*" if note else "")
+        self._speak(message, text.strip())
         await in_thread(conversation.finish, prepared, text.strip(), "chat", [m.id for m in sent])
 
     async def _typing(self, channel: discord.abc.Messageable) -> None:

@@ -1,0 +1,86 @@
+"""Voice channels through the loopback Discord, as far as its gateway goes, then a voice client double.
+
+The fake Discord has no voice servers, so ``LoopbackVoiceClient`` (tests/doubles.py) stands in
+for discord.py's ``VoiceClient`` after the gateway: it reads the bot's frames every 20 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from tests.conftest import OWNER_ID, guild_setup
+from tests.doubles import LoopbackVoiceClient
+from tests.loopback_discord import FakeDiscord, run_bot
+from trainerbot.adapters.discord.voice import SpeechSource
+from trainerbot.app import build_services
+from trainerbot.config import load_settings
+from trainerbot.speech.audio import FRAME_BYTES
+
+VOICE_STATE_UPDATE = 4
+
+
+async def ask(server: FakeDiscord, content: str, **kwargs) -> dict:
+    sent = await server.send_message(content, **kwargs)
+    [reply, *_] = await server.wait_for_bot_messages(after=sent["id"], timeout=30)
+    return reply
+
+
+def voice_updates(server: FakeDiscord) -> list[dict]:
+    return [frame["d"] for frame in server.gateway.received if frame.get("op") == VOICE_STATE_UPDATE]
+
+
+async def until(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def test_join_speak_in_order_and_leave(tmp_path: Path) -> None:
+    from trainerbot.adapters.discord.bot import TrainerBot
+
+    settings = load_settings(_env_file=None, data_dir=tmp_path / "data", owner_ids=[OWNER_ID], chat_engine="none")
+    services = build_services(settings)
+    try:
+        async with FakeDiscord(guild_setup()) as server:
+            bot = TrainerBot(services, voice_client_class=LoopbackVoiceClient)
+            async with run_bot(bot, server):
+                voice_channel = server.channel_named("Voice")
+                assert (await ask(server, "!join"))["content"] == "Join a voice channel first, then ask me again."
+                assert (await ask(server, "!leave"))["content"] == "I'm not in a voice channel here."
+
+                await server.set_voice_state(server.member, voice_channel)
+                joined = await ask(server, "!join")
+                assert joined["content"].startswith(f"Joined <#{voice_channel}>.")
+                assert str(voice_updates(server)[-1]["channel_id"]) == str(voice_channel)  # op 4 through the gateway
+                assert voice_updates(server)[-1]["self_deaf"] is True
+                client = bot.get_cog("Voice").speakers[server.guild_id].client
+                assert isinstance(client, LoopbackVoiceClient)
+
+                taught = await ask(
+                    server, "!train when do you open => We open at nine every morning.", author=server.owner
+                )
+                await server.wait_for_message(taught["id"], lambda m: "now answers" in m["content"], timeout=60)
+                await ask(server, "when do you open?")  # from the member in the voice channel: spoken too
+                await ask(server, "Tell me something new about the moon please.")  # the "not learned" reply
+                await ask(server, "when do you open?", author=server.owner)  # not in the channel: not spoken
+                await until(lambda: len(client.plays) == 2 and not client.is_playing())
+                await asyncio.sleep(0.3)
+                assert len(client.plays) == 2 and client.overlaps == 0  # one after the other, none over another
+
+                short, long = (frames for _, frames in client.plays)
+                assert all(len(frame) == FRAME_BYTES for frame in short + long)  # 20 ms of 48 kHz stereo
+                assert 1.0 < len(short) / 50 < 4.0 < len(long) / 50  # seconds: the taught answer is shorter
+                for source, frames in client.plays:
+                    assert isinstance(source, SpeechSource)
+                    assert source.underruns <= 10  # speech was ready in time, after the first sentence
+                    sound = [i for i, frame in enumerate(frames) if frame.strip(b"\0")]
+                    assert sound and sound[0] <= 10  # it starts within 200 ms
+
+                await server.set_voice_state(server.member, None)  # the last person leaves: so does the bot
+                await until(lambda: voice_updates(server)[-1]["channel_id"] is None)
+                assert server.guild_id not in bot.get_cog("Voice").speakers
+    finally:
+        services.close()
