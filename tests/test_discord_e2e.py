@@ -80,6 +80,8 @@ async def test_help_lists_every_command_with_its_docstring(discord_server: FakeD
             "sync",
             "forget",
             "persona",
+            "join",
+            "leave",
         ):
             assert f"`{prefix}{name}`" in reply["content"]
         assert "Say hello." in reply["content"]
