@@ -163,3 +163,52 @@ async def test_a_voice_message_is_transcribed_then_answered_through_discord(tmp_
             )
     finally:
         services.close()
+
+
+def test_google_recogniser_hears_or_says_it_cannot_be_reached() -> None:
+    """SpeechRecognition's Google recogniser needs the internet, which these machines lack: a clear message."""
+    from trainerbot.core.errors import SpeechUnavailable
+    from trainerbot.speech.stt import GoogleEngine
+
+    audio = decode((AUDIO / "cards_001.wav").read_bytes(), "cards_001.wav", max_seconds=60)
+    try:
+        heard = GoogleEngine(timeout=5).transcribe(audio).text
+    except SpeechUnavailable as exc:
+        assert "can't be reached" in str(exc)
+    else:
+        assert "clubs" in heard.lower()
+
+
+async def test_hi_answers_quickly_while_a_long_file_is_transcribed(tmp_path: Path) -> None:
+    import time
+
+    from tests.conftest import guild_setup
+    from tests.loopback_discord import FakeDiscord, run_bot
+    from trainerbot.adapters.discord.bot import TrainerBot
+    from trainerbot.app import build_services
+    from trainerbot.config import load_settings
+
+    services = build_services(load_settings(_env_file=None, data_dir=tmp_path / "data", chat_engine="none"))
+    samples = decode((AUDIO / "jfk.wav").read_bytes(), "jfk.wav", max_seconds=60).samples
+    from trainerbot.speech.audio import wav_bytes
+
+    long_pcm = (np.clip(np.tile(samples, 6), -1, 1) * 32767).astype("<i2").tobytes()  # 66 seconds
+    try:
+        async with FakeDiscord(guild_setup()) as server, run_bot(TrainerBot(services), server):
+            sent = await server.send_message(attachments=[("speech.wav", wav_bytes(long_pcm, 16000))])
+            await server.wait_until(lambda: services.listening.recogniser.busy(), what="the transcription to start")
+            latencies = []
+            for _ in range(5):
+                begin = time.perf_counter()
+                hi = await server.send_message("!hi")
+                await server.wait_for_bot_messages(after=hi["id"], timeout=10)
+                latencies.append(time.perf_counter() - begin)
+            assert services.listening.recogniser.busy(), "the transcription ended before the measurement"
+            print(f"!hi while transcribing: {', '.join(f'{s * 1000:.0f} ms' for s in latencies)}")
+            assert sorted(latencies)[len(latencies) // 2] < 0.1, latencies
+            [heard, *_] = await server.wait_for_bot_messages(
+                after=sent["id"], timeout=60, predicate=lambda m: m["content"].startswith(">")
+            )
+            assert heard["content"].startswith("> And so my fellow Americans")
+    finally:
+        services.close()
