@@ -86,3 +86,12 @@ def test_train_and_test_from_the_command_line(tmp_path: Path) -> None:
         "unknown_recall": 1.0,
     }
     assert report["failures"][0]["input"] == "when do you open" and report["failures"][0]["got"] == "At 9"
+
+
+def test_console_answers_an_audio_file_given_as_the_message(tmp_path: Path) -> None:
+    jfk = Path(__file__).resolve().parents[2] / "shared" / "audio" / "jfk.wav"
+    result = run(["console"], tmp_path, f"{jfk}\n!hi\n", timeout=180)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("> And so my fellow Americans")  # what was understood, quoted
+    assert lines[1].startswith("[#") and len(lines[1]) > 6  # then an answer to it

@@ -111,3 +111,22 @@ async def test_a_streamed_reply_is_spoken_a_sentence_at_a_time_without_its_code(
                 assert client.overlaps == 0 and all(len(f) == FRAME_BYTES for _, frames in client.plays for f in frames)
     finally:
         services.close()
+
+
+async def test_the_bot_leaves_a_voice_channel_left_idle(tmp_path: Path) -> None:
+    from trainerbot.adapters.discord.bot import TrainerBot
+
+    settings = load_settings(_env_file=None, data_dir=tmp_path / "data", chat_engine="none", voice_idle_seconds=1.0)
+    services = build_services(settings)
+    try:
+        async with FakeDiscord(guild_setup()) as server:
+            bot = TrainerBot(services, voice_client_class=LoopbackVoiceClient)
+            async with run_bot(bot, server):
+                await server.set_voice_state(server.member, server.channel_named("Voice"))
+                assert (await ask(server, "!join"))["content"].startswith("Joined")
+                joined_at = time.monotonic()
+                await until(lambda: voice_updates(server)[-1]["channel_id"] is None, timeout=10)
+                assert 1.0 <= time.monotonic() - joined_at < 5.0  # idle for the setting's second, then gone
+                assert (await ask(server, "!leave"))["content"] == "I'm not in a voice channel here."
+    finally:
+        services.close()

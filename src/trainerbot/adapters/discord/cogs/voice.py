@@ -26,6 +26,7 @@ class Voice(commands.Cog):
     def __init__(self, bot: TrainerBot) -> None:
         self.bot = bot
         self.speakers: dict[int, Speaker] = {}  # guild id -> its speaker
+        self.check_idle.change_interval(seconds=min(10.0, bot.settings.voice_idle_seconds / 4))
         self.check_idle.start()
 
     async def cog_unload(self) -> None:
