@@ -130,3 +130,24 @@ async def test_the_bot_leaves_a_voice_channel_left_idle(tmp_path: Path) -> None:
                 assert (await ask(server, "!leave"))["content"] == "I'm not in a voice channel here."
     finally:
         services.close()
+
+
+async def test_join_says_so_when_the_bot_may_not_speak_there(tmp_path: Path) -> None:
+    from tests.loopback_discord import payloads
+    from trainerbot.adapters.discord.bot import TrainerBot
+
+    setup = guild_setup()
+    role_id, permissions = setup.roles["Bot"]
+    setup.roles["Bot"] = (role_id, permissions & ~payloads.SPEAK)  # may connect, may not speak
+    setup.everyone_permissions &= ~payloads.SPEAK
+    services = build_services(load_settings(_env_file=None, data_dir=tmp_path / "data", chat_engine="none"))
+    try:
+        bot = TrainerBot(services, voice_client_class=LoopbackVoiceClient)
+        async with FakeDiscord(setup) as server, run_bot(bot, server):
+            voice_channel = server.channel_named("Voice")
+            await server.set_voice_state(server.member, voice_channel)
+            refused = await ask(server, "!join")
+            assert refused["content"] == f"I'm not allowed to connect and speak in <#{voice_channel}>."
+            assert voice_updates(server) == []  # it did not try
+    finally:
+        services.close()
