@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # for the test helpers: the OGG/Opus conversion and the word normaliser
 
 from tests.test_speech import to_ogg_opus, words  # noqa: E402
+from tests.test_tts import SENTENCES  # noqa: E402
 
 from trainerbot.speech.audio import decode, discord_frames, wav_bytes  # noqa: E402
 from trainerbot.speech.stt import WhisperEngine, bundled_whisper_path  # noqa: E402
@@ -39,18 +40,6 @@ REPLY = (
     "Please bring your card. The quiet room is on the second floor, next to the lifts. "
     "Coffee is not allowed inside, but there is a cafe across the street."
 )
-SENTENCES = [
-    "The library opens at nine in the morning.",
-    "Please bring your own headphones to the meeting.",
-    "Our team won the match by three points.",
-    "The weather tomorrow will be cold and windy.",
-    "Send the report to the manager before Friday.",
-    "My sister lives in a small house by the river.",
-    "We need two more chairs for the kitchen.",
-    "The train to the city leaves every hour.",
-    "He forgot his umbrella at the station again.",
-    "Turn left at the bakery and walk for five minutes.",
-]
 
 
 def main() -> None:

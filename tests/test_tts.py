@@ -18,12 +18,17 @@ from trainerbot.speech.audio import FRAME_BYTES, decode, discord_frames, wav_byt
 from trainerbot.speech.stt import WhisperEngine, bundled_whisper_path
 from trainerbot.speech.tts import EspeakEngine, GttsEngine, PiperEngine, bundled_voice
 
-SENTENCES = [
+SENTENCES = [  # the round trip of bench/speech.py uses all ten, the test the first five
     "The library opens at nine in the morning.",
     "Please bring your own headphones to the meeting.",
     "Our team won the match by three points.",
     "The weather tomorrow will be cold and windy.",
     "Send the report to the manager before Friday.",
+    "My sister lives in a small house by the river.",
+    "We need two more chairs for the kitchen.",
+    "The train to the city leaves every hour.",
+    "He forgot his umbrella at the station again.",
+    "Turn left at the bakery and walk for five minutes.",
 ]
 
 
@@ -45,10 +50,10 @@ def test_what_the_voice_says_the_recogniser_understands(voice: PiperEngine) -> N
     assert path is not None
     recogniser = WhisperEngine(str(path), threads=2)
     heard = []
-    for sentence in SENTENCES:
+    for sentence in SENTENCES[:5]:
         pcm = b"".join(piece.pcm for piece in voice.speak(sentence))
         heard.append(words(recogniser.transcribe(decode(wav_bytes(pcm, 22050), "s.wav", max_seconds=60)).text))
-    error_rate = jiwer.wer([words(s) for s in SENTENCES], heard)
+    error_rate = jiwer.wer([words(s) for s in SENTENCES[:5]], heard)
     print(f"round trip word error rate: {error_rate:.1%}")
     assert error_rate <= 0.10, heard
 
