@@ -202,3 +202,12 @@ async def test_hi_answers_quickly_while_a_long_reply_is_written(tmp_path: Path) 
         print(f"!hi while writing: {', '.join(f'{s * 1000:.0f} ms' for s in latencies)}")
         assert sorted(latencies)[len(latencies) // 2] < 0.1, latencies
         await answered(services, server, sent)
+
+
+async def test_a_model_that_writes_nothing_still_gets_a_reply_that_can_be_corrected(tmp_path: Path) -> None:
+    async with chat_bot(tmp_path, scripted(ScriptedEngine("   "))) as (server, services):
+        sent = await server.send_message("What is the password of the staff room?")
+        [reply] = await answered(services, server, sent)
+        assert reply["content"] == "I couldn't think of a reply to that. Try saying it another way?"
+        fixed = await wait_reply(server, "!correct It is written on the whiteboard.", reply_to=reply["id"])
+        assert "Thanks! Noted" in fixed["content"]

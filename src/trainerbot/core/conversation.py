@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 MAX_FEEDBACK = 2000
 MAX_PERSONA = 1000
 CONSOLE_CONVERSATION = 0  # the terminal console's one conversation
+NOTHING_TO_SAY = "I couldn't think of a reply to that. Try saying it another way?"  # when a model writes nothing
 
 
 @dataclass(frozen=True)

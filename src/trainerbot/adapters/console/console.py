@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 from trainerbot.app import Services
-from trainerbot.core.conversation import CONSOLE_CONVERSATION, Where
+from trainerbot.core.conversation import CONSOLE_CONVERSATION, NOTHING_TO_SAY, Where
 from trainerbot.core.errors import ChatUnavailable, InvalidInput, UserError
 from trainerbot.core.files import human_size
 from trainerbot.core.listening import quoted
@@ -143,8 +143,11 @@ class Console:
             failure = str(exc)
         if failure:
             self.print(f" (cut off: {failure})" if reply else failure)
+        elif not reply.strip():
+            self.print(NOTHING_TO_SAY)
+            conversation.finish(prepared, NOTHING_TO_SAY, "fallback", [reply_id])
         else:
-            self.print("" if reply.strip() else "I couldn't think of a reply to that. Try saying it another way?")
+            self.print("")
         if reply.strip():
             conversation.finish(prepared, reply.strip(), "chat", [reply_id])
 

@@ -22,7 +22,7 @@ from trainerbot.adapters.discord.render import (
     send_reply,
 )
 from trainerbot.adapters.discord.voice import Speaker
-from trainerbot.core.conversation import Prepared, Where
+from trainerbot.core.conversation import NOTHING_TO_SAY, Prepared, Where
 from trainerbot.core.errors import ChatUnavailable, UserError
 from trainerbot.core.listening import quoted
 from trainerbot.core.messages import Caller
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 # A language model's words mention nobody: a user could otherwise have it ping whoever they like.
 NO_MENTIONS = discord.AllowedMentions.none()
-NOTHING_TO_SAY = "I couldn't think of a reply to that. Try saying it another way?"
 
 
 def where_of(channel: discord.abc.Messageable) -> Where:
@@ -184,7 +183,9 @@ class Conversation(commands.Cog):
         finally:
             typing.cancel()
         if not text.strip():
-            await message.reply(note or NOTHING_TO_SAY, mention_author=False, allowed_mentions=ALLOWED_MENTIONS)
+            said = await message.reply(note or NOTHING_TO_SAY, mention_author=False, allowed_mentions=ALLOWED_MENTIONS)
+            if not note:  # the model said nothing: stored like any reply, so it can be corrected into an answer
+                await in_thread(conversation.finish, prepared, NOTHING_TO_SAY, "fallback", [said.id])
             return
         sent = await reply.finish(text, f"*(cut off: {note})*" if note else "")
         if speaker is not None:
