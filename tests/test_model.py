@@ -85,3 +85,18 @@ def test_nothing_positive_is_refused(encoder: MiniLMEncoder) -> None:
 
     with pytest.raises(InvalidInput):
         train([Example("a", "b", positive=False)], encoder, threshold=0.6)
+
+
+def test_examples_without_a_two_letter_word_still_train(encoder: MiniLMEncoder, tmp_path: Path) -> None:
+    # Word features count words of two letters or more; these have none, which once stopped training.
+    examples = [Example("a", "the letter a"), Example("b", "the letter b"), Example("?", "a question mark")]
+    model, report = train(examples, encoder, threshold=0.0)
+    assert report.outputs == 3 and model.token_pattern is not None
+    model.save(tmp_path / "m.npz")
+    loaded = IntentModel.load(tmp_path / "m.npz", encoder)
+    assert [loaded.predict(t, 0.0).output for t in ("a", "b", "?")] == [
+        "the letter a",
+        "the letter b",
+        "a question mark",
+    ]
+    assert train(FAQ, encoder, threshold=0.6)[0].token_pattern is None  # ordinary examples keep ordinary words

@@ -39,6 +39,8 @@ NEGATIVE_FLOOR = 0.6  # a negative example starts to count from this cosine simi
 HOLDOUT_SHARE = 0.1
 MIN_HOLDOUT = 5
 TFIDF_OPTIONS = {"ngram_range": (1, 2), "sublinear_tf": True, "lowercase": True}
+# For examples with no word of two letters or more ("a => b", "? => ..."): single letters and marks count.
+SHORT_TOKENS = r"(?u)\b\w+\b|[^\w\s]"
 
 Progress = Callable[[float, str], None]
 
@@ -77,6 +79,10 @@ def normalise(text: str) -> str:
     return re.sub(r"\s+", " ", text.casefold()).strip(" ?!.")
 
 
+def _tfidf_options(token_pattern: str | None) -> dict[str, object]:
+    return TFIDF_OPTIONS if token_pattern is None else {**TFIDF_OPTIONS, "token_pattern": token_pattern}
+
+
 def _softmax(logits: np.ndarray) -> np.ndarray:
     logits = logits - logits.max(axis=1, keepdims=True)
     np.exp(logits, out=logits)
@@ -98,15 +104,17 @@ class IntentModel:
         negative_vectors: np.ndarray,
         negative_labels: np.ndarray,
         exact: dict[str, int],
+        token_pattern: str | None = None,
     ) -> None:
         self.encoder = encoder
+        self.token_pattern = token_pattern
         self.outputs = outputs
         self.coef, self.intercept = coef, intercept
         self.vectors, self.labels = vectors, labels
         self.negative_vectors, self.negative_labels = negative_vectors, negative_labels
         self.exact = exact
         self._vocabulary, self._idf = vocabulary, idf
-        self._tfidf = TfidfVectorizer(**TFIDF_OPTIONS, vocabulary=vocabulary)
+        self._tfidf = TfidfVectorizer(**_tfidf_options(token_pattern), vocabulary=vocabulary)
         self._tfidf.idf_ = idf
         self._by_label = [np.flatnonzero(labels == i) for i in range(len(outputs))]
         if coef is not None:  # the word block and the embedding block, applied separately
@@ -163,6 +171,8 @@ class IntentModel:
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"format": FORMAT_VERSION, "outputs": self.outputs, "vocabulary": self._vocabulary, "exact": self.exact}
+        if self.token_pattern is not None:
+            meta["token_pattern"] = self.token_pattern
         arrays = {
             "idf": self._idf,
             "vectors": self.vectors,
@@ -186,6 +196,7 @@ class IntentModel:
                 encoder=encoder,
                 outputs=meta["outputs"],
                 vocabulary=meta["vocabulary"],
+                token_pattern=meta.get("token_pattern"),
                 exact=meta["exact"],
                 idf=data["idf"],
                 coef=data.get("coef"),
@@ -278,8 +289,14 @@ def train(
     negative_vectors, vectors = vectors[len(texts) :], vectors[: len(texts)]
     known = [i for i, ex in enumerate(negatives) if ex.output in index]
 
+    token_pattern = None
     vectorizer = TfidfVectorizer(**TFIDF_OPTIONS, min_df=2 if len(texts) >= 1000 else 1)
-    tfidf = vectorizer.fit_transform(texts)
+    try:
+        tfidf = vectorizer.fit_transform(texts)
+    except ValueError:  # an empty vocabulary: no example has a word of two letters or more
+        token_pattern = SHORT_TOKENS
+        vectorizer = TfidfVectorizer(**_tfidf_options(token_pattern))
+        tfidf = vectorizer.fit_transform(texts)
     features = sparse.hstack([tfidf, sparse.csr_matrix(vectors)]).tocsr()
 
     def build(coef: np.ndarray | None, intercept: np.ndarray | None, rows: np.ndarray) -> IntentModel:
@@ -298,6 +315,7 @@ def train(
             negative_vectors=negative_vectors[known],
             negative_labels=np.array([index[negatives[i].output] for i in known], dtype=np.int64),
             exact=_exact_answers([positives[i] for i in rows], negatives, index),
+            token_pattern=token_pattern,
         )
 
     holdout_accuracy, holdout = None, np.zeros(len(labels), dtype=bool)
