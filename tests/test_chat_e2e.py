@@ -151,7 +151,7 @@ async def test_engine_failures_are_short_messages_and_the_bot_keeps_serving(tmp_
     def unreachable(settings: Any, busy: Any) -> OpenAIEngine:
         return OpenAIEngine(model="any", base_url="http://127.0.0.1:9/v1", timeout=5)  # nothing listens on port 9
 
-    async with chat_bot(tmp_path, unreachable, chat_timeout_seconds=1) as (server, services):
+    async with chat_bot(tmp_path, unreachable) as (server, services):
         reply = await wait_reply(server, "Hello there!")
         assert reply["content"] == "The chat server can't be reached right now. Try again later."
         assert "Hi member" in (await wait_reply(server, "!hi"))["content"]
@@ -163,9 +163,14 @@ async def test_engine_failures_are_short_messages_and_the_bot_keeps_serving(tmp_
         assert partial["content"].endswith(
             "*(cut off: The chat engine failed while writing; the owners can find why in the log.)*"
         )
-        services.conversation.engine = ScriptedEngine("Too late.", delay=3)  # slower than the 1 s allowed
+
+
+async def test_an_engine_that_stalls_is_given_up_on_with_a_short_message(tmp_path: Path) -> None:
+    slow = ScriptedEngine("Too late.", delay=3)  # slower than the 1 s allowed
+    async with chat_bot(tmp_path, scripted(slow), chat_timeout_seconds=1) as (server, _):
         reply = await wait_reply(server, "Are you there?")
         assert reply["content"] == "The chat engine took too long to answer. Try again in a moment."
+        assert "Hi member" in (await wait_reply(server, "!hi"))["content"]
 
 
 async def test_a_correction_of_a_chat_reply_becomes_a_taught_answer(tmp_path: Path) -> None:
