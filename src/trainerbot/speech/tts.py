@@ -52,6 +52,10 @@ class TextToSpeech(Protocol):
         """Does whatever is slow to start; called in a thread at start-up."""
         ...
 
+    def close(self) -> None:
+        """Lets go of the model."""
+        ...
+
 
 def check_text(text: str) -> str:
     text = " ".join(text.split())
@@ -103,6 +107,10 @@ class PiperEngine:
             for _ in voice.synthesize("Ready."):  # the first sentence pays for setting up; not a user's
                 pass
 
+    def close(self) -> None:
+        with self._lock:
+            self._voice = None
+
     def speak(self, text: str) -> Iterator[Speech]:
         text = check_text(text)
         with self._lock:
@@ -121,6 +129,9 @@ class EspeakEngine:
         self.words_per_minute = words_per_minute
 
     def load(self) -> None:
+        pass
+
+    def close(self) -> None:
         pass
 
     def speak(self, text: str) -> Iterator[Speech]:
@@ -157,6 +168,9 @@ class GttsEngine:
         self.timeout = timeout
 
     def load(self) -> None:
+        pass
+
+    def close(self) -> None:
         pass
 
     def speak(self, text: str) -> Iterator[Speech]:
