@@ -12,6 +12,7 @@ process slow to a crawl (see docs/benchmarks.md).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
 import io
 import logging
@@ -20,6 +21,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+
+import llama_cpp
+from llama_cpp import Llama, LlamaRAMCache, llama_set_n_threads
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from trainerbot.chat.engine import CUT_SHORT, ChatMessage
 from trainerbot.core.errors import ChatUnavailable
@@ -47,9 +52,6 @@ def _route_llama_logs() -> None:
     global _log_callback
     if _log_callback is not None:
         return
-    import ctypes
-
-    import llama_cpp
 
     @llama_cpp.llama_log_callback
     def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
@@ -134,7 +136,7 @@ def _bring_back(llama, tokens: list[int]) -> None:
         llama.load_state(chosen)
 
 
-def _conversation_cache(base: type, capacity: int):  # -> a LlamaRAMCache subclass instance
+class ConversationStateCache(LlamaRAMCache):
     """A RAM cache of model states holding one state per conversation.
 
     llama-cpp-python saves a state after every reply; a conversation's newer state starts
@@ -142,16 +144,13 @@ def _conversation_cache(base: type, capacity: int):  # -> a LlamaRAMCache subcla
     crowd out other conversations.
     """
 
-    class ConversationStateCache(base):
-        def __setitem__(self, key, value) -> None:
-            key = tuple(key)
-            for old in list(self.cache_state):
-                shared = next((i for i, (a, b) in enumerate(zip(old, key, strict=False)) if a != b), len(old))
-                if shared >= 0.9 * len(old):
-                    del self.cache_state[old]
-            super().__setitem__(key, value)
-
-    return ConversationStateCache(capacity_bytes=capacity)
+    def __setitem__(self, key: Sequence[int], value: llama_cpp.llama.LlamaState) -> None:
+        key = tuple(key)
+        for old in list(self.cache_state):
+            shared = next((i for i, (a, b) in enumerate(zip(old, key, strict=False)) if a != b), len(old))
+            if shared >= 0.9 * len(old):
+                del self.cache_state[old]
+        super().__setitem__(key, value)
 
 
 class LocalEngine:
@@ -175,19 +174,17 @@ class LocalEngine:
         self._cache_bytes = cache_bytes
         self._lock = threading.Lock()  # one generation at a time: a llama.cpp context is not shareable
         self._load_lock = threading.Lock()
-        self._llama = None
+        self._llama: Llama | None = None
         self._load_error: str | None = None
         self._formatter = None  # the model file's chat template, built at the first reply
 
-    def _model(self):  # -> llama_cpp.Llama; untyped to keep llama_cpp's import lazy
+    def _model(self) -> Llama:
         with self._load_lock:
             return self._load()
 
-    def _load(self):
+    def _load(self) -> Llama:
         if self._llama is None and self._load_error is None:
             try:
-                from llama_cpp import Llama, LlamaRAMCache
-
                 _route_llama_logs()
                 started = time.perf_counter()
                 # verbose=False would silence llama.cpp by pointing the process's stdout and stderr at
@@ -206,7 +203,7 @@ class LocalEngine:
                 self._llama.verbose = False
                 _llama_log.debug("%s", printed.getvalue().strip())
                 if self._cache_bytes:
-                    self._llama.set_cache(_conversation_cache(LlamaRAMCache, self._cache_bytes))
+                    self._llama.set_cache(ConversationStateCache(capacity_bytes=self._cache_bytes))
                 log.info("loaded chat model %s in %.2f s", self.model_path.name, time.perf_counter() - started)
             except Exception as exc:
                 self._load_error = f"{type(exc).__name__}: {exc}"
@@ -224,9 +221,7 @@ class LocalEngine:
         # Tokenizing reads only the vocabulary, so it need not wait for a reply being written.
         return len(self._model().tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
-    def _set_threads(self, llama) -> int:
-        from llama_cpp import llama_set_n_threads
-
+    def _set_threads(self, llama: Llama) -> int:
         threads = self._threads or (1 if self._busy() else min(2, os.cpu_count() or 1))
         llama_set_n_threads(llama._ctx.ctx, threads, threads)
         return threads
@@ -269,14 +264,12 @@ class LocalEngine:
         # repeat_penalty: small models loop without it.
         return {"max_tokens": max_tokens, "temperature": self.temperature, "repeat_penalty": 1.1}
 
-    def _prompt(self, llama, messages: Sequence[ChatMessage]):  # -> (tokens, stop, stopping criteria) | None
+    def _prompt(self, llama: Llama, messages: Sequence[ChatMessage]):  # -> (tokens, stop, criteria) or None
         """The prompt as tokens, formatted by the model file's own chat template (as llama-cpp-python does)."""
         if self._formatter is None:
             template = llama.metadata.get("tokenizer.chat_template")
             if not template:
                 return None
-            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
             eos, bos = llama.token_eos(), llama.token_bos()
             self._formatter = Jinja2ChatFormatter(
                 template=template,

@@ -87,14 +87,12 @@ def wav_bytes(pcm: bytes, rate: int) -> bytes:
 def discord_frames(pieces: Iterable[tuple[bytes, int]]) -> Iterator[bytes]:
     """16-bit mono speech pieces, (samples, rate), as Discord's 20 ms frames; the last is padded with silence."""
     pending = b""
-    resamplers: dict[int, av.AudioResampler] = {}
     for pcm, rate in pieces:
-        resampler = resamplers.setdefault(rate, av.AudioResampler(format="s16", layout="stereo", rate=DISCORD_RATE))
         frame = av.AudioFrame.from_ndarray(np.frombuffer(pcm, dtype="<i2").reshape(1, -1), format="s16", layout="mono")
         frame.rate = rate
+        resampler = av.AudioResampler(format="s16", layout="stereo", rate=DISCORD_RATE)  # flushed for each piece
         for out in [*resampler.resample(frame), *resampler.resample(None)]:
             pending += out.to_ndarray().tobytes()
-        resamplers.pop(rate)  # flushed: a fresh one for the next piece
         while len(pending) >= FRAME_BYTES:
             yield pending[:FRAME_BYTES]
             pending = pending[FRAME_BYTES:]

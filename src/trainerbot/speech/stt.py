@@ -17,6 +17,7 @@ from typing import Protocol
 
 from trainerbot.config import Settings
 from trainerbot.core.errors import InvalidInput, SpeechUnavailable
+from trainerbot.speech import NothingToLoad, load_model
 from trainerbot.speech.audio import Audio
 
 log = logging.getLogger(__name__)
@@ -73,18 +74,14 @@ class WhisperEngine:
         if self._whisper is None:
             from faster_whisper import WhisperModel
 
-            started = time.perf_counter()
-            try:
-                # local_files_only: a model name must already be on disk; nothing is downloaded while serving.
-                self._whisper = WhisperModel(
+            # local_files_only: a model name must already be on disk; nothing is downloaded while serving.
+            self._whisper = load_model(
+                f"the Whisper model {self.model}",
+                lambda: WhisperModel(
                     self.model, device="cpu", compute_type="int8", cpu_threads=self.threads, local_files_only=True
-                )
-            except Exception as exc:
-                log.error("cannot load the Whisper model %s: %s", self.model, exc)
-                raise SpeechUnavailable(
-                    "The speech recogniser could not be loaded; the owners can find why in the log."
-                ) from exc
-            log.info("loaded Whisper model %s in %.2f s", self.model, time.perf_counter() - started)
+                ),
+                "The speech recogniser could not be loaded; the owners can find why in the log.",
+            )
         return self._whisper
 
     def load(self) -> None:
@@ -109,7 +106,7 @@ class WhisperEngine:
         return Transcript(text, time.perf_counter() - started)
 
 
-class GoogleEngine:
+class GoogleEngine(NothingToLoad):
     """Google's free web recogniser through SpeechRecognition: needs the internet."""
 
     name = "google"
@@ -118,14 +115,8 @@ class GoogleEngine:
         self.language = language
         self.timeout = timeout
 
-    def load(self) -> None:
-        pass
-
     def busy(self) -> bool:
         return False  # the work is done on Google's side
-
-    def close(self) -> None:
-        pass
 
     def transcribe(self, audio: Audio) -> Transcript:
         import speech_recognition as sr

@@ -15,7 +15,6 @@ import re
 import shutil
 import subprocess
 import threading
-import time
 import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Protocol
 
 from trainerbot.config import Settings
 from trainerbot.core.errors import InvalidInput, SpeechUnavailable
+from trainerbot.speech import NothingToLoad, load_model
 
 log = logging.getLogger(__name__)
 MAX_SPOKEN = 5000  # characters; longer text is refused rather than spoken for minutes
@@ -89,13 +89,11 @@ class PiperEngine:
         if self._voice is None:
             from piper import PiperVoice
 
-            started = time.perf_counter()
-            try:
-                self._voice = PiperVoice.load(str(self.model), config_path=str(self.config))
-            except Exception as exc:
-                log.error("cannot load the Piper voice %s: %s", self.model, exc)
-                raise SpeechUnavailable("The voice could not be loaded; the owners can find why in the log.") from exc
-            log.info("loaded Piper voice %s in %.2f s", self.model.name, time.perf_counter() - started)
+            self._voice = load_model(
+                f"the Piper voice {self.model.name}",
+                lambda: PiperVoice.load(str(self.model), config_path=str(self.config)),
+                "The voice could not be loaded; the owners can find why in the log.",
+            )
         return self._voice
 
     def load(self) -> None:
@@ -119,7 +117,7 @@ class PiperEngine:
                 yield Speech(chunk.audio_int16_bytes, chunk.sample_rate)
 
 
-class EspeakEngine:
+class EspeakEngine(NothingToLoad):
     """espeak-ng, the light formant voice from Debian's package: robotic, but fast and in many languages."""
 
     name = "espeak"
@@ -127,12 +125,6 @@ class EspeakEngine:
     def __init__(self, *, voice: str = "en-us", words_per_minute: int = 165) -> None:
         self.voice = voice
         self.words_per_minute = words_per_minute
-
-    def load(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
     def speak(self, text: str) -> Iterator[Speech]:
         text = check_text(text)
@@ -158,7 +150,7 @@ def sentences(text: str) -> list[str]:
     return [part.strip() for part in _BREAK.split(text) if part.strip()]
 
 
-class GttsEngine:
+class GttsEngine(NothingToLoad):
     """Google Translate's voice through gTTS: needs the internet, and says so when it has none."""
 
     name = "gtts"
@@ -166,12 +158,6 @@ class GttsEngine:
     def __init__(self, *, language: str = "en", timeout: float = 15.0) -> None:
         self.language = language
         self.timeout = timeout
-
-    def load(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
     def speak(self, text: str) -> Iterator[Speech]:
         from gtts import gTTS, gTTSError
