@@ -15,6 +15,8 @@ from trainerbot.config import Settings
 from trainerbot.core.conversation import ChatOptions, Conversation
 from trainerbot.core.files import DataDirectory, FileService
 from trainerbot.core.listening import Listening
+from trainerbot.core.privacy import PrivacyService
+from trainerbot.core.queue import WorkQueue
 from trainerbot.core.teaching import TeachingService
 from trainerbot.learning.encoder import MiniLMEncoder
 from trainerbot.learning.jobs import ServingModel, TrainingJobs
@@ -29,6 +31,14 @@ log = logging.getLogger(__name__)
 EngineFactory = Callable[[Settings, Callable[[], bool]], ChatEngine | None]
 
 
+@dataclass(frozen=True)
+class Queues:
+    """Where heavy work started by a message waits its turn (training has its own, in TrainingJobs)."""
+
+    replies: WorkQueue  # the chat engine writing a reply
+    transcriptions: WorkQueue  # speech-to-text of a voice message or audio file
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -36,11 +46,13 @@ class Services:
     files: FileService
     teaching: TeachingService
     conversation: Conversation
+    privacy: PrivacyService
     jobs: TrainingJobs
     serving: ServingModel
     engine: ChatEngine | None
     listening: Listening
     voice: TextToSpeech | None
+    queues: Queues
 
     loading: list[threading.Thread] = field(default_factory=list)
 
@@ -99,6 +111,16 @@ def build_services(
         examples=settings.chat_examples,
         stall_timeout=settings.chat_timeout_seconds,
     )
+    conversation = Conversation(
+        store,
+        serving,
+        ExampleIndex(store, encoder),
+        engine,
+        options,
+        threshold=settings.confidence_threshold,
+        instructions=settings.instructions_path,
+        prefix=settings.command_prefix,
+    )
     return Services(
         settings=settings,
         store=store,
@@ -106,16 +128,8 @@ def build_services(
         teaching=TeachingService(
             store, data, jobs, serving, settings.confidence_threshold, settings.upload_limit_bytes
         ),
-        conversation=Conversation(
-            store,
-            serving,
-            ExampleIndex(store, encoder),
-            engine,
-            options,
-            threshold=settings.confidence_threshold,
-            instructions=settings.instructions_path,
-            prefix=settings.command_prefix,
-        ),
+        conversation=conversation,
+        privacy=PrivacyService(store, conversation, settings.upload_limit_bytes, settings.command_prefix),
         jobs=jobs,
         serving=serving,
         engine=engine,
@@ -123,5 +137,12 @@ def build_services(
             recogniser, upload_limit=settings.upload_limit_bytes, max_seconds=settings.audio_max_seconds
         ),
         voice=voice,
+        queues=Queues(
+            replies=WorkQueue(
+                "a written reply", capacity=engine.parallel if engine else 1, per_user=settings.queue_per_user
+            ),
+            # Whisper works on one file at a time with every thread it was given.
+            transcriptions=WorkQueue("a transcription", capacity=1, per_user=settings.queue_per_user),
+        ),
         loading=loading,
     )

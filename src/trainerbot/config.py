@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     )
     openai_model: str = "gpt-4o-mini"
     openai_stream: bool = True
+    openai_parallel: int = Field(default=4, ge=1, le=64)  # replies the server is asked to write at once
+
+    # Heavy work waits its turn: each person may have this many requests in a queue, running or waiting.
+    queue_per_user: int = Field(default=2, ge=1, le=100)
 
     # Speech: what turns voice messages and audio files into text.
     stt_engine: Literal["whisper", "google", "none"] = "whisper"

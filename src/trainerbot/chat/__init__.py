@@ -23,6 +23,7 @@ def build_engine(settings: Settings, busy: Callable[[], bool] = lambda: False) -
             timeout=settings.chat_timeout_seconds,
             temperature=settings.chat_temperature,
             streaming=settings.openai_stream,
+            parallel=settings.openai_parallel,
         )
     from trainerbot.chat.local import LocalEngine, default_model_path
 

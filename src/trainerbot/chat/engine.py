@@ -24,6 +24,7 @@ class ChatMessage:
 class ChatEngine(Protocol):
     name: str
     context_tokens: int  # the whole window: prompt and reply together
+    parallel: int = 1  # replies it writes at once; more callers wait their turn in the bot's queue
 
     def count_tokens(self, text: str) -> int:
         """How many tokens ``text`` takes in a prompt (an estimate where the engine cannot say)."""

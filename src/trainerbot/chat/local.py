@@ -155,6 +155,7 @@ class ConversationStateCache(LlamaRAMCache):
 
 class LocalEngine:
     name = "local"
+    parallel = 1  # one llama.cpp context, one reply at a time
 
     def __init__(
         self,

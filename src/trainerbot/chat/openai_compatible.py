@@ -34,8 +34,10 @@ class OpenAIEngine:
         timeout: float = 60.0,
         temperature: float = 0.7,
         streaming: bool = True,
+        parallel: int = 4,
     ) -> None:
         self.model = model
+        self.parallel = parallel
         self.context_tokens = context_tokens
         self.temperature = temperature
         self.streaming = streaming
