@@ -7,20 +7,20 @@ import re
 from dataclasses import dataclass
 
 from trainerbot.core.errors import InvalidInput, NotReady, TooLarge
-from trainerbot.core.files import DataDirectory, human_size, timestamp
+from trainerbot.core.files import MAX_PATH_LENGTH, DataDirectory, human_size, timestamp
 from trainerbot.core.messages import Caller, OutFile, Reply, Upload
 from trainerbot.core.permissions import require_admin
 from trainerbot.core.text import progress_bar
 from trainerbot.learning import datasets
 from trainerbot.learning.evaluation import chart_png, evaluate, parse_cases, report_json
-from trainerbot.learning.examples import ARROW, Example, parse_examples, parse_inline
+from trainerbot.learning.examples import ARROW, MAX_TEXT, Example, parse_inline, read_examples
 from trainerbot.learning.jobs import ServingModel, TrainingJobs
 from trainerbot.storage.store import Job, Store
 
 log = logging.getLogger(__name__)
 
 TRAIN_USAGE = (
-    f"Teach with `!train question {ARROW} answer`, attach a .json, .jsonl, .csv or .txt file, "
+    f"Teach with `!train question {ARROW} answer`, attach a .json, .jsonl, .csv or .txt file (or a .zip), "
     "or name a file or directory in the data directory (`!train datasets/faq.csv`). "
     "Add `positive=false` to teach answers the bot must not give."
 )
@@ -41,6 +41,11 @@ def check_upload(upload: Upload, limit: int) -> None:
         raise TooLarge(
             f"{upload.name} is {human_size(max(upload.size, len(upload.data)))}; the limit is {human_size(limit)}."
         )
+
+
+def fits_id(value: int) -> bool:
+    """Whether a number typed as an id can be one: SQLite stores ids in 63 bits, and refuses bigger numbers."""
+    return 0 < value < 2**63
 
 
 @dataclass(frozen=True)
@@ -96,33 +101,43 @@ class TeachingService:
     # --- training ---------------------------------------------------------------------
 
     def _examples_from(self, text: str, uploads: list[Upload], positive: bool) -> tuple[list[Example], str]:
-        """Parses everything given before anything is stored, so a bad file stores nothing."""
+        """Parses everything given before anything is stored, so a bad file stores nothing.
+
+        Files and uploads go through one reader: it unpacks zip archives (decided by their bytes,
+        not their names) with its defences against bombs and hostile members.
+        """
         examples: list[Example] = []
         sources: list[str] = []
         if ARROW in text:
             examples += parse_inline(text, positive)
             sources.append("message")
         elif text:
+            if "\n" in text or len(text) > MAX_PATH_LENGTH:  # words, not a path: say what is wrong with them
+                raise InvalidInput(self._neither(text))
             path = self.data.resolve(text)
             if path.is_dir():
                 files = self.data.example_files(path)
                 if not files:
-                    raise InvalidInput(f"`{text}` has no example files (.json, .jsonl, .csv, .txt).")
+                    raise InvalidInput(f"`{_short(text)}` has no example files (.json, .jsonl, .csv, .txt or .zip).")
                 examples += datasets.read_directory(path, files, positive, self.upload_limit)[0]
             elif path.is_file():
                 file = self.data.existing_file(text, self.upload_limit)
-                examples += parse_examples(file.read_bytes(), self.data.relative(file), positive)
+                examples += read_examples(file.read_bytes(), self.data.relative(file), positive, self.upload_limit)
             else:
-                raise InvalidInput(
-                    f"`{text}` is neither `question {ARROW} answer` nor a file or directory "
-                    f"in the data directory.\n{TRAIN_USAGE}"
-                )
+                raise InvalidInput(self._neither(text))
             sources.append(self.data.relative(path))
         for upload in uploads:
             check_upload(upload, self.upload_limit)
-            examples += parse_examples(upload.data, upload.name, positive)
+            examples += read_examples(upload.data, upload.name, positive, self.upload_limit)
             sources.append(upload.name)
-        return examples, ", ".join(sources)
+        return examples, _short(", ".join(sources), 300)
+
+    @staticmethod
+    def _neither(text: str) -> str:
+        return (
+            f"`{_short(text)}` is neither `question {ARROW} answer` nor a file or directory "
+            f"in the data directory.\n{TRAIN_USAGE}"
+        )
 
     def train(self, caller: Caller, text: str, uploads: list[Upload], positive: bool = True) -> JobStarted:
         require_admin(caller, "train the model")
@@ -155,9 +170,9 @@ class TeachingService:
 
     def job_status(self, job_id: int) -> tuple[str, bool]:
         """The job's message and whether it has ended, from one read of its row."""
-        job = self.store.job(job_id)
+        job = self.store.job(job_id) if fits_id(job_id) else None
         if job is None:
-            raise NotReady(f"There is no job #{job_id}.")
+            raise NotReady(f"There is no job #{_short(str(job_id), 30)}.")
         return job_text(job, self.jobs.queue_position(job_id)), job.finished
 
     def job_text(self, job_id: int) -> str:
@@ -276,9 +291,13 @@ class TeachingService:
         correction = correction.strip()
         if not correction:
             raise InvalidInput("Say what the right answer is: `!correct <message id> <correction>`.")
-        if len(correction) > 2000:
-            raise InvalidInput("A correction must fit in one message (2000 characters).")
-        reply = self.store.reply(bot_message_id)
+        if len(correction) > MAX_TEXT:
+            raise InvalidInput(
+                f"A correction must fit in one message ({MAX_TEXT} characters); this one has {len(correction)}."
+            )
+        if "\x00" in correction or any("\ud800" <= c <= "\udfff" for c in correction):
+            raise InvalidInput("That correction has characters that are not valid text (NUL or lone surrogates).")
+        reply = self.store.reply(bot_message_id) if fits_id(bot_message_id) else None
         if reply is None:
             raise NotReady(
                 "I can't find a reply of mine with that message id. Reply to my message, "

@@ -1,4 +1,4 @@
-"""Datasets: a directory of example files, validated, counted and snapshotted as a zip."""
+"""Datasets: a directory of example files (and zips of them), validated, counted and snapshotted as a zip."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ from pathlib import Path
 
 from trainerbot.core.errors import InvalidInput, TooLarge
 from trainerbot.core.files import write_zip
-from trainerbot.learning.examples import Example, parse_examples
+from trainerbot.learning.archives import Document
+from trainerbot.learning.examples import (
+    SNAPSHOT_MANIFEST,
+    Example,
+    is_snapshot_manifest,
+    parse_examples,
+    read_documents,
+)
 
 
 @dataclass(frozen=True)
@@ -17,34 +24,48 @@ class DatasetSnapshot:
     name: str
     files: list[Path]
     examples: list[Example]
-    manifest: dict[str, str]  # relative path -> sha256
+    manifest: dict[str, str]  # relative path (archive.zip/member for a zip's) -> sha256
     archive: Path
 
 
 def read_directory(
     directory: Path, files: list[Path], positive: bool, limit: int
-) -> tuple[list[Example], dict[str, str]]:
-    """Parses every example file (all of them or none) and hashes each."""
+) -> tuple[list[Example], dict[str, Document]]:
+    """Parses every example file, zips unpacked (all of them or none); also what each document was, by name."""
     examples: list[Example] = []
-    manifest: dict[str, str] = {}
+    documents: dict[str, Document] = {}
     for path in files:
         relative = path.relative_to(directory).as_posix()
         size = path.stat().st_size
         if size > limit:
             raise TooLarge(f"{relative} is {size} bytes; the limit is {limit}.")
         data = path.read_bytes()
-        manifest[relative] = hashlib.sha256(data).hexdigest()
-        examples.extend(parse_examples(data, relative, positive))
-    return examples, manifest
+        if is_snapshot_manifest(relative, data):  # an unpacked snapshot: its manifest is no examples
+            continue
+        for document in read_documents(data, relative, limit):
+            examples.extend(parse_examples(document.data, document.name, positive))
+            documents[document.name] = document
+    return examples, documents
 
 
 def snapshot(
     directory: Path, files: list[Path], archive: Path, name: str, positive: bool, limit: int
 ) -> DatasetSnapshot:
-    """Reads and checks every file, then zips them with a manifest of their SHA-256 hashes."""
+    """Reads and checks every file, then zips what was read with a manifest of SHA-256 hashes.
+
+    The snapshot holds the bytes that were checked (a file changed since is not picked up),
+    and a zip's members as files of their own, so the snapshot can itself be taught from.
+    """
     if not files:
-        raise InvalidInput(f"`{name}` has no example files (.json, .jsonl, .csv, .tsv, .txt or .md).")
-    examples, manifest = read_directory(directory, files, positive, limit)
+        raise InvalidInput(
+            f"`{name}` has no example files (.json, .jsonl, .csv, .tsv, .txt or .md, or .zip archives of them)."
+        )
+    examples, documents = read_directory(directory, files, positive, limit)
+    if SNAPSHOT_MANIFEST in documents:
+        raise InvalidInput(f"`{SNAPSHOT_MANIFEST}` is the name the snapshot gives its manifest; rename that file.")
+    manifest = {key: hashlib.sha256(d.data).hexdigest() for key, d in documents.items()}
     summary = {"dataset": name, "positive": positive, "examples": len(examples), "files": manifest}
-    write_zip(archive, files, directory, {"manifest.json": json.dumps(summary, indent=2)})
+    entries: dict[str, str | bytes] = {key: d.data for key, d in documents.items()}
+    entries[SNAPSHOT_MANIFEST] = json.dumps(summary, indent=2)
+    write_zip(archive, [], directory, entries)
     return DatasetSnapshot(name, files, examples, manifest, archive)

@@ -65,8 +65,10 @@ def parse_cases(data: bytes | str, name: str) -> list[TestCase]:
         question, answer = item["input"], item.get("output")
         if not isinstance(question, str) or not question.strip() or len(question) > MAX_TEXT:
             raise InvalidInput(f'{name}, line {line}: "input" must be non-empty text of at most {MAX_TEXT} characters')
-        if answer is not None and not isinstance(answer, str):
-            raise InvalidInput(f'{name}, line {line}: "output" must be text or null')
+        if answer is not None and (not isinstance(answer, str) or len(answer) > MAX_TEXT):
+            raise InvalidInput(f'{name}, line {line}: "output" must be text of at most {MAX_TEXT} characters, or null')
+        if any("\ud800" <= c <= "\udfff" for c in question + (answer or "")):  # typed JSON escapes can make these
+            raise InvalidInput(f"{name}, line {line}: a lone surrogate (\\ud800-\\udfff) is not valid text")
         cases.append(TestCase(question.strip(), answer.strip() if answer is not None else None))
     if not cases:
         raise InvalidInput(f"{name}: no test cases found")

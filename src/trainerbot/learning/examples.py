@@ -13,12 +13,29 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 
 from trainerbot.core.errors import InvalidInput
+from trainerbot.learning.archives import Document, archive_kind, is_zip, read_zip, shown
 
 MAX_TEXT = 2000  # a taught answer must fit in one Discord message
 ARROW = "=>"
 INPUT_KEYS = ("input", "text", "question", "prompt")
 OUTPUT_KEYS = ("output", "label", "category", "intent", "answer")
 EXAMPLE_SUFFIXES = {".json", ".jsonl", ".csv", ".txt", ".md", ".tsv"}
+READABLE_SUFFIXES = EXAMPLE_SUFFIXES | {".zip"}  # what a directory is searched for: example files and zips of them
+SNAPSHOT_MANIFEST = "manifest.json"  # what a dataset snapshot adds beside its files (see datasets.snapshot)
+# Files people send by mistake, known by their first bytes; only used to explain bytes that are no text.
+BINARY_MAGIC = {
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"GIF8": "a GIF image",
+    b"%PDF": "a PDF document",
+    b"OggS": "an OGG audio file",
+    b"RIFF": "a RIFF (WAV or WebP) file",
+    b"ID3": "an MP3 audio file",
+    b"fLaC": "a FLAC audio file",
+    b"\x7fELF": "a program",
+    b"MZ": "a Windows program",
+    b"SQLite format 3\x00": "an SQLite database",
+}
 
 
 @dataclass(frozen=True)
@@ -45,6 +62,8 @@ def _clean(value: object, what: str, line: int | None) -> str:
         raise _Problem(line, f"{what} is {len(text)} characters long; the limit is {MAX_TEXT}")
     if "\x00" in text:
         raise _Problem(line, f"{what} contains a NUL character")
+    if any("\ud800" <= c <= "\udfff" for c in text):  # only typed text can hold these; they cannot be stored
+        raise _Problem(line, f"{what} contains a lone surrogate, which is not valid text")
     return text
 
 
@@ -63,13 +82,25 @@ def _from_mapping(item: object, positive: bool, line: int | None) -> Example:
     return Example(_clean(item[input_key], input_key, line), _clean(item[output_key], output_key, line), flag)
 
 
+def binary_kind(data: bytes) -> str | None:
+    """What a file is when its first bytes show it is no text file (an archive, an image, audio, ...)."""
+    return archive_kind(data) or next((kind for magic, kind in BINARY_MAGIC.items() if data.startswith(magic)), None)
+
+
 def decode_text(data: bytes, name: str) -> str:
-    """UTF-8 (with or without a byte-order mark), or a clear error."""
+    """UTF-8 (with or without a byte-order mark), or a clear error that says what the file is instead."""
     try:
-        return data.decode("utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
+        kind = binary_kind(data)
+        if kind is not None:
+            raise InvalidInput(f"{name} is {kind}, not a text file.") from None
         line = data[: exc.start].count(b"\n") + 1
         raise InvalidInput(f"{name}, line {line}: not UTF-8 text (byte {exc.start})") from None
+    # Some binary files happen to be valid UTF-8; their NUL bytes give them away (text has none).
+    if "\x00" in text[:4096] and (kind := binary_kind(data)) is not None:
+        raise InvalidInput(f"{name} is {kind}, not a text file.")
+    return text
 
 
 def _line_of(text: str, offset: int) -> int:
@@ -119,6 +150,8 @@ def load_json_document(text: str, name: str) -> tuple[list[object], list[int]]:
         raise InvalidInput(
             f"{name}, line {exc.lineno}, column {exc.colno}: invalid JSON ({exc.msg})\n{_pointer(text, exc)}"
         ) from None
+    except RecursionError:  # [[[[... deeper than Python's stack: not a list of examples anyway
+        raise InvalidInput(f"{name}: the JSON is nested too deeply to be a list of examples") from None
     if isinstance(document, list):
         items, start = document, _skip_space(text, 0)
     elif isinstance(document, dict) and isinstance(document.get("data"), list):
@@ -151,6 +184,8 @@ def _parse_jsonl(text: str, positive: bool) -> list[Example]:
             item = json.loads(line)
         except json.JSONDecodeError as exc:
             raise _Problem(number, f"invalid JSON at column {exc.colno} ({exc.msg})") from None
+        except RecursionError:
+            raise _Problem(number, "the JSON is nested too deeply to be an example") from None
         examples.append(_from_mapping(item, positive, number))
     return examples
 
@@ -223,11 +258,52 @@ def parse_examples(data: bytes | str, name: str, positive: bool = True) -> list[
     return examples
 
 
+def is_snapshot_manifest(name: str, data: bytes) -> bool:
+    """The manifest a dataset snapshot carries at its root (``name`` relative to it): about examples, not one."""
+    if name != SNAPSHOT_MANIFEST:
+        return False
+    try:
+        manifest = json.loads(data)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(manifest, dict) and {"dataset", "files"} <= manifest.keys()
+
+
+def is_example_name(name: str) -> bool:
+    return PurePath(name).suffix.lower() in EXAMPLE_SUFFIXES
+
+
+def read_documents(data: bytes, name: str, limit: int) -> list[Document]:
+    """The example files one file or upload holds: itself, or each member of a zip archive, checked.
+
+    Whether it is an archive is decided by its bytes, not its name; ``limit`` caps what an
+    archive may unpack to. The one reader for every command that reads example files.
+    """
+    if is_zip(data):
+        documents = [
+            d
+            for d in read_zip(data, name, limit=limit, wanted=is_example_name)
+            if not is_snapshot_manifest(d.name.removeprefix(f"{name}/"), d.data)
+        ]
+        if not documents:
+            suffixes = ", ".join(sorted(EXAMPLE_SUFFIXES))
+            raise InvalidInput(f"{shown(name)} has no example files ({suffixes}) in it.")
+        return documents
+    if name.lower().endswith(".zip"):
+        raise InvalidInput(f"{shown(name)} is not a zip archive (it may be damaged or only partly sent).")
+    return [Document(name, data)]
+
+
+def read_examples(data: bytes, name: str, positive: bool, limit: int) -> list[Example]:
+    """Every example of a file or upload, zip archives included; all of them or a UserError."""
+    return [e for d in read_documents(data, name, limit) for e in parse_examples(d.data, d.name, positive)]
+
+
 def parse_inline(text: str, positive: bool = True) -> list[Example]:
     """Examples typed after a command: `question => answer`, one a line."""
     return parse_examples(text, "your message", positive)
 
 
 def example_files(directory: Path) -> list[Path]:
-    """The files of a directory that hold examples, in a stable order."""
-    return sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in EXAMPLE_SUFFIXES)
+    """The files of a directory that hold examples (zips of them too), in a stable order."""
+    return sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in READABLE_SUFFIXES)

@@ -38,6 +38,24 @@ def unwrap(error: BaseException) -> BaseException:
     return error
 
 
+MAX_MESSAGE = 2000  # Discord refuses longer messages, and the user would then hear nothing at all
+MAX_ECHO = 80  # of what the user typed, quoted back in an error
+
+
+def _echo(typed: str) -> str:
+    """What the user typed, as an error quotes it: short, and without backticks that would end the quote."""
+    typed = typed.replace("`", "'")
+    return typed if len(typed) <= MAX_ECHO else typed[: MAX_ECHO - 1] + "…"
+
+
+def fit(text: str) -> str:
+    """An error message cut to Discord's limit; messages quote input, and input can be 4000 characters."""
+    if len(text) <= MAX_MESSAGE:
+        return text
+    cut = text[: MAX_MESSAGE - 5]
+    return cut + ("\n```…" if cut.count("```") % 2 else "…")
+
+
 def usage(ctx: commands.Context[TrainerBot]) -> str:
     command = ctx.command
     if command is None:
@@ -52,9 +70,9 @@ class ErrorHandler(commands.Cog):
     def message_for(self, ctx: commands.Context[TrainerBot], error: BaseException) -> str:
         error = unwrap(error)
         if isinstance(error, commands.CommandNotFound):
-            typed = ctx.invoked_with or ""
+            typed = _echo(ctx.invoked_with or "")
             names = [c.name for c in self.bot.commands if not c.hidden]
-            close = difflib.get_close_matches(typed, names, n=3, cutoff=0.5)
+            close = difflib.get_close_matches(typed[:MAX_ECHO], names, n=3, cutoff=0.5)
             hint = f" Did you mean {', '.join(f'`{ctx.clean_prefix}{n}`' for n in close)}?" if close else ""
             return f"I don't know `{ctx.clean_prefix}{typed}`.{hint} `{ctx.clean_prefix}help` lists the commands."
         if isinstance(error, UserError):
@@ -78,7 +96,7 @@ class ErrorHandler(commands.Cog):
 
     @commands.Cog.listener()
     async def on_command_error(self, ctx: commands.Context[TrainerBot], error: commands.CommandError) -> None:
-        text = self.message_for(ctx, error)
+        text = fit(self.message_for(ctx, error))
         try:
             await ctx.send(text, allowed_mentions=ALLOWED_MENTIONS, ephemeral=ctx.interaction is not None)
         except discord.HTTPException:

@@ -7,10 +7,11 @@ import io
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
+import aiohttp
 import discord
 from discord.ext import commands
 
-from trainerbot.core.errors import TooLarge
+from trainerbot.core.errors import TooLarge, UserError
 from trainerbot.core.files import human_size
 from trainerbot.core.messages import Caller, Reply, Upload
 from trainerbot.core.text import split_message
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 T = TypeVar("T")
 
+DOWNLOAD_CHUNK = 64 * 1024
+DOWNLOAD_TIMEOUT = aiohttp.ClientTimeout(total=300, sock_read=60)  # Discord's CDN is fast; a stall is a failure
 # Replies may mention the people they answer, never @everyone, @here or a role.
 ALLOWED_MENTIONS = discord.AllowedMentions(everyone=False, roles=False, users=True, replied_user=False)
 
@@ -52,14 +55,37 @@ def caller_of(ctx: commands.Context[TrainerBot]) -> Caller:
 
 
 async def read_uploads(attachments: list[discord.Attachment], limit: int) -> list[Upload]:
-    """Downloads attachments after checking their declared size against the limit."""
+    """Downloads attachments within the limit: the declared size is checked first, the bytes as they arrive."""
     uploads = []
     for attachment in attachments:
         if attachment.size > limit:
             raise TooLarge(f"{attachment.filename} is {human_size(attachment.size)}; the limit is {human_size(limit)}.")
-        data = await attachment.read()
+        data = await download(attachment.url, attachment.filename, limit)
         uploads.append(Upload(attachment.filename, data, attachment.size))
     return uploads
+
+
+async def download(url: str, name: str, limit: int) -> bytes:
+    """A file from Discord's CDN, given up as soon as more than ``limit`` bytes arrive.
+
+    The size an attachment declares is not trusted: the bytes are counted as they come, so a
+    file that is bigger than it said costs the limit in memory, never its own size.
+    """
+    received = bytearray()
+    try:
+        async with aiohttp.ClientSession(timeout=DOWNLOAD_TIMEOUT) as session, session.get(url) as response:
+            if response.status != 200:
+                raise UserError(f"I couldn't download {name} from Discord (HTTP {response.status}); send it again.")
+            async for chunk in response.content.iter_chunked(DOWNLOAD_CHUNK):
+                received += chunk
+                if len(received) > limit:
+                    raise TooLarge(
+                        f"{name} is larger than it said it was, and over the limit of {human_size(limit)}; "
+                        "nothing of it was kept."
+                    )
+    except (aiohttp.ClientError, TimeoutError):
+        raise UserError(f"I couldn't download {name} from Discord; send it again.") from None
+    return bytes(received)
 
 
 def attachments_of(ctx: commands.Context[TrainerBot], given: discord.Attachment | None) -> list[discord.Attachment]:

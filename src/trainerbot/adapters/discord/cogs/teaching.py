@@ -61,7 +61,7 @@ class Teaching(commands.Cog):
 
     @commands.hybrid_command(usage="[question => answer | file or directory] [positive=false] (+ attached file)")
     @app_commands.describe(
-        file="A .json, .jsonl, .csv or .txt file of examples",
+        file="A .json, .jsonl, .csv or .txt file of examples, or a .zip of them",
         data="`question => answer` (one a line), or a file or directory in the data directory",
         positive="False: these are answers the bot must not give",
     )
