@@ -1,0 +1,296 @@
+"""Simulated users for the load test (tests/test_load.py) and its benchmark (bench/load.py).
+
+Each simulated user has a channel of their own in the loopback guild, so that every answer can be
+told apart, and acts like a person: sends a message, waits for the answer, sends the next. The mix
+is greetings, taught questions, feedback, 👍 on answers, questions for the chat engine, and a few
+heavy commands (a test run, a voice message, and a training job from the admins). Everything runs
+for real: discord.py, the fake Discord, SQLite, MiniLM, llama.cpp and Whisper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import statistics
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.loopback_discord import FakeDiscord, FakeUser, GuildSetup, run_bot
+from tests.loopback_discord.payloads import EVERYONE_PERMISSIONS
+from trainerbot.app import Services, build_services
+from trainerbot.config import load_settings
+
+TAUGHT = {
+    "what time do you open": "We open at 9 every morning.",
+    "where is the shop": "At 12 Harbour Street, next to the bakery.",
+    "how do i reset my password": "Use the 'forgot password' link on the sign-in page.",
+    "do you ship abroad": "Yes, to every country in the EU.",
+    "can i pay by card": "Yes, every major card is accepted.",
+    "how long does delivery take": "Two to four working days.",
+}
+CHATTER = [
+    "tell me one fun fact about otters",
+    "what is a good name for a goldfish",
+    "say something kind about mondays",
+    "give me a tip for learning to juggle",
+]
+CLIP = Path(__file__).resolve().parents[2] / "shared" / "audio" / "cards_001.wav"  # a voice message, if there
+ADMIN_ROLE = "Trainer"
+LOAD_OWNER_ID = 900_000_000_000_000_999
+FIRST_USER_ID = 900_000_000_000_010_000
+FIRST_CHANNEL_ID = 900_000_000_000_020_000
+PROBLEMS = ("went wrong", "took too long", "failed while", "couldn't", "can't reach")
+
+
+def load_guild(users: int, admins: int = 2) -> GuildSetup:
+    """A guild with ``users`` members, the first ``admins`` of them with the admin role, each with a channel."""
+    people = [
+        FakeUser(FIRST_USER_ID + n, f"user{n}", role_names=(ADMIN_ROLE,) if n < admins else ()) for n in range(users)
+    ]
+    setup = GuildSetup(
+        extra_users=people,
+        text_channels={"general": FIRST_CHANNEL_ID - 1, **{f"room-{n}": FIRST_CHANNEL_ID + n for n in range(users)}},
+    )
+    setup.roles[ADMIN_ROLE] = (900_000_000_000_000_303, EVERYONE_PERMISSIONS)
+    return setup
+
+
+@asynccontextmanager
+async def loaded_bot(data_dir: Path, users: int) -> AsyncIterator[tuple[FakeDiscord, Services]]:
+    """The real bot with the default engines (short chat replies, no voice channel) on a load guild."""
+    from trainerbot.adapters.discord.bot import TrainerBot
+
+    settings = load_settings(
+        _env_file=None,
+        data_dir=data_dir,
+        owner_ids=[LOAD_OWNER_ID],
+        admin_roles=["Trainer"],
+        chat_engine="local",
+        chat_max_reply_tokens=24,
+        tts_engine="none",
+    )
+    services = build_services(settings)
+    try:
+        async with FakeDiscord(load_guild(users)) as server, run_bot(TrainerBot(services), server):
+            yield server, services
+    finally:
+        services.close()
+
+
+def rss_mb() -> float:
+    """The process's resident memory now (Linux), in MB."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+@dataclass
+class Figures:
+    users: int
+    messages: int = 0
+    seconds: float = 0.0
+    hi_ms: list[float] = field(default_factory=list)
+    answer_ms: dict[str, list[float]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    slowed_down: int = 0  # cooldown replies: answers, not errors
+    rss_warm_mb: float = 0.0
+    rss_after_mb: float = 0.0
+    longest_line: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        hi = sorted(self.hi_ms)
+        return {
+            "users": self.users,
+            "messages": self.messages,
+            "seconds": round(self.seconds, 1),
+            "errors": len(self.errors),
+            "hi_ms": {
+                "n": len(hi),
+                "median": round(statistics.median(hi), 1) if hi else None,
+                "p99": round(hi[min(len(hi) - 1, int(0.99 * len(hi)))], 1) if hi else None,
+                "max": round(hi[-1], 1) if hi else None,
+            },
+            "answer_median_ms": {k: round(statistics.median(v)) for k, v in self.answer_ms.items() if v},
+            "slowed_down": self.slowed_down,
+            "rss_warm_mb": round(self.rss_warm_mb),
+            "rss_after_mb": round(self.rss_after_mb),
+            "rss_growth": round(self.rss_after_mb / self.rss_warm_mb - 1, 3) if self.rss_warm_mb else None,
+            "longest_line": self.longest_line,
+        }
+
+
+class ErrorLog(logging.Handler):
+    """Keeps every ERROR the bot logs during the run: a load test passes only without any."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith("trainerbot") or record.name.startswith("discord"):
+            self.records.append(f"{record.name}: {record.getMessage()}")
+
+
+class SimulatedUser:
+    def __init__(self, server: FakeDiscord, services: Services, user: FakeUser, channel_id: int, figures: Figures):
+        self.server, self.services, self.user, self.channel_id, self.figures = (
+            server,
+            services,
+            user,
+            channel_id,
+            figures,
+        )
+        self.answers: list[dict[str, Any]] = []
+
+    async def send(self, content: str, **kwargs: Any) -> dict[str, Any]:
+        self.figures.messages += 1
+        return await self.server.send_message(content, author=self.user, channel_id=self.channel_id, **kwargs)
+
+    async def command(self, content: str, kind: str, **kwargs: Any) -> dict[str, Any]:
+        """A command; its answer is the bot's next message in this user's channel."""
+        started = time.perf_counter()
+        sent = await self.send(content, **kwargs)
+        [reply, *_] = await self.server.wait_for_bot_messages(self.channel_id, after=sent["id"], timeout=120)
+        self._note(kind, started, reply["content"])
+        return reply
+
+    async def ask(self, content: str, kind: str, **kwargs: Any) -> None:
+        """A message the bot answers (taught answer, chat engine, voice): complete once stored."""
+        started = time.perf_counter()
+        sent = await self.send(content, **kwargs)
+        store = self.services.store
+
+        def answered() -> dict[str, Any] | None:
+            for message in self.server.bot_messages(self.channel_id, after=sent["id"]):
+                reply = store.reply(int(message["id"]))
+                if reply is not None and reply.user_message_id == int(sent["id"]):
+                    return message
+                if any(problem in message["content"] for problem in PROBLEMS):
+                    return message
+            return None
+
+        try:
+            message = await self.server.wait_until(answered, 300, what=f"an answer to {content!r}")
+        except TimeoutError as exc:
+            self.figures.errors.append(f"{self.user.username}: {exc}")
+            return
+        self.answers.append(message)
+        self._note(kind, started, message["content"])
+
+    def _note(self, kind: str, started: float, reply: str) -> None:
+        elapsed = (time.perf_counter() - started) * 1000
+        self.figures.answer_ms.setdefault(kind, []).append(elapsed)
+        if kind == "hi":
+            self.figures.hi_ms.append(elapsed)
+        if reply.startswith("Slow down a little"):
+            self.figures.slowed_down += 1
+        elif any(problem in reply for problem in PROBLEMS):
+            self.figures.errors.append(f"{self.user.username} ({kind}): {reply[:200]}")
+
+    async def act(self, action: str, rng: random.Random, voice: bytes | None) -> None:
+        if action == "hi":
+            await self.command("!hi", "hi")
+        elif action == "taught":
+            await self.ask(rng.choice(list(TAUGHT)), "taught")
+        elif action == "feedback":
+            await self.command(f"!feedback nice bot, number {rng.randint(1, 999)}", "feedback")
+        elif action == "rate" and self.answers:
+            await self.server.add_reaction(rng.choice(self.answers)["id"], "👍", user=self.user)
+            self.figures.messages += 1
+        elif action == "chat":
+            await self.ask(rng.choice(CHATTER), "chat")
+        elif action == "test":
+            cases = json.dumps([{"input": q, "output": a} for q, a in list(TAUGHT.items())[:3]])
+            await self.command(f"!test {cases}", "test")
+        elif action == "voice" and voice is not None:
+            await self.ask("", "voice", attachments=[("voice-message.ogg", voice)], voice_seconds=3.0)
+        elif action == "train":
+            await self.command("!train what are your hours => We open at 9 every morning.", "train")
+        else:
+            await self.command("!hi", "hi")
+        await asyncio.sleep(rng.uniform(0, 0.05))  # a person's pause between messages
+
+
+def plan(index: int, messages: int, rng: random.Random, *, admin: bool, voice: bool) -> list[str]:
+    """What one user will send: mostly light, a little chat, at most one heavy command."""
+    light = ["hi"] * 5 + ["taught"] * 6 + ["feedback"] * 3 + ["rate"] * 2 + ["chat"] * 2
+    actions = [rng.choice(light) for _ in range(messages - 1)]
+    heavy = "train" if admin else "voice" if voice else "test" if index % 3 == 0 else "hi"
+    actions.insert(rng.randrange(len(actions) + 1), heavy)
+    return actions
+
+
+async def teach(services: Services) -> None:
+    """The taught answers, trained for real before the run (a job in its worker process)."""
+    from trainerbot.core.messages import Caller
+
+    owner = Caller(user_id=1, name="load", is_admin=True)
+    text = "\n".join(f"{q} => {a}\n{q}? => {a}" for q, a in TAUGHT.items())
+    started = services.teaching.train(owner, text, [])
+    deadline = time.monotonic() + 300
+    while not services.teaching.job_status(started.job_id)[1]:
+        assert time.monotonic() < deadline, "the taught answers did not finish training"
+        await asyncio.sleep(0.2)
+
+
+async def run_load(
+    server: FakeDiscord,
+    services: Services,
+    *,
+    users: int,
+    messages: int,
+    seed: int = 5,
+    voice_clip: Path | None = None,
+    voice_users: int = 3,
+) -> Figures:
+    """Warms up (every user says hello and asks the chat engine once), then runs the plan; returns the figures."""
+    from tests.test_speech import to_ogg_opus
+
+    figures = Figures(users=users)
+    rng = random.Random(seed)
+    voice = to_ogg_opus(voice_clip.read_bytes()) if voice_clip is not None and voice_clip.exists() else None
+    people = [u for u in server.setup.extra_users if u.id >= FIRST_USER_ID][:users]
+    simulated = [
+        SimulatedUser(server, services, person, FIRST_CHANNEL_ID + n, figures) for n, person in enumerate(people)
+    ]
+    errors = ErrorLog()
+    logging.getLogger().addHandler(errors)
+    try:
+        await teach(services)
+        await asyncio.gather(*(user.ask(CHATTER[n % len(CHATTER)], "warm-up") for n, user in enumerate(simulated)))
+        figures.rss_warm_mb = rss_mb()
+        started = time.perf_counter()
+        plans = [
+            plan(
+                n,
+                messages,
+                random.Random(rng.random()),
+                admin=ADMIN_ROLE in user.user.role_names,
+                voice=2 <= n < 2 + voice_users,  # the first two are admins
+            )
+            for n, user in enumerate(simulated)
+        ]
+
+        async def run(user: SimulatedUser, actions: list[str]) -> None:
+            user_rng = random.Random(user.user.id)
+            for action in actions:
+                await user.act(action, user_rng, voice)
+
+        await asyncio.gather(*(run(user, actions) for user, actions in zip(simulated, plans, strict=True)))
+        figures.seconds = time.perf_counter() - started
+        figures.rss_after_mb = rss_mb()
+    finally:
+        logging.getLogger().removeHandler(errors)
+    figures.errors += errors.records
+    queues = services.queues
+    figures.longest_line = {
+        "replies": queues.replies.longest_line,
+        "transcriptions": queues.transcriptions.longest_line,
+    }
+    return figures
