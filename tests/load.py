@@ -249,7 +249,7 @@ async def run_load(
     voice_clip: Path | None = None,
     voice_users: int = 3,
 ) -> Figures:
-    """Warms up (every user says hello and asks the chat engine once), then runs the plan; returns the figures."""
+    """Warms up, reads memory, runs every user's plan at once, reads memory again; returns the figures."""
     from tests.test_speech import to_ogg_opus
 
     figures = Figures(users=users)
@@ -263,7 +263,13 @@ async def run_load(
     logging.getLogger().addHandler(errors)
     try:
         await teach(services)
-        await asyncio.gather(*(user.ask(CHATTER[n % len(CHATTER)], "warm-up") for n, user in enumerate(simulated)))
+        # The warm-up: every user asks the chat engine once (filling its cache of conversation states),
+        # and each heavy kind runs once, so that what is loaded on first use is loaded before memory is read.
+        warm = [user.ask(CHATTER[n % len(CHATTER)], "warm-up") for n, user in enumerate(simulated)]
+        await asyncio.gather(*warm)
+        await simulated[-1].act("test", rng, voice)
+        if voice is not None:
+            await simulated[-1].act("voice", rng, voice)
         figures.rss_warm_mb = rss_mb()
         started = time.perf_counter()
         plans = [
