@@ -216,6 +216,12 @@ class Conversation:
         whose = "messages" if everyone else "of your messages"
         return Reply(f"Forgotten: {count} {whose} here, with my replies to them. Taught answers stay.")
 
+    def reset_windows(self, conversation_ids: Sequence[int]) -> None:
+        """Turns of these conversations were deleted: their next prompts start afresh."""
+        with self._windows_lock:
+            for conversation_id in conversation_ids:
+                self._windows.pop(conversation_id, None)
+
     # --- feedback ---------------------------------------------------------------------------
 
     def feedback(self, caller: Caller, text: str, about_message_id: int | None) -> Reply:

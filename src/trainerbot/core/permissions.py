@@ -8,4 +8,6 @@ from trainerbot.core.messages import Caller
 
 def require_admin(caller: Caller, action: str) -> None:
     if not caller.is_admin:
-        raise PermissionDenied(f"Sorry, only the bot's owners and members with an admin role can {action}.")
+        # Front ends make nobody an admin in direct messages (guild_id None): admin rights come with a server.
+        where = "" if caller.guild_id is not None else ", and only in a server"
+        raise PermissionDenied(f"Sorry, only the bot's owners and members with an admin role can {action}{where}.")

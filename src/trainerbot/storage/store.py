@@ -73,6 +73,37 @@ class IndexedExample:
     vector: bytes | None  # float32 MiniLM embedding, None until computed
 
 
+@dataclass(frozen=True)
+class Forgotten:
+    """What ``Store.forget_user`` deleted, kept and unlinked, counted by kind."""
+
+    messages: int  # chat turns the person wrote
+    answers: int  # the bot's chat turns answering them
+    reply_records: int  # which bot message answered which of their messages
+    feedback: int
+    reactions: int
+    corrections: int
+    examples: int  # examples their corrections made (deleted, with their embeddings)
+    test_runs: int
+    kept_trained: int  # examples they taught with !train: kept, without their name
+    kept_dataset: int  # examples of a dataset they selected: kept, without their name
+    unlinked: int  # jobs, datasets and personas they started, selected or set: kept, without their name
+    conversations: tuple[int, ...]  # where their turns were
+
+    @property
+    def deleted(self) -> int:
+        return (
+            self.messages
+            + self.answers
+            + self.reply_records
+            + self.feedback
+            + self.reactions
+            + self.corrections
+            + self.examples
+            + self.test_runs
+        )
+
+
 def _job(row: Any) -> Job:
     return Job(
         id=row["id"],
@@ -174,8 +205,13 @@ class Store:
     # --- example embeddings, for retrieval into chat prompts -------------------------
 
     def save_example_vectors(self, rows: Iterable[tuple[int, bytes]]) -> None:
+        """Stores embeddings; one whose example was deleted meanwhile (`!forget me`) is left out."""
         with self.db.transaction() as db:
-            db.executemany("INSERT OR REPLACE INTO example_vectors VALUES (?, ?)", rows)
+            db.executemany(
+                "INSERT OR REPLACE INTO example_vectors SELECT ?1, ?2"
+                " WHERE EXISTS (SELECT 1 FROM examples WHERE id = ?1)",
+                rows,
+            )
 
     def retrievable_state(self) -> tuple[int, int, int | None]:
         """Changes whenever the positive examples in use change: (largest id, count, selected dataset)."""
@@ -539,3 +575,84 @@ class Store:
             "SELECT count(*) AS n FROM test_failures WHERE run_id = (SELECT max(id) FROM test_runs)"
         )
         return int(row["n"]) if row else 0
+
+    # --- privacy: everything stored about one person ----------------------------------------
+
+    def user_data(self, user_id: int) -> dict[str, list[dict[str, Any]]]:
+        """Every row about one person, by table, read in one transaction so the copy is consistent."""
+        with self.db.transaction() as db:
+            return {
+                table: [dict(row) for row in db.execute(sql, (user_id,))] for table, sql in _ROWS_ABOUT_A_USER.items()
+            }
+
+    def forget_user(self, user_id: int) -> Forgotten:
+        """Deletes what one person gave the bot, all or nothing; see ``Forgotten`` for what is kept.
+
+        Examples count as approved (kept) when an admin put them in: through `!train` or a
+        selected dataset. Examples made by the person's own corrections are deleted.
+        """
+        with self.db.transaction() as db:
+
+            def count(sql: str) -> int:
+                return int(db.execute(sql, (user_id,)).fetchone()[0])
+
+            def change(sql: str) -> int:
+                return db.execute(sql, (user_id,)).rowcount
+
+            where = db.execute("SELECT DISTINCT conversation_id FROM chat_turns WHERE user_id = ?", (user_id,))
+            conversations = tuple(row[0] for row in where)
+            messages = count("SELECT count(*) FROM chat_turns WHERE user_id = ? AND role = 'user'")
+            answers = count("SELECT count(*) FROM chat_turns WHERE user_id = ? AND role = 'assistant'")
+            change("DELETE FROM chat_turns WHERE user_id = ?")
+            reply_records = change("DELETE FROM replies WHERE user_id = ?")
+            feedback = change("DELETE FROM feedback WHERE user_id = ?")
+            reactions = change("DELETE FROM reactions WHERE user_id = ?")
+            corrections = change("DELETE FROM corrections WHERE user_id = ?")  # first: they point at the examples
+            theirs = f"FROM examples WHERE author_id = ? AND NOT {_APPROVED}"
+            change(f"DELETE FROM example_vectors WHERE example_id IN (SELECT id {theirs})")
+            examples = change(f"DELETE {theirs}")
+            kept_trained = count("SELECT count(*) FROM examples WHERE author_id = ? AND dataset_id IS NULL")
+            kept_dataset = count("SELECT count(*) FROM examples WHERE author_id = ? AND dataset_id IS NOT NULL")
+            change("UPDATE examples SET author_id = NULL WHERE author_id = ?")
+            change("DELETE FROM test_failures WHERE run_id IN (SELECT id FROM test_runs WHERE user_id = ?)")
+            test_runs = change("DELETE FROM test_runs WHERE user_id = ?")
+            unlinked = (
+                change("UPDATE jobs SET requested_by = NULL WHERE requested_by = ?")
+                + change("UPDATE datasets SET created_by = NULL WHERE created_by = ?")
+                + change("UPDATE personas SET set_by = NULL WHERE set_by = ?")
+            )
+        return Forgotten(
+            messages=messages,
+            answers=answers,
+            reply_records=reply_records,
+            feedback=feedback,
+            reactions=reactions,
+            corrections=corrections,
+            examples=examples,
+            test_runs=test_runs,
+            kept_trained=kept_trained,
+            kept_dataset=kept_dataset,
+            unlinked=unlinked,
+            conversations=conversations,
+        )
+
+
+# An admin put these examples in: `!train` (admins only) or a selected dataset.
+_APPROVED = "(source LIKE 'train:%' OR dataset_id IS NOT NULL)"
+
+# Every table with a column naming a person, and the query for one person's rows. The bot's
+# chat turns carry the id of the person they answer, so "their history" is one condition.
+_ROWS_ABOUT_A_USER = {
+    "chat_turns": "SELECT * FROM chat_turns WHERE user_id = ? ORDER BY id",
+    "replies": "SELECT * FROM replies WHERE user_id = ? ORDER BY created_at, bot_message_id",
+    "feedback": "SELECT * FROM feedback WHERE user_id = ? ORDER BY id",
+    "reactions": "SELECT * FROM reactions WHERE user_id = ? ORDER BY id",
+    "corrections": "SELECT * FROM corrections WHERE user_id = ? ORDER BY id",
+    "examples": "SELECT * FROM examples WHERE author_id = ? ORDER BY id",
+    "test_runs": "SELECT * FROM test_runs WHERE user_id = ? ORDER BY id",
+    "test_failures": "SELECT * FROM test_failures WHERE run_id IN (SELECT id FROM test_runs WHERE user_id = ?)"
+    " ORDER BY id",
+    "jobs": "SELECT * FROM jobs WHERE requested_by = ? ORDER BY id",
+    "datasets": "SELECT * FROM datasets WHERE created_by = ? ORDER BY id",
+    "personas": "SELECT * FROM personas WHERE set_by = ? ORDER BY conversation_id",
+}

@@ -15,6 +15,7 @@ from trainerbot.adapters.discord.cogs.conversation import Conversation
 from trainerbot.adapters.discord.cogs.feedback import Feedback
 from trainerbot.adapters.discord.cogs.files import Files
 from trainerbot.adapters.discord.cogs.general import General
+from trainerbot.adapters.discord.cogs.privacy import Privacy
 from trainerbot.adapters.discord.cogs.teaching import Teaching
 from trainerbot.adapters.discord.cogs.voice import Voice
 from trainerbot.adapters.discord.errors import ErrorHandler
@@ -66,7 +67,7 @@ class TrainerBot(commands.Bot):
                 self.owner_ids = {member.id for member in info.team.members}
             else:
                 self.owner_id = info.owner.id
-        for cog in (ErrorHandler, General, Files, Feedback, Teaching, Admin, Voice, Conversation):
+        for cog in (ErrorHandler, General, Files, Feedback, Teaching, Privacy, Admin, Voice, Conversation):
             await self.add_cog(cog(self))
         if self.settings.dev_guild_id is not None:
             guild = discord.Object(self.settings.dev_guild_id)

@@ -82,7 +82,8 @@ class ErrorHandler(commands.Cog):
         if isinstance(error, commands.NotOwner):
             return "Sorry, only the bot's owners can use this command."
         if isinstance(error, commands.NoPrivateMessage):
-            return "This command only works in a server, not in direct messages."
+            name = ctx.command.qualified_name if ctx.command else "this command"
+            return f"`{ctx.clean_prefix}{name}` only works in a server, not in direct messages."
         if isinstance(error, commands.CheckFailure):
             return "Sorry, you can't use this command here."
         reference = uuid.uuid4().hex[:8].upper()

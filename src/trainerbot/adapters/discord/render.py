@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import aiohttp
 import discord
+from discord import app_commands
 from discord.ext import commands
 
 from trainerbot.core.errors import TooLarge, UserError
@@ -34,13 +35,33 @@ async def in_thread(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs)
 
 
 def is_admin(bot: TrainerBot, user: discord.abc.User, guild: discord.Guild | None) -> bool:
+    """In a server: its owner, its Administrators, members with an admin role, and the bot's owners.
+
+    In direct messages nobody is: admin rights come with a server, so a DM reaches no admin
+    action even through a command that forgot ``server_only``.
+    """
+    if guild is None:
+        return False
     if user.id in bot.settings.owner_ids or user.id == bot.owner_id or user.id in (bot.owner_ids or ()):
         return True
-    if guild is None or not isinstance(user, discord.Member):
+    if not isinstance(user, discord.Member):
         return False
     if guild.owner_id == user.id or user.guild_permissions.administrator:
         return True
     return any(role.name in bot.settings.admin_roles for role in user.roles)
+
+
+def server_only() -> Callable[[T], T]:
+    """A hybrid command that works in servers only: refused in DMs in both forms, and not offered there.
+
+    ``commands.guild_only`` is the check (run for the slash form too); ``app_commands.guild_only``
+    also registers the command for server contexts only, so Discord does not list it in DMs.
+    """
+
+    def decorate(func: T) -> T:
+        return commands.guild_only()(app_commands.guild_only()(func))  # type: ignore[arg-type,return-value]
+
+    return decorate
 
 
 def caller_of(ctx: commands.Context[TrainerBot]) -> Caller:

@@ -6,10 +6,20 @@ from typing import TYPE_CHECKING
 
 from discord.ext import commands
 
-from trainerbot.adapters.discord.render import ALLOWED_MENTIONS
+from trainerbot.adapters.discord.render import ALLOWED_MENTIONS, server_only
 
 if TYPE_CHECKING:
     from trainerbot.adapters.discord.bot import TrainerBot
+
+
+async def owner_in_a_server(ctx: commands.Context[TrainerBot]) -> bool:
+    """The bot's owners, in a server. One check, so that in a DM everyone hears first that it is for servers:
+    discord.py does not keep the order of separate checks the same in the prefix and slash forms."""
+    if ctx.guild is None:
+        raise commands.NoPrivateMessage()
+    if not await ctx.bot.is_owner(ctx.author):
+        raise commands.NotOwner("Only the bot's owners can use this command.")
+    return True
 
 
 class Admin(commands.Cog):
@@ -17,7 +27,8 @@ class Admin(commands.Cog):
         self.bot = bot
 
     @commands.hybrid_command()
-    @commands.is_owner()
+    @server_only()
+    @commands.check(owner_in_a_server)
     async def sync(self, ctx: commands.Context[TrainerBot], scope: str = "global") -> None:
         """Register the slash commands with Discord: `global`, or `here` for this server only (owners)."""
         if scope == "here" and ctx.guild is not None:

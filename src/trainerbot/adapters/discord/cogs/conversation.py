@@ -12,6 +12,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from trainerbot.adapters.discord.cogs.privacy import forget_me
 from trainerbot.adapters.discord.cogs.voice import Voice as VoiceCog
 from trainerbot.adapters.discord.render import (
     ALLOWED_MENTIONS,
@@ -20,6 +21,7 @@ from trainerbot.adapters.discord.render import (
     is_admin,
     read_uploads,
     send_reply,
+    server_only,
 )
 from trainerbot.adapters.discord.voice import Speaker
 from trainerbot.core.conversation import NOTHING_TO_SAY, Prepared, Where
@@ -198,9 +200,16 @@ class Conversation(commands.Cog):
                 await asyncio.Event().wait()  # until cancelled by the first text
 
     @commands.hybrid_command()
-    @app_commands.describe(whose="`all` (admins, the default for them) or `mine` (the default for members)")
-    async def forget(self, ctx: commands.Context[TrainerBot], whose: Literal["all", "mine"] | None = None) -> None:
-        """Clear my memory of this channel's conversation (members: only their own messages)."""
+    @app_commands.describe(
+        whose="`mine` (members' default), `all` (admins' default), or `me`: everything about you, everywhere"
+    )
+    async def forget(
+        self, ctx: commands.Context[TrainerBot], whose: Literal["all", "mine", "me"] | None = None
+    ) -> None:
+        """Forget this channel's conversation (members: their own messages); `me`: everything about you."""
+        if whose == "me":
+            await forget_me(ctx)
+            return
         caller = caller_of(ctx)
         everyone = caller.is_admin if whose is None else whose == "all"
         await send_reply(
@@ -209,6 +218,7 @@ class Conversation(commands.Cog):
 
     @commands.hybrid_command()
     @app_commands.describe(text="The new persona (admins), or `reset` for the default; leave out to see it")
+    @server_only()
     async def persona(self, ctx: commands.Context[TrainerBot], *, text: str = "") -> None:
         """Show how I behave in this channel, or set it (admins)."""
         reply = await in_thread(self.bot.services.conversation.persona, caller_of(ctx), where_of(ctx.channel), text)

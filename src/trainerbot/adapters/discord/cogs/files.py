@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from discord import app_commands
 from discord.ext import commands
 
-from trainerbot.adapters.discord.render import caller_of, in_thread, send_reply
+from trainerbot.adapters.discord.render import caller_of, in_thread, send_reply, server_only
 
 if TYPE_CHECKING:
     from trainerbot.adapters.discord.bot import TrainerBot
@@ -19,6 +19,7 @@ class Files(commands.Cog):
 
     @commands.hybrid_command()
     @app_commands.describe(path="A file inside the data directory, e.g. archives/faq.zip")
+    @server_only()
     async def getfile(self, ctx: commands.Context[TrainerBot], *, path: str) -> None:
         """Send a file from the data directory (owners and admins)."""
         await ctx.defer()
@@ -26,6 +27,7 @@ class Files(commands.Cog):
 
     @commands.hybrid_command()
     @app_commands.describe(directory="A directory inside the data directory")
+    @server_only()
     async def archive(self, ctx: commands.Context[TrainerBot], *, directory: str) -> None:
         """Zip a directory of the data directory (owners and admins)."""
         await ctx.defer()

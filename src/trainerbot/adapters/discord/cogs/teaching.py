@@ -17,6 +17,7 @@ from trainerbot.adapters.discord.render import (
     in_thread,
     read_uploads,
     send_reply,
+    server_only,
 )
 from trainerbot.core.errors import InvalidInput
 from trainerbot.core.messages import Reply
@@ -65,6 +66,7 @@ class Teaching(commands.Cog):
         data="`question => answer` (one a line), or a file or directory in the data directory",
         positive="False: these are answers the bot must not give",
     )
+    @server_only()
     async def train(
         self,
         ctx: commands.Context[TrainerBot],
@@ -80,6 +82,7 @@ class Teaching(commands.Cog):
         await self._announce(ctx, started)
 
     @commands.hybrid_command()
+    @server_only()
     async def retrain(self, ctx: commands.Context[TrainerBot]) -> None:
         """Train again on everything collected (owners and admins)."""
         await self._announce(ctx, await in_thread(self.teaching.retrain, caller_of(ctx)))
@@ -116,6 +119,7 @@ class Teaching(commands.Cog):
         await send_reply(ctx, await in_thread(self.teaching.model_info))
 
     @commands.hybrid_command()
+    @server_only()
     async def rollback(self, ctx: commands.Context[TrainerBot]) -> None:
         """Go back to the previous model version (owners and admins)."""
         await send_reply(ctx, await in_thread(self.teaching.rollback, caller_of(ctx)))
@@ -125,6 +129,7 @@ class Teaching(commands.Cog):
         directory="A directory of example files in the data directory",
         positive="False: its examples are answers not to give",
     )
+    @server_only()
     async def select_dataset(self, ctx: commands.Context[TrainerBot], directory: str, positive: bool = True) -> None:
         """Choose a directory of examples for the next training and snapshot it (owners and admins)."""
         await ctx.defer()

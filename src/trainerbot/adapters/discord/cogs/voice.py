@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands, tasks
 
-from trainerbot.adapters.discord.render import send_reply
+from trainerbot.adapters.discord.render import send_reply, server_only
 from trainerbot.adapters.discord.voice import Speaker
 from trainerbot.core.errors import NotReady, PermissionDenied
 from trainerbot.core.messages import Reply
@@ -35,7 +35,7 @@ class Voice(commands.Cog):
             await self._leave(guild_id)
 
     @commands.hybrid_command()
-    @commands.guild_only()
+    @server_only()
     async def join(self, ctx: commands.Context[TrainerBot]) -> None:
         """Join your voice channel and speak my replies to the people in it."""
         voice = self.bot.services.voice
@@ -64,7 +64,7 @@ class Voice(commands.Cog):
         await send_reply(ctx, Reply(f"Joined {channel.mention}. I'll speak my replies to the people here."))
 
     @commands.hybrid_command()
-    @commands.guild_only()
+    @server_only()
     async def leave(self, ctx: commands.Context[TrainerBot]) -> None:
         """Leave the voice channel."""
         speaker = self.speakers.get(ctx.guild.id)  # type: ignore[union-attr]
