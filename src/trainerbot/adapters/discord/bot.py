@@ -19,6 +19,7 @@ from trainerbot.adapters.discord.cogs.privacy import Privacy
 from trainerbot.adapters.discord.cogs.teaching import Teaching
 from trainerbot.adapters.discord.cogs.voice import Voice
 from trainerbot.adapters.discord.errors import ErrorHandler
+from trainerbot.adapters.discord.limits import Cooldowns
 from trainerbot.adapters.discord.render import ALLOWED_MENTIONS
 from trainerbot.app import Services, build_services
 from trainerbot.config import Settings
@@ -67,6 +68,7 @@ class TrainerBot(commands.Bot):
                 self.owner_ids = {member.id for member in info.team.members}
             else:
                 self.owner_id = info.owner.id
+        self.add_check(Cooldowns())
         for cog in (ErrorHandler, General, Files, Feedback, Teaching, Privacy, Admin, Voice, Conversation):
             await self.add_cog(cog(self))
         if self.settings.dev_guild_id is not None:

@@ -3,7 +3,7 @@
 1. Unknown command: "did you mean" with the closest command names.
 2. UserError from the core (bad file, refused path, no permission, ...): its message as is.
 3. Bad or missing arguments: what was wrong and the command's usage line.
-4. Failed checks (owner-only commands, DMs): a polite refusal.
+4. A cooldown: when the command can be used again. Failed checks (owner-only commands, DMs): a polite refusal.
 5. Anything else: a short apology with a reference code that is also in the log,
    next to the traceback. The bot keeps running.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import uuid
 from typing import TYPE_CHECKING
 
@@ -79,6 +80,10 @@ class ErrorHandler(commands.Cog):
             return str(error)
         if isinstance(error, commands.UserInputError | app_commands.TransformerError):
             return f"{error}\n{usage(ctx)}"
+        if isinstance(error, commands.CommandOnCooldown):
+            name = ctx.command.qualified_name if ctx.command else "this command"
+            wait = math.ceil(error.retry_after)
+            return f"Slow down a little: you can use `{ctx.clean_prefix}{name}` again in {wait} s."
         if isinstance(error, commands.NotOwner):
             return "Sorry, only the bot's owners can use this command."
         if isinstance(error, commands.NoPrivateMessage):

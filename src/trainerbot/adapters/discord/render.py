@@ -34,6 +34,11 @@ async def in_thread(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs)
     return await asyncio.to_thread(function, *args, **kwargs)
 
 
+def is_owner(bot: TrainerBot, user_id: int) -> bool:
+    """A configured owner, or the application's owner (or a member of its team)."""
+    return user_id in bot.settings.owner_ids or user_id == bot.owner_id or user_id in (bot.owner_ids or ())
+
+
 def is_admin(bot: TrainerBot, user: discord.abc.User, guild: discord.Guild | None) -> bool:
     """In a server: its owner, its Administrators, members with an admin role, and the bot's owners.
 
@@ -42,7 +47,7 @@ def is_admin(bot: TrainerBot, user: discord.abc.User, guild: discord.Guild | Non
     """
     if guild is None:
         return False
-    if user.id in bot.settings.owner_ids or user.id == bot.owner_id or user.id in (bot.owner_ids or ()):
+    if is_owner(bot, user.id):
         return True
     if not isinstance(user, discord.Member):
         return False

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from discord import app_commands
 from discord.ext import commands
 
+from trainerbot.adapters.discord.limits import per_person
 from trainerbot.adapters.discord.render import caller_of, in_thread, send_reply, server_only
 
 if TYPE_CHECKING:
@@ -19,6 +20,7 @@ class Files(commands.Cog):
 
     @commands.hybrid_command()
     @app_commands.describe(path="A file inside the data directory, e.g. archives/faq.zip")
+    @per_person(5, 60)
     @server_only()
     async def getfile(self, ctx: commands.Context[TrainerBot], *, path: str) -> None:
         """Send a file from the data directory (owners and admins)."""
@@ -27,6 +29,7 @@ class Files(commands.Cog):
 
     @commands.hybrid_command()
     @app_commands.describe(directory="A directory inside the data directory")
+    @per_person(2, 60)
     @server_only()
     async def archive(self, ctx: commands.Context[TrainerBot], *, directory: str) -> None:
         """Zip a directory of the data directory (owners and admins)."""

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from discord.ext import commands
 
+from trainerbot.adapters.discord.limits import per_person
 from trainerbot.adapters.discord.render import caller_of, in_thread, send_reply
 from trainerbot.core.messages import Reply
 
@@ -23,6 +24,7 @@ class General(commands.Cog):
         await send_reply(ctx, self.bot.services.conversation.greet(caller_of(ctx)))
 
     @commands.hybrid_command()
+    @per_person(2, 60)
     async def instruction(self, ctx: commands.Context[TrainerBot]) -> None:
         """Send the instructions: every command and how to teach the bot."""
         await send_reply(ctx, await in_thread(self.bot.services.conversation.instructions))

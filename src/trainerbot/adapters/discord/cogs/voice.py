@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands, tasks
 
+from trainerbot.adapters.discord.limits import per_person
 from trainerbot.adapters.discord.render import send_reply, server_only
 from trainerbot.adapters.discord.voice import Speaker
 from trainerbot.core.errors import NotReady, PermissionDenied
@@ -36,6 +37,7 @@ class Voice(commands.Cog):
 
     @commands.hybrid_command()
     @server_only()
+    @per_person(3, 60)
     async def join(self, ctx: commands.Context[TrainerBot]) -> None:
         """Join your voice channel and speak my replies to the people in it."""
         voice = self.bot.services.voice
