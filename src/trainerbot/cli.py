@@ -6,8 +6,11 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from pydantic import SecretStr
 
 from trainerbot.config import Settings, SettingsError, load_settings
 
@@ -15,6 +18,34 @@ if TYPE_CHECKING:
     from trainerbot.app import Services
 
 log = logging.getLogger("trainerbot")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+REDACTED = "[redacted]"
+
+
+class RedactingFormatter(logging.Formatter):
+    """Writes ``[redacted]`` wherever a secret appears in a log line, its traceback included.
+
+    trainerbot never logs a secret itself, but it does log what others say: a chat server's
+    error message can quote the API key it was sent (LiteLLM's proxy did), and a library
+    at DEBUG may print what it holds. Secrets under 8 characters are left alone: they are
+    placeholders (a local server's "none"), and blanking such words would garble the log.
+    """
+
+    def __init__(self, fmt: str, secrets: Iterable[str]) -> None:
+        super().__init__(fmt)
+        self._secrets = sorted({s for s in secrets if len(s) >= 8}, key=len, reverse=True)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        return text
+
+
+def settings_secrets(settings: Settings) -> list[str]:
+    """The values of every secret setting (the token, API keys)."""
+    values = (getattr(settings, name) for name in type(settings).model_fields)
+    return [value.get_secret_value() for value in values if isinstance(value, SecretStr)]
 
 
 def configure_logging(settings: Settings, console: bool) -> None:
@@ -23,12 +54,10 @@ def configure_logging(settings: Settings, console: bool) -> None:
     file_handler = logging.FileHandler(settings.data_dir / "trainerbot.log", encoding="utf-8")
     terminal = logging.StreamHandler(sys.stderr)
     terminal.setLevel(logging.WARNING if console else settings.log_level)
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        handlers=[file_handler, terminal],
-        force=True,
-    )
+    formatter = RedactingFormatter(LOG_FORMAT, settings_secrets(settings))
+    for handler in (file_handler, terminal):
+        handler.setFormatter(formatter)
+    logging.basicConfig(level=settings.log_level, handlers=[file_handler, terminal], force=True)
     logging.getLogger("discord").setLevel(logging.WARNING if console else logging.INFO)
 
 

@@ -25,6 +25,7 @@ class Listening:
             raise NotReady("I don't listen to audio here: speech recognition is turned off in my settings.")
         check_upload(upload, self.upload_limit)
         audio = decode(upload.data, upload.name, max_seconds=self.max_seconds)
+        log.info("transcribing %.1f s of audio (%s)", audio.seconds, self.recogniser.name)
         transcript = self.recogniser.transcribe(audio)
         log.info("transcribed %.1f s of audio in %.2f s (%s)", audio.seconds, transcript.seconds, self.recogniser.name)
         return check_transcript(transcript, upload.name)

@@ -65,7 +65,7 @@ def job_text(job: Job, queue_position: int = 0) -> str:
     if job.status == "failed":
         return f"{head} failed: {job.error}"
     if job.status == "interrupted":
-        return f"{head} was interrupted by a restart. Run `!retrain` to train again."
+        return f"{head} was interrupted by a restart. `!retry {job.id}` trains on the same examples again."
     result = job.result or {}
     accuracy = result.get("holdout_accuracy")
     checked = (
@@ -158,6 +158,41 @@ class TeachingService:
         if self.store.example_counts()["positive"] == 0:
             raise NotReady(f"Nothing has been taught yet. {TRAIN_USAGE}")
         return self._start(caller, "")
+
+    def retry(self, caller: Caller, job_id: int) -> JobStarted:
+        """A new job on exactly the examples an interrupted or failed job was given."""
+        require_admin(caller, "train the model")
+        job = self.store.job(job_id) if fits_id(job_id) else None
+        if job is None:
+            raise NotReady(f"There is no job #{_short(str(job_id), 30)}.")
+        if not job.finished:
+            raise NotReady(f"Training job #{job_id} is still {job.status}: `!job {job_id}` shows how far it is.")
+        if job.status == "succeeded":
+            raise NotReady(f"Training job #{job_id} succeeded; there is nothing to retry. `!retrain` trains again.")
+        later = self.store.later_job(job_id)
+        if later is not None:
+            # Its model would replace one trained on at least as much: an accidental rollback.
+            done = "succeeded" if later.status == "succeeded" else "is on its way"
+            raise NotReady(
+                f"Training job #{later.id}, started after #{job_id}, {done}; a retry of #{job_id} would replace "
+                f"its model with an older one. `!retrain` trains on everything collected."
+            )
+        started = self.jobs.start(requested_by=caller.user_id, channel_id=caller.channel_id, same_inputs_as=job_id)
+        counts = self.store.job_input_counts(started.id)
+        return JobStarted(
+            started.id,
+            f"Training job #{started.id} started in place of #{job_id}, on the same {counts['total']} examples "
+            f"({counts['outputs']} outputs). I will update this message as it goes.",
+        )
+
+    def restart_notices(self) -> list[tuple[int, str]]:
+        """Once after start-up: (channel id, message) telling each channel which of its jobs a restart ended."""
+        notices: dict[int, list[str]] = {}
+        for job_id in self.jobs.take_interrupted():
+            job = self.store.job(job_id)
+            if job is not None and job.channel_id is not None:
+                notices.setdefault(job.channel_id, []).append(job_text(job))
+        return [(channel_id, "\n".join(texts)) for channel_id, texts in notices.items()]
 
     def _start(self, caller: Caller, prefix: str) -> JobStarted:
         job = self.jobs.start(requested_by=caller.user_id, channel_id=caller.channel_id)

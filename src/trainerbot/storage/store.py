@@ -249,14 +249,23 @@ class Store:
 
     # --- jobs and model versions ------------------------------------------------
 
-    def create_job(self, *, requested_by: int | None, channel_id: int | None) -> Job:
+    def create_job(
+        self, *, requested_by: int | None, channel_id: int | None, same_inputs_as: int | None = None
+    ) -> Job:
+        """A queued job on everything taught so far, or on exactly what job ``same_inputs_as`` had."""
         with self.db.transaction() as db:
-            max_id = db.execute("SELECT coalesce(max(id), 0) FROM examples").fetchone()[0]
-            row = db.execute("SELECT value FROM state WHERE key = 'selected_dataset'").fetchone()
+            if same_inputs_as is None:
+                max_id = db.execute("SELECT coalesce(max(id), 0) FROM examples").fetchone()[0]
+                row = db.execute("SELECT value FROM state WHERE key = 'selected_dataset'").fetchone()
+                dataset_id = int(row[0]) if row else None
+            else:
+                max_id, dataset_id = db.execute(
+                    "SELECT max_example_id, dataset_id FROM jobs WHERE id = ?", (same_inputs_as,)
+                ).fetchone()
             job_id = db.execute(
                 "INSERT INTO jobs (status, requested_by, channel_id, max_example_id, dataset_id, created_at)"
                 " VALUES ('queued', ?, ?, ?, ?, ?)",
-                (requested_by, channel_id, max_id, int(row[0]) if row else None, utc_now()),
+                (requested_by, channel_id, max_id, dataset_id, utc_now()),
             ).lastrowid
         job = self.job(job_id)
         assert job is not None
@@ -271,19 +280,42 @@ class Store:
         assert row is not None
         return row["max_example_id"], row["dataset_id"]
 
+    def job_input_counts(self, job_id: int) -> dict[str, int]:
+        """How many examples and outputs a job trains on."""
+        row = self.db.query_one(
+            "SELECT count(e.id) AS total, count(DISTINCT e.output) AS outputs FROM jobs j"
+            " JOIN examples e ON e.id <= j.max_example_id AND (e.dataset_id IS NULL OR e.dataset_id IS j.dataset_id)"
+            " WHERE j.id = ?",
+            (job_id,),
+        )
+        assert row is not None
+        return {"total": row["total"], "outputs": row["outputs"]}
+
+    def later_job(self, job_id: int) -> Job | None:
+        """The first job after ``job_id`` that succeeded or is on its way (queued or running), if any."""
+        row = self.db.query_one(
+            "SELECT * FROM jobs WHERE id > ? AND status IN ('queued', 'running', 'succeeded') ORDER BY id LIMIT 1",
+            (job_id,),
+        )
+        return _job(row) if row else None
+
     def recent_jobs(self, limit: int = 10) -> list[Job]:
         return [_job(r) for r in self.db.query("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,))]
 
-    def mark_job_running(self, job_id: int) -> None:
+    def mark_job_running(self, job_id: int) -> bool:
+        """False when the job is no longer queued (a restart marked it interrupted)."""
         with self.db.transaction() as db:
-            db.execute(
+            cursor = db.execute(
                 "UPDATE jobs SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'",
                 (utc_now(), job_id),
             )
+            return cursor.rowcount == 1
 
     def update_job_progress(self, job_id: int, progress: float, stage: str) -> None:
         with self.db.transaction() as db:
-            db.execute("UPDATE jobs SET progress = ?, stage = ? WHERE id = ?", (progress, stage, job_id))
+            db.execute(
+                "UPDATE jobs SET progress = ?, stage = ? WHERE id = ? AND status = 'running'", (progress, stage, job_id)
+            )
 
     def finish_job(
         self,
@@ -292,10 +324,17 @@ class Store:
         error: str | None = None,
         result: dict[str, Any] | None = None,
         model_path: str | None = None,
-    ) -> None:
-        """Records the outcome; a success also adds the model version and makes it the one that serves."""
+    ) -> bool:
+        """Records the outcome; a success also adds the model version and makes it the one that serves.
+
+        Only a job still queued or running is finished: one a restart marked interrupted stays so,
+        and its model never serves. Returns whether the outcome was recorded.
+        """
         now = utc_now()
         with self.db.transaction() as db:
+            status = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if status is None or status[0] not in ("queued", "running"):
+                return False
             version_id = None
             if error is None and result is not None and model_path is not None:
                 version_id = db.execute(
@@ -318,6 +357,7 @@ class Store:
                     job_id,
                 ),
             )
+        return True
 
     def interrupt_unfinished_jobs(self) -> list[int]:
         """At start-up, jobs that were queued or running belong to a process that is gone."""

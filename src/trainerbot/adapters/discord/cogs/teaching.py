@@ -10,6 +10,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from trainerbot.adapters.discord.limits import per_person
 from trainerbot.adapters.discord.render import (
     ALLOWED_MENTIONS,
     attachments_of,
@@ -86,6 +87,25 @@ class Teaching(commands.Cog):
     async def retrain(self, ctx: commands.Context[TrainerBot]) -> None:
         """Train again on everything collected (owners and admins)."""
         await self._announce(ctx, await in_thread(self.teaching.retrain, caller_of(ctx)))
+
+    @commands.hybrid_command()
+    @app_commands.describe(job_id="The number of the interrupted or failed job")
+    @per_person(3, 60)
+    @server_only()
+    async def retry(self, ctx: commands.Context[TrainerBot], job_id: int) -> None:
+        """Train again on the same examples as an interrupted or failed job (owners and admins)."""
+        await self._announce(ctx, await in_thread(self.teaching.retry, caller_of(ctx), job_id))
+
+    @commands.Cog.listener()
+    async def on_ready(self) -> None:
+        """After a restart, each channel that was waiting on a training job is told it was interrupted."""
+        for channel_id, text in await in_thread(self.teaching.restart_notices):
+            channel = self.bot.get_channel(channel_id)
+            if isinstance(channel, discord.abc.Messageable):
+                try:
+                    await channel.send(text, allowed_mentions=ALLOWED_MENTIONS)
+                except discord.HTTPException as exc:
+                    log.warning("could not tell channel %s about interrupted jobs: %s", channel_id, exc)
 
     @commands.hybrid_command(usage="[JSON cases] (or an attached .json file)")
     @app_commands.describe(file="A .json file of test cases", cases='JSON: [{"input": ..., "output": ...}]')
