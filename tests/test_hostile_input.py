@@ -601,6 +601,21 @@ async def test_a_4000_character_message_is_answered_and_stored_as_sent(
     assert services.store.db.query_one("SELECT count(*) AS n FROM corrections")["n"] == 0
 
 
+@pytest.mark.usefixtures("bot")
+async def test_lone_surrogates_in_messages_and_feedback_are_stored_as_replacement_characters(
+    discord_server: FakeDiscord, services: Services
+) -> None:
+    """JSON can carry a lone surrogate (\\ud800) that UTF-8 and SQLite cannot: the message is still answered."""
+    reply = await say(discord_server, "broken \ud800 text")
+    assert "haven't learned that yet" in reply["content"]
+    thanks = await say(discord_server, "!feedback odd \udfff char")
+    assert thanks["content"].startswith("Thank you for the feedback")
+    [turn] = services.store.db.query("SELECT content FROM chat_turns WHERE role = 'user'")
+    assert turn["content"] == "broken \ufffd text"
+    [feedback] = services.store.db.query("SELECT text FROM feedback")
+    assert feedback["text"] == "odd \ufffd char"
+
+
 @pytest.fixture
 def lying_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every attachment the loopback Discord announces claims to be 10 bytes, whatever it holds."""

@@ -20,6 +20,7 @@ from trainerbot.chat.prompt import Prompt, build_prompt, examples_note
 from trainerbot.core.errors import InvalidInput, NotReady
 from trainerbot.core.messages import Caller, Reply
 from trainerbot.core.permissions import require_admin
+from trainerbot.core.text import valid_text
 from trainerbot.learning.jobs import ServingModel
 from trainerbot.learning.retrieval import ExampleIndex
 from trainerbot.storage.store import ReplyRecord, Store
@@ -108,6 +109,7 @@ class Conversation:
 
     def prepare(self, caller: Caller, text: str, where: Where) -> Prepared:
         """Stores the message, then answers it from what was taught or prepares the chat prompt."""
+        text = valid_text(text)
         turn_id = self.store.add_turn(
             conversation_id=where.conversation_id,
             guild_id=caller.guild_id,
@@ -197,6 +199,7 @@ class Conversation:
             origin = "set for this channel" if own else "the default"
             return Reply(f"The persona here ({origin}):\n> {current}")
         require_admin(caller, "change the persona")
+        text = valid_text(text)
         if text.lower() == "reset":
             self.store.set_persona(where.conversation_id, None, user_id=caller.user_id)
             return Reply(f"The persona here is the default again:\n> {self.options.persona}")
@@ -225,7 +228,7 @@ class Conversation:
     # --- feedback ---------------------------------------------------------------------------
 
     def feedback(self, caller: Caller, text: str, about_message_id: int | None) -> Reply:
-        text = text.strip()
+        text = valid_text(text.strip())
         if not text:
             raise InvalidInput("Tell me what you think: `!feedback <text>`.")
         if len(text) > MAX_FEEDBACK:
@@ -233,7 +236,7 @@ class Conversation:
         about = self.store.reply(about_message_id) if about_message_id else None
         self.store.add_feedback(
             user_id=caller.user_id,
-            user_name=caller.name,
+            user_name=valid_text(caller.name),
             guild_id=caller.guild_id,
             channel_id=caller.channel_id,
             message_id=caller.message_id,

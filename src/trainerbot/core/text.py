@@ -24,6 +24,14 @@ _CLOSE = "\n```"
 _PARAGRAPH, _LINE, _SENTENCE, _CODE_LINE, _SPACE, _CODE_SPACE, _HARD = range(7)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_text(text: str) -> str:
+    """The text with each lone surrogate (JSON can carry one; UTF-8 and SQLite cannot) made U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
 def progress_bar(fraction: float, width: int = 20) -> str:
     fraction = min(max(fraction, 0.0), 1.0)
     filled = round(fraction * width)
