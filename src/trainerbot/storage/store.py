@@ -249,9 +249,7 @@ class Store:
 
     # --- jobs and model versions ------------------------------------------------
 
-    def create_job(
-        self, *, requested_by: int | None, channel_id: int | None, same_inputs_as: int | None = None
-    ) -> Job:
+    def create_job(self, *, requested_by: int | None, channel_id: int | None, same_inputs_as: int | None = None) -> Job:
         """A queued job on everything taught so far, or on exactly what job ``same_inputs_as`` had."""
         with self.db.transaction() as db:
             if same_inputs_as is None:
