@@ -11,6 +11,7 @@ import asyncio
 import io
 from collections.abc import AsyncIterator
 
+import aiohttp
 import discord
 import pytest
 from discord.ext import commands
@@ -67,6 +68,13 @@ def make_bot() -> SelfTestBot:
         await ctx.send("finally")
 
     return bot
+
+
+async def seen_by(bot: SelfTestBot, message: dict, timeout: float = 5.0) -> None:
+    """Wait until the bot has had ``message`` (polled: the bot's side does not wake the server's waiters)."""
+    async with asyncio.timeout(timeout):
+        while int(message["id"]) not in bot.seen_message_ids:
+            await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -197,3 +205,57 @@ async def test_close_4000_then_resume_delivers_missed_message_once(server: FakeD
     assert bot.seen_message_ids.count(int(before["id"])) == 1
     assert server.gateway.identify_count == 1
     assert [resume["replayed"] for resume in server.gateway.resumes] == [1]
+
+
+async def test_a_nonce_with_enforce_nonce_creates_one_message(server: FakeDiscord, bot: SelfTestBot) -> None:
+    channel = bot.get_channel(server.channel_id)
+    first = await channel.send("once", nonce="n-1")
+    again = await channel.send("once", nonce="n-1")
+    other = await channel.send("twice", nonce="n-2")
+    assert again.id == first.id != other.id
+    assert [m["content"] for m in server.bot_messages()] == ["once", "twice"]
+    assert server.nonce_repeats == [first.id]
+
+
+async def test_a_send_whose_answer_was_lost_is_made_once(server: FakeDiscord, bot: SelfTestBot) -> None:
+    # discord.py 2.7 gives every send a random nonce with enforce_nonce and retries a 500 or 502
+    # itself: with the fake honouring the nonce, Discord's copy is returned instead of a second one.
+    channel = bot.get_channel(server.channel_id)
+    failure = server.fail_route(r"POST /channels/\d+/messages", status=502, processed=True)
+    sent = await channel.send("made before the 502")
+    assert failure.hits == 1 and len([r for r in server.requests if r.method == "POST"]) == 2
+    assert [m["content"] for m in server.bot_messages()] == ["made before the 502"]
+    assert server.nonce_repeats == [sent.id]
+
+
+async def test_a_resume_can_deliver_events_again(server: FakeDiscord, bot: SelfTestBot) -> None:
+    sent = await server.send_message("once, or more")
+    await seen_by(bot, sent)
+    server.repeat_events_on_resume(1)
+    await server.close_gateway(4000)
+    await asyncio.wait_for(bot.resumed.wait(), timeout=5)
+    assert bot.seen_message_ids.count(int(sent["id"])) == 2  # at least once, as Discord promises
+    assert server.gateway.resumes[-1]["replayed"] == 1
+
+
+async def test_events_before_a_new_identify_are_lost(server: FakeDiscord, bot: SelfTestBot) -> None:
+    async with server.hold_reconnects():
+        await server.invalidate_session(resumable=False)
+        lost = await server.send_message("said while the bot has no session")
+    await server.wait_until(lambda: server.gateway.identify_count == 2 and server.gateway.connected)
+    after = await server.send_message("said after it identified again")
+    await seen_by(bot, after)
+    assert int(lost["id"]) not in bot.seen_message_ids
+    assert server.gateway.resumes == []
+
+
+async def test_a_connection_cut_after_a_send_reaches_the_bot_as_an_error(server: FakeDiscord, bot: SelfTestBot) -> None:
+    # discord.py retries a reset connection only for BSD and Windows error numbers: here it raises,
+    # so repeating the send is the bot's job, and only the same nonce keeps it from doubling.
+    channel = bot.get_channel(server.channel_id)
+    server.fail_route(r"POST /channels/\d+/messages", processed=True, disconnect=True)
+    with pytest.raises(aiohttp.ClientError):
+        await channel.send("made, but the answer never came", nonce="n-4")
+    again = await channel.send("made, but the answer never came", nonce="n-4")
+    assert [m["content"] for m in server.bot_messages()] == ["made, but the answer never came"]
+    assert server.nonce_repeats == [again.id]

@@ -9,8 +9,11 @@ so a client that reconnects and RESUMEs with its last sequence number gets exact
 missed. Events for a session whose socket is down are kept for that replay.
 
 Faults for reliability tests: ``close`` (a close code), ``abort`` (TCP reset), ``send_reconnect``
-(op 7), ``invalidate_session`` (op 9) and ``outage`` (close, and hold reconnecting clients before
-HELLO until the block exits).
+(op 7), ``invalidate_session`` (op 9), ``hold_reconnects`` (clients that connect wait before HELLO
+until the block exits), ``outage`` (close, and hold) and ``repeat_on_resume`` (the next RESUME
+replays events the client already had: Discord's delivery is at least once, not exactly once).
+As on Discord, a session invalidated without being resumable is gone with every event it held,
+and events dispatched before the client IDENTIFYs again reach no session: they are lost.
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ class GatewaySession:
         self.bot_id = bot_id
         self.seq = 0
         self.history: list[tuple[int, str]] = []  # (sequence, serialised frame), for RESUME replays
+        self.ready_seq = 0  # the last event of the IDENTIFY (READY, GUILD_CREATEs): never replayed
         self.ws: web.WebSocketResponse | None = None
         self.request: web.Request | None = None
         self.lock = asyncio.Lock()  # keeps sequence numbers in the order frames hit the socket
@@ -168,6 +172,7 @@ class Gateway:
         self.identify_count = 0
         self.resumes: list[dict[str, Any]] = []  # {"session_id", "seq", "replayed"} per successful RESUME
         self.received: list[dict[str, Any]] = []  # every frame clients sent, for assertions
+        self.repeat_on_next_resume = 0  # events the next RESUME replays although the client had them
         self._open = asyncio.Event()
         self._open.set()
 
@@ -210,15 +215,28 @@ class Gateway:
             if not resumable:
                 del self.sessions[session_id]
 
+    def repeat_on_resume(self, events: int) -> None:
+        """Make the next RESUME replay from ``events`` events before the client's last sequence.
+
+        Never from before the session's READY and GUILD_CREATEs, which Discord does not resend.
+        """
+        self.repeat_on_next_resume = events
+
     @contextlib.asynccontextmanager
-    async def outage(self, close_code: int = 4000) -> AsyncIterator[None]:
-        """Close the sockets; clients that reconnect meanwhile wait for HELLO until the block exits."""
+    async def hold_reconnects(self) -> AsyncIterator[None]:
+        """Clients that connect inside the block wait for HELLO until it exits."""
         self._open.clear()
         try:
-            await self.close(close_code)
             yield
         finally:
             self._open.set()
+
+    @contextlib.asynccontextmanager
+    async def outage(self, close_code: int = 4000) -> AsyncIterator[None]:
+        """Close the sockets; clients that reconnect meanwhile wait for HELLO until the block exits."""
+        async with self.hold_reconnects():
+            await self.close(close_code)
+            yield
 
     async def shutdown(self) -> None:
         self._open.set()
@@ -290,6 +308,7 @@ class Gateway:
         await session.dispatch("READY", self._ready_payload(session, data.get("shard")))
         for guild in self._guild_payloads(session.intents):
             await session.dispatch("GUILD_CREATE", guild)
+        session.ready_seq = session.seq
         self._on_change()
         return session
 
@@ -302,7 +321,11 @@ class Gateway:
             await ws.send_str(json.dumps(_frame(INVALID_SESSION, False)))
             return None
         last_seq = data.get("seq") or 0
-        replayed = await session.resume(ws, request, last_seq)
+        replay_from = last_seq
+        if self.repeat_on_next_resume:
+            replay_from = max(session.ready_seq, last_seq - self.repeat_on_next_resume)
+            self.repeat_on_next_resume = 0
+        replayed = await session.resume(ws, request, replay_from)
         self.resumes.append({"session_id": session.session_id, "seq": last_seq, "replayed": replayed})
         self._on_change()
         return session

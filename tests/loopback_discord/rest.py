@@ -12,6 +12,9 @@ Conventions copied from Discord because discord.py depends on them:
   message, 50035 invalid form body).
 * Everything the bot creates or edits is also dispatched over the gateway (MESSAGE_CREATE /
   MESSAGE_UPDATE / MESSAGE_DELETE / MESSAGE_REACTION_*), except ephemeral messages.
+* A message created with a ``nonce`` and ``enforce_nonce: true`` is created once: the same
+  nonce in the same channel within ``NONCE_WINDOW_SECONDS`` returns the message made the first
+  time (Discord keeps nonces "for the past few minutes"; the bot is the only author here).
 
 Requests to routes not implemented here are logged at ERROR level, listed in
 ``FakeDiscord.unknown_routes`` and answered 404, so gaps in the fake show up immediately.
@@ -46,6 +49,7 @@ log = logging.getLogger(__name__)
 Uploads = dict[int, tuple[str, bytes]]  # upload index (files[n]) -> (filename, bytes)
 
 MAX_CONTENT_LENGTH = 2000
+NONCE_WINDOW_SECONDS = 300
 TOO_LONG = {"content": {"_errors": [{"code": "BASE_TYPE_MAX_LENGTH", "message": "Must be 2000 or fewer in length."}]}}
 GATEWAY_ONLY_GUILD_FIELDS = (
     "members",
@@ -73,13 +77,20 @@ class RecordedRequest:
 
 @dataclass
 class InjectedFailure:
-    """Makes requests matching ``pattern`` (regex searched in "METHOD /path") fail ``times`` times."""
+    """Makes requests matching ``pattern`` (regex searched in "METHOD /path") fail ``times`` times.
+
+    ``processed``: the request takes effect and only its answer is replaced by the failure, like
+    a response lost between Discord and the client. ``disconnect``: instead of any answer, the
+    TCP connection is cut (``status`` is then unused).
+    """
 
     pattern: str
     status: int
     times: int
     via_header: bool = True
     retry_after: float = 0.05
+    processed: bool = False
+    disconnect: bool = False
     hits: int = 0
 
 
@@ -152,41 +163,53 @@ class RestApi:
     @web.middleware
     async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         api_path = request.path.removeprefix("/api/v10") if request.path.startswith("/api/") else None
+        injected = None
         if api_path is not None:
             record = RecordedRequest(request.method, api_path, dict(request.query))
             self.server.requests.append(record)
             request[RECORD_KEY] = record
             injected = self._injected_failure(f"{request.method} {api_path}")
-            if injected is not None:
-                return injected
+            if injected is not None and not injected.processed:
+                return self._failure_response(request, injected)
             needs_auth = not api_path.startswith(("/webhooks/", "/interactions/"))
             if needs_auth and request.headers.get("Authorization") != f"Bot {self.server.token}":
                 return json_response({"message": "401: Unauthorized", "code": 0}, status=401)
         try:
-            return await handler(request)
+            response = await handler(request)
         except ApiError as error:
             body: dict[str, Any] = {"message": error.message, "code": error.code}
             if error.errors:
                 body["errors"] = error.errors
-            return json_response(body, status=error.status)
+            response = json_response(body, status=error.status)
         finally:
             self.server.notify_changed()
+        return self._failure_response(request, injected) if injected is not None else response
 
-    def _injected_failure(self, route: str) -> web.Response | None:
+    def _injected_failure(self, route: str) -> InjectedFailure | None:
         for failure in self.server.failures:
             if failure.hits < failure.times and re.search(failure.pattern, route):
                 failure.hits += 1
-                log.info("injecting HTTP %s into %s (%d/%d)", failure.status, route, failure.hits, failure.times)
-                if failure.status == 429:
-                    headers = {"Retry-After": str(failure.retry_after)}
-                    if failure.via_header:
-                        headers["Via"] = "1.1 google"
-                    body = {"message": "You are being rate limited.", "retry_after": failure.retry_after}
-                    return json_response({**body, "global": False}, status=429, headers=headers)
-                if failure.status == 500:
-                    return json_response({"message": "500: Internal Server Error", "code": 0}, status=500)
-                return web.Response(status=failure.status, text="<html>error</html>", content_type="text/html")
+                after = " after processing it" if failure.processed else ""
+                log.info(
+                    "injecting HTTP %s into %s%s (%d/%d)", failure.status, route, after, failure.hits, failure.times
+                )
+                return failure
         return None
+
+    @staticmethod
+    def _failure_response(request: web.Request, failure: InjectedFailure) -> web.Response:
+        if failure.disconnect and request.transport is not None:
+            request.transport.abort()  # the client sees the connection drop; the response goes nowhere
+            return web.Response(status=503)
+        if failure.status == 429:
+            headers = {"Retry-After": str(failure.retry_after)}
+            if failure.via_header:
+                headers["Via"] = "1.1 google"
+            body = {"message": "You are being rate limited.", "retry_after": failure.retry_after}
+            return json_response({**body, "global": False}, status=429, headers=headers)
+        if failure.status == 500:
+            return json_response({"message": "500: Internal Server Error", "code": 0}, status=500)
+        return web.Response(status=failure.status, text="<html>error</html>", content_type="text/html")
 
     async def read_body(self, request: web.Request) -> tuple[Any, Uploads]:
         """The JSON payload (or multipart payload_json) and uploaded files by index."""
@@ -353,6 +376,12 @@ class RestApi:
         if not placeholder:
             self._validate(body, uploads)
         server = self.server
+        nonce = body.get("nonce") if body.get("enforce_nonce") and interaction is None else None
+        if nonce is not None:
+            existing = server.message_with_nonce(channel_id, str(nonce), NONCE_WINDOW_SECONDS)
+            if existing is not None:
+                server.nonce_repeats.append(int(existing["id"]))
+                return existing
         message_id = server.ids.next()
         message = payloads.message_payload(
             message_id=message_id,
@@ -373,6 +402,8 @@ class RestApi:
             self._mark_as_interaction_response(message, interaction)
         server.messages[message_id] = message
         server.message_bodies[message_id] = [body]
+        if nonce is not None:
+            server.nonces[(channel_id, str(nonce))] = (message_id, time.monotonic())
         await self._broadcast("MESSAGE_CREATE", message)
         return message
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any, TypeVar
@@ -57,6 +58,8 @@ class FakeDiscord:
         self.deleted_messages: dict[int, dict[str, Any]] = {}
         self.message_bodies: dict[int, list[Any]] = {}  # bot's request bodies per message (create, edits)
         self.blobs: dict[int, bytes] = {}  # attachment id -> uploaded bytes
+        self.nonces: dict[tuple[int, str], tuple[int, float]] = {}  # (channel, nonce) -> (message id, when)
+        self.nonce_repeats: list[int] = []  # ids of messages returned again for a repeated nonce
         self.reactions: dict[int, dict[str, list[int]]] = {}  # message id -> emoji -> user ids
         self.global_commands: list[dict[str, Any]] = []
         self.guild_commands: dict[int, list[dict[str, Any]]] = {}
@@ -438,6 +441,19 @@ class FakeDiscord:
         await self.gateway.invalidate_session(resumable=resumable)
 
     @asynccontextmanager
+    async def hold_reconnects(self) -> AsyncIterator[None]:
+        """The bot's reconnects inside the block wait (before HELLO) until it exits.
+
+        Inject a fault inside it to keep the bot disconnected while users go on talking.
+        """
+        async with self.gateway.hold_reconnects():
+            yield
+
+    def repeat_events_on_resume(self, events: int) -> None:
+        """Make the next RESUME deliver the last ``events`` events again (at-least-once delivery)."""
+        self.gateway.repeat_on_resume(events)
+
+    @asynccontextmanager
     async def gateway_outage(self, close_code: int = 4000) -> AsyncIterator[None]:
         """Close the gateway and keep the bot from reconnecting until the block exits.
 
@@ -454,14 +470,19 @@ class FakeDiscord:
         times: int = 1,
         via_header: bool = True,
         retry_after: float = 0.05,
+        processed: bool = False,
+        disconnect: bool = False,
     ) -> InjectedFailure:
         """Answer the next ``times`` REST requests matching ``pattern`` with ``status``.
 
         ``pattern`` is a regex searched in ``"METHOD /path"`` (path without /api/v10), e.g.
         ``r"POST /channels/\\d+/messages"``. For 429 the body carries ``retry_after`` and, unless
         ``via_header`` is False, a ``Via`` header (without it discord.py assumes a Cloudflare ban).
+        ``processed``: the request is carried out first and only its answer is lost (a message
+        sent this way exists although the bot was told 500). ``disconnect``: cut the connection
+        instead of answering (with ``processed``, after carrying the request out).
         """
-        failure = InjectedFailure(pattern, status, times, via_header, retry_after)
+        failure = InjectedFailure(pattern, status, times, via_header, retry_after, processed, disconnect)
         self.failures.append(failure)
         return failure
 
@@ -476,6 +497,13 @@ class FakeDiscord:
         """Send a gateway event to the bot (buffered while it is disconnected)."""
         await self.gateway.dispatch(event, data)
         self.notify_changed()
+
+    def message_with_nonce(self, channel_id: int, nonce: str, window: float) -> dict[str, Any] | None:
+        """The message created in ``channel_id`` with ``nonce`` in the last ``window`` seconds, if any."""
+        found = self.nonces.get((channel_id, nonce))
+        if found is None or time.monotonic() - found[1] > window:
+            return None
+        return self.messages.get(found[0])
 
     def store_attachment(
         self, channel_id: int, filename: str, data: bytes, *, description: str | None = None

@@ -183,7 +183,23 @@ def _m002_conversations(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_conversations]
+def _m003_handled_messages(db: sqlite3.Connection) -> None:
+    # One row per Discord message the bot took on, so an event delivered twice (a replay after
+    # a resume, a catch-up after a new session, a restart) is answered once. Ids only, no content:
+    # a snowflake carries its creation time, which is all that pruning needs.
+    _run_script(
+        db,
+        """
+        CREATE TABLE handled_messages (
+            message_id INTEGER PRIMARY KEY,
+            channel_id INTEGER NOT NULL
+        );
+        CREATE INDEX handled_messages_channel ON handled_messages(channel_id, message_id)
+        """,
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_conversations, _m003_handled_messages]
 
 
 class Database:

@@ -18,6 +18,7 @@ from trainerbot.adapters.discord.cogs.general import General
 from trainerbot.adapters.discord.cogs.privacy import Privacy
 from trainerbot.adapters.discord.cogs.teaching import Teaching
 from trainerbot.adapters.discord.cogs.voice import Voice
+from trainerbot.adapters.discord.delivery import Inbox
 from trainerbot.adapters.discord.errors import ErrorHandler
 from trainerbot.adapters.discord.limits import Cooldowns
 from trainerbot.adapters.discord.render import ALLOWED_MENTIONS
@@ -60,6 +61,7 @@ class TrainerBot(commands.Bot):
         self.reply_edit_interval = reply_edit_interval  # seconds between edits of a streamed chat reply
         self.voice_client_class = voice_client_class  # tests give a double: the fake Discord has no voice servers
         self._tasks: set[asyncio.Task[None]] = set()
+        self.inbox = Inbox(services.store)  # each user message handled once, none missed across sessions
 
     async def setup_hook(self) -> None:
         if not self.owner_ids:  # no owners configured: the application's owner (or its team) is one
@@ -91,6 +93,9 @@ class TrainerBot(commands.Bot):
     async def on_message(self, message: discord.Message) -> None:
         if message.author.bot:
             return
+        if not await self.inbox.claim(message):  # delivered again (a replay, a catch-up): already handled
+            log.info("message %s was delivered again; it is handled once", message.id)
+            return
         ctx = await self.get_context(message)
         if ctx.prefix is not None:  # a command, known or not: the error handler answers unknown ones
             await self.invoke(ctx)
@@ -104,6 +109,11 @@ class TrainerBot(commands.Bot):
 
     async def on_ready(self) -> None:
         log.info("connected as %s (%s) to %d servers", self.user, self.user and self.user.id, len(self.guilds))
+        # A new session (not a RESUME): what was said while the bot had none never reaches it as events.
+        self.background(self._catch_up())
+
+    async def _catch_up(self) -> None:
+        await self.inbox.catch_up(self, self.on_message)
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -12,6 +12,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from trainerbot.adapters.discord.delivery import answer_nonce, send_once
 from trainerbot.core.errors import TooLarge, UserError
 from trainerbot.core.files import human_size
 from trainerbot.core.messages import Caller, Reply, Upload
@@ -127,7 +128,14 @@ async def send_reply(ctx: commands.Context[TrainerBot], reply: Reply) -> discord
     message = None
     for index, chunk in enumerate(chunks):
         last = index == len(chunks) - 1
-        files = [discord.File(io.BytesIO(f.data), filename=f.name) for f in reply.files] if last else []
-        message = await ctx.send(chunk, files=files, allowed_mentions=ALLOWED_MENTIONS)
+
+        def files(last: bool = last) -> list[discord.File]:
+            return [discord.File(io.BytesIO(f.data), filename=f.name) for f in reply.files] if last else []
+
+        if ctx.interaction is None:  # answers a message: sent once, whatever fails on the way
+            nonce = answer_nonce(ctx.message.id, "c", index)
+            message = await send_once(ctx, chunk, nonce=nonce, allowed_mentions=ALLOWED_MENTIONS, files=files)
+        else:  # an interaction's response cannot be repeated safely; discord.py's own retries only
+            message = await ctx.send(chunk, files=files(), allowed_mentions=ALLOWED_MENTIONS)
     assert message is not None
     return message

@@ -14,6 +14,7 @@ from discord.ext import commands
 
 from trainerbot.adapters.discord.cogs.privacy import forget_me
 from trainerbot.adapters.discord.cogs.voice import Voice as VoiceCog
+from trainerbot.adapters.discord.delivery import answer_nonce, edit_until_done, send_once
 from trainerbot.adapters.discord.render import (
     ALLOWED_MENTIONS,
     caller_of,
@@ -88,15 +89,18 @@ class StreamedReply:
         for index, content in enumerate(page for page in pages if page):
             if index < len(self.messages):
                 if self._shown[index] != content:
-                    self.messages[index] = await self.messages[index].edit(
-                        content=content, allowed_mentions=NO_MENTIONS
+                    self.messages[index] = await edit_until_done(
+                        self.messages[index], content, allowed_mentions=NO_MENTIONS
                     )
                     self._shown[index] = content
-            else:
-                if index == 0:
-                    sent = await self.question.reply(content, mention_author=False, allowed_mentions=NO_MENTIONS)
-                else:
-                    sent = await self.question.channel.send(content, allowed_mentions=NO_MENTIONS)
+            else:  # page n of the answer, posted once even if a send must be repeated
+                sent = await send_once(
+                    self.question.channel,
+                    content,
+                    nonce=answer_nonce(self.question.id, "a", index),
+                    reference=self.question if index == 0 else None,
+                    allowed_mentions=NO_MENTIONS,
+                )
                 self.messages.append(sent)
                 self._shown.append(content)
 
@@ -129,8 +133,12 @@ class Conversation(commands.Cog):
             await self._write(message, prepared)
             return
         sent = []
-        for chunk in split_message(prepared.answer.text):
-            sent.append(await message.reply(chunk, mention_author=False, allowed_mentions=ALLOWED_MENTIONS))
+        for index, chunk in enumerate(split_message(prepared.answer.text)):
+            nonce = answer_nonce(message.id, "a", index)
+            posted = send_once(
+                message.channel, chunk, nonce=nonce, reference=message, allowed_mentions=ALLOWED_MENTIONS
+            )
+            sent.append(await posted)
         self._speak(message, prepared.answer.text)
         await in_thread(
             conversation.finish, prepared, prepared.answer.text, prepared.answer.source, [m.id for m in sent]
@@ -153,12 +161,14 @@ class Conversation(commands.Cog):
             upload = (await read_uploads([attachment], self.bot.settings.upload_limit_bytes))[0]
             heard = await in_thread(self.bot.services.listening.transcribe, upload)
         except UserError as exc:
-            await message.reply(str(exc), mention_author=False, allowed_mentions=NO_MENTIONS)
+            nonce = answer_nonce(message.id, "h", 0)
+            await send_once(message.channel, str(exc), nonce=nonce, reference=message, allowed_mentions=NO_MENTIONS)
             return None
         finally:
             typing.cancel()
-        for chunk in split_message(quoted(heard)):
-            await message.reply(chunk, mention_author=False, allowed_mentions=NO_MENTIONS)
+        for index, chunk in enumerate(split_message(quoted(heard))):
+            nonce = answer_nonce(message.id, "h", index)
+            await send_once(message.channel, chunk, nonce=nonce, reference=message, allowed_mentions=NO_MENTIONS)
         return heard
 
     async def _write(self, message: discord.Message, prepared: Prepared) -> None:
@@ -185,7 +195,14 @@ class Conversation(commands.Cog):
         finally:
             typing.cancel()
         if not text.strip():
-            said = await message.reply(note or NOTHING_TO_SAY, mention_author=False, allowed_mentions=ALLOWED_MENTIONS)
+            nonce = answer_nonce(message.id, "a", 0)
+            said = await send_once(
+                message.channel,
+                note or NOTHING_TO_SAY,
+                nonce=nonce,
+                reference=message,
+                allowed_mentions=ALLOWED_MENTIONS,
+            )
             if not note:  # the model said nothing: stored like any reply, so it can be corrected into an answer
                 await in_thread(conversation.finish, prepared, NOTHING_TO_SAY, "fallback", [said.id])
             return

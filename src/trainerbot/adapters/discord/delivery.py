@@ -1,0 +1,222 @@
+"""Every user message answered exactly once, through dropped connections and failing requests.
+
+Discord delivers gateway events at least once: a RESUME can replay what the bot already had,
+and a session that cannot be resumed loses whatever happened before the new IDENTIFY. REST
+calls can fail after Discord carried them out (a 500 or 502 whose answer was lost), and a 429
+without a ``Via`` header reaches the bot as an error, which discord.py does not retry.
+This module owns the policy for both directions:
+
+* In: ``Inbox.claim`` records each message the bot takes on (SQLite, so it holds across a
+  restart); a message claimed before is not handled again. After every new session (READY
+  that is not a RESUME) ``Inbox.catch_up`` reads the recent history of the channels the bot
+  can read and handles, oldest first, the user messages it never claimed.
+* Out: every message posted in answer to a user message carries a nonce made from that
+  message's id, with ``enforce_nonce``, so sending it again returns the message made the first
+  time instead of a second one; sends and edits are retried on 429 and 5xx and on dropped
+  connections, a bounded number of times, after discord.py's own retries have given up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
+from typing import TypeVar
+
+import aiohttp
+import discord
+from discord.utils import time_snowflake, utcnow
+
+from trainerbot.storage.store import Store
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MAX_NONCE = 25  # Discord's limit on a nonce's length
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long to retry a request that failed in a way that may pass."""
+
+    attempts: int = 6
+    first_delay: float = 0.5  # doubled after each failure
+    max_delay: float = 30.0  # also caps a Retry-After the server asks for
+
+    def delay(self, failures: int, error: BaseException) -> float:
+        asked = _retry_after(error)
+        wanted = asked if asked is not None else self.first_delay * 2 ** (failures - 1)
+        return min(wanted, self.max_delay)
+
+
+RETRY = RetryPolicy()
+
+
+def _retry_after(error: BaseException) -> float | None:
+    if not isinstance(error, discord.HTTPException):
+        return None
+    headers = getattr(error.response, "headers", None) or {}
+    try:
+        return float(headers["Retry-After"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def may_pass(error: BaseException) -> bool:
+    """A failure worth retrying: rate limited, Discord's side failing, or the connection dropped."""
+    if isinstance(error, discord.HTTPException):
+        return error.status == 429 or error.status >= 500
+    return isinstance(error, aiohttp.ClientConnectionError | ConnectionError | TimeoutError)
+
+
+async def deliver(request: Callable[[], Awaitable[T]], what: str, policy: RetryPolicy = RETRY) -> T:
+    """``request()``, retried while it fails in a way that may pass; the last failure is raised.
+
+    ``request`` must be safe to repeat: an edit, or a send that carries a nonce.
+    """
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            return await request()
+        except Exception as error:
+            if attempt == policy.attempts or not may_pass(error):
+                raise
+            pause = policy.delay(attempt, error)
+            log.warning("%s failed (%s); trying again in %.2f s (%d/%d)", what, error, pause, attempt, policy.attempts)
+            await asyncio.sleep(pause)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def answer_nonce(question_id: int, kind: str, part: int) -> str:
+    """The nonce of part ``part`` of an answer to message ``question_id``.
+
+    ``kind`` (one letter) keeps apart the different messages one question gets: "a" the answer,
+    "h" what was heard in a voice message, "c" a command's reply, "e" an error.
+    """
+    nonce = f"{question_id}{kind}{part}"
+    if len(kind) != 1 or len(nonce) > MAX_NONCE:
+        raise ValueError(f"nonce {nonce!r} is not one letter of kind and at most {MAX_NONCE} characters")
+    return nonce
+
+
+async def send_once(
+    channel: discord.abc.Messageable,
+    content: str,
+    *,
+    nonce: str,
+    allowed_mentions: discord.AllowedMentions,
+    reference: discord.Message | None = None,
+    files: Callable[[], list[discord.File]] | None = None,
+) -> discord.Message:
+    """Posts a message that appears once however often it has to be sent.
+
+    ``files`` makes fresh ``discord.File`` objects for each attempt: a sent one is used up.
+    """
+    return await deliver(
+        lambda: channel.send(
+            content,
+            nonce=nonce,
+            reference=reference,
+            mention_author=False if reference is not None else None,
+            allowed_mentions=allowed_mentions,
+            files=files() if files is not None else None,
+        ),
+        f"sending message {nonce}",
+    )
+
+
+async def edit_until_done(
+    message: discord.Message, content: str, *, allowed_mentions: discord.AllowedMentions
+) -> discord.Message:
+    """Edits a message, retrying as ``deliver`` does: an edit is safe to repeat."""
+    return await deliver(
+        lambda: message.edit(content=content, allowed_mentions=allowed_mentions), f"editing message {message.id}"
+    )
+
+
+class Inbox:
+    """The messages the bot took on, so each is handled once and none is missed across a new session."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        keep: timedelta = timedelta(days=2),
+        window: timedelta = timedelta(minutes=15),
+        per_channel: int = 50,
+    ) -> None:
+        self.store = store
+        self.keep = keep  # how long a claim is remembered: far longer than any replay or catch-up reaches
+        self.window = window  # how far back a catch-up looks
+        self.per_channel = per_channel  # the newest messages a catch-up reads in each channel
+        # One thread for every claim: they finish in the order messages arrived, so the handlers that
+        # wait on them go on in that order too (a conversation's turns must not swap places).
+        self._claims = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inbox")
+
+    async def claim(self, message: discord.Message) -> bool:
+        """True the first time a message is seen; False when it was already taken on."""
+        forget_before = time_snowflake(utcnow() - self.keep)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._claims, partial(self.store.claim_message, message.id, message.channel.id, forget_before=forget_before)
+        )
+
+    async def catch_up(self, client: discord.Client, handle: Callable[[discord.Message], Awaitable[None]]) -> int:
+        """Handles the recent user messages that never reached the bot; returns how many there were.
+
+        Run after every READY that is not a RESUME. It looks back ``window``, but never past the
+        first message the bot ever handled: a fresh install does not answer what came before it.
+        """
+        first = await asyncio.to_thread(self.store.first_handled_message)
+        if first is None:
+            return 0
+        since = max(first, time_snowflake(utcnow() - self.window))
+        channels = [*self._readable_channels(client), *await self._direct_channels(client, since)]
+        missed = await asyncio.gather(*(self._catch_up_channel(channel, since, handle) for channel in channels))
+        if sum(missed):
+            log.info("caught up with %d message(s) sent while the bot was not connected", sum(missed))
+        return sum(missed)
+
+    def _readable_channels(self, client: discord.Client) -> Iterable[discord.abc.Messageable]:
+        for guild in client.guilds:
+            for channel in [*guild.text_channels, *guild.threads]:
+                allowed = channel.permissions_for(guild.me)
+                if allowed.view_channel and allowed.read_message_history:
+                    yield channel
+
+    async def _direct_channels(self, client: discord.Client, since: int) -> list[discord.DMChannel]:
+        """DMs cannot be listed; the ones where the bot answered someone lately are looked at."""
+        found = []
+        for channel_id in await asyncio.to_thread(self.store.channels_handled_since, since):
+            channel = client.get_channel(channel_id)
+            if channel is None:
+                try:
+                    channel = await client.fetch_channel(channel_id)
+                except discord.HTTPException as exc:
+                    log.info("catch-up: channel %s cannot be read (%s)", channel_id, exc)
+                    continue
+            if isinstance(channel, discord.DMChannel):
+                found.append(channel)
+        return found
+
+    async def _catch_up_channel(
+        self,
+        channel: discord.abc.Messageable,
+        since: int,
+        handle: Callable[[discord.Message], Awaitable[None]],
+    ) -> int:
+        async def recent() -> list[discord.Message]:
+            return [m async for m in channel.history(limit=self.per_channel) if m.id > since and not m.author.bot]
+
+        try:
+            messages = await deliver(recent, f"reading the history of channel {getattr(channel, 'id', '?')}")
+        except discord.HTTPException as exc:
+            log.warning("catch-up: cannot read channel %s (%s)", getattr(channel, "id", "?"), exc)
+            return 0
+        handled = await asyncio.to_thread(self.store.handled_among, [m.id for m in messages])
+        missed = sorted((m for m in messages if m.id not in handled), key=lambda m: m.id)
+        for message in missed:  # oldest first, one at a time: the conversation keeps its order
+            await handle(message)
+        return len(missed)
