@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from functools import partial
 from typing import TYPE_CHECKING, Literal
 
@@ -29,6 +30,7 @@ from trainerbot.core.conversation import NOTHING_TO_SAY, Prepared, Where
 from trainerbot.core.errors import ChatUnavailable, UserError
 from trainerbot.core.listening import quoted
 from trainerbot.core.messages import Caller
+from trainerbot.core.queue import Busy, WorkQueue
 from trainerbot.core.streaming import pieces_from_thread
 from trainerbot.core.text import PageSplitter, split_message
 from trainerbot.speech.audio import is_audio
@@ -56,12 +58,13 @@ class StreamedReply:
     message gets its final text and the reply continues in a new one at once.
     """
 
-    def __init__(self, question: discord.Message, interval: float) -> None:
+    def __init__(self, question: discord.Message, interval: float, first: discord.Message | None = None) -> None:
         self.question = question
         self.interval = interval
         self.splitter = PageSplitter()
-        self.messages: list[discord.Message] = []
-        self._shown: list[str] = []
+        # ``first``: a message already posted (the notice of a place in line) that becomes the reply's first page
+        self.messages: list[discord.Message] = [first] if first is not None else []
+        self._shown: list[str] = [first.content] if first is not None else []
         self._last_update = 0.0
 
     @property
@@ -105,9 +108,35 @@ class StreamedReply:
                 self._shown.append(content)
 
 
+class PlaceInLine:
+    """Tells someone who must wait for heavy work their place; the answer then takes that message's place."""
+
+    def __init__(self, question: discord.Message, queue: WorkQueue, kind: str = "a") -> None:
+        self.question = question
+        self.queue = queue
+        self.kind = kind  # the notice is the first message of the answer: it has that message's nonce
+        self.message: discord.Message | None = None
+
+    async def __call__(self, place: int) -> None:
+        text = f"⏳ You're number {place} in line for {self.queue.what}; I'll answer here when it's your turn."
+        try:
+            self.message = await send_once(
+                self.question.channel,
+                text,
+                nonce=answer_nonce(self.question.id, self.kind, 0),
+                reference=self.question,
+                allowed_mentions=NO_MENTIONS,
+            )
+        except discord.HTTPException as exc:  # the wait goes on without the notice
+            log.warning("could not post a place in line: %s", exc)
+
+
 class Conversation(commands.Cog):
     def __init__(self, bot: TrainerBot) -> None:
         self.bot = bot
+        # One message at a time per channel reaches the memory and the line for the engine, in the order
+        # they arrived; a lock lives as long as someone holds or awaits it.
+        self._arrival: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def answer(self, message: discord.Message) -> None:
         text = message.content.strip()
@@ -128,7 +157,9 @@ class Conversation(commands.Cog):
             message_id=message.id,
         )
         conversation = self.bot.services.conversation
-        prepared = await in_thread(conversation.prepare, caller, text, where_of(message.channel))
+        arrival = self._arrival.setdefault(message.channel.id, asyncio.Lock())
+        async with arrival:
+            prepared = await in_thread(conversation.prepare, caller, text, where_of(message.channel))
         if prepared.answer is None:
             await self._write(message, prepared)
             return
@@ -156,53 +187,66 @@ class Conversation(commands.Cog):
 
     async def _listen(self, message: discord.Message, attachment: discord.Attachment) -> str | None:
         """Transcribes an audio attachment and shows what was understood; None when nothing was."""
+        line = PlaceInLine(message, self.bot.services.queues.transcriptions, kind="h")
         typing = asyncio.create_task(self._typing(message.channel))
         try:
             upload = (await read_uploads([attachment], self.bot.settings.upload_limit_bytes))[0]
-            heard = await in_thread(self.bot.services.listening.transcribe, upload)
+            async with line.queue.turn(message.author.id, on_wait=line):
+                heard = await in_thread(self.bot.services.listening.transcribe, upload)
         except UserError as exc:
-            nonce = answer_nonce(message.id, "h", 0)
-            await send_once(message.channel, str(exc), nonce=nonce, reference=message, allowed_mentions=NO_MENTIONS)
+            await self._say(message, str(exc), line.message, kind="h")
             return None
         finally:
             typing.cancel()
-        for index, chunk in enumerate(split_message(quoted(heard))):
+        chunks = split_message(quoted(heard))
+        await self._say(message, chunks[0], line.message, kind="h")
+        for index, chunk in enumerate(chunks[1:], start=1):
             nonce = answer_nonce(message.id, "h", index)
             await send_once(message.channel, chunk, nonce=nonce, reference=message, allowed_mentions=NO_MENTIONS)
         return heard
 
+    async def _say(
+        self, message: discord.Message, text: str, notice: discord.Message | None, *, kind: str = "a"
+    ) -> discord.Message:
+        """Answers ``message``: in place of the notice of its place in line, if one was posted."""
+        if notice is not None:
+            return await edit_until_done(notice, text, allowed_mentions=NO_MENTIONS)
+        nonce = answer_nonce(message.id, kind, 0)
+        return await send_once(message.channel, text, nonce=nonce, reference=message, allowed_mentions=NO_MENTIONS)
+
     async def _write(self, message: discord.Message, prepared: Prepared) -> None:
         """Streams the chat engine's reply, with the typing indicator on until its first words."""
         conversation = self.bot.services.conversation
-        reply = StreamedReply(message, self.bot.reply_edit_interval)
+        line = PlaceInLine(message, self.bot.services.queues.replies)
         typing = asyncio.create_task(self._typing(message.channel))
         text, note = "", ""  # text: the reply so far, without the whitespace a model may start with
         speaker, spoken = self._speaker(message), 0  # said aloud a whole sentence at a time, as written
+        reply = StreamedReply(message, self.bot.reply_edit_interval)
         try:
-            pieces = pieces_from_thread(
-                partial(conversation.write, prepared), stall_timeout=conversation.options.stall_timeout
-            )
-            async for piece in pieces:
-                text = (text + piece).lstrip()
-                if text:
-                    await reply.update(text)
-                    typing.cancel()
-                if speaker is not None and (end := spoken_so_far(text, spoken)) > spoken:
-                    speaker.say(text[spoken:end])
-                    spoken = end
+            async with line.queue.turn(message.author.id, on_wait=line):
+                reply = StreamedReply(message, self.bot.reply_edit_interval, first=line.message)
+                pieces = pieces_from_thread(
+                    partial(conversation.write, prepared), stall_timeout=conversation.options.stall_timeout
+                )
+                async for piece in pieces:
+                    text = (text + piece).lstrip()
+                    if text:
+                        await reply.update(text)
+                        typing.cancel()
+                    if speaker is not None and (end := spoken_so_far(text, spoken)) > spoken:
+                        speaker.say(text[spoken:end])
+                        spoken = end
         except ChatUnavailable as exc:
             note = str(exc)
+        except Busy as exc:  # this person already has replies waiting: their message is remembered, not answered
+            typing.cancel()
+            nonce = answer_nonce(message.id, "b", 0)
+            await send_once(message.channel, str(exc), nonce=nonce, reference=message, allowed_mentions=NO_MENTIONS)
+            return
         finally:
             typing.cancel()
         if not text.strip():
-            nonce = answer_nonce(message.id, "a", 0)
-            said = await send_once(
-                message.channel,
-                note or NOTHING_TO_SAY,
-                nonce=nonce,
-                reference=message,
-                allowed_mentions=ALLOWED_MENTIONS,
-            )
+            said = await self._say(message, note or NOTHING_TO_SAY, line.message)
             if not note:  # the model said nothing: stored like any reply, so it can be corrected into an answer
                 await in_thread(conversation.finish, prepared, NOTHING_TO_SAY, "fallback", [said.id])
             return

@@ -67,6 +67,7 @@ class Teaching(commands.Cog):
         data="`question => answer` (one a line), or a file or directory in the data directory",
         positive="False: these are answers the bot must not give",
     )
+    @per_person(3, 60)
     @server_only()
     async def train(
         self,
@@ -83,6 +84,7 @@ class Teaching(commands.Cog):
         await self._announce(ctx, started)
 
     @commands.hybrid_command()
+    @per_person(3, 60)
     @server_only()
     async def retrain(self, ctx: commands.Context[TrainerBot]) -> None:
         """Train again on everything collected (owners and admins)."""
@@ -109,6 +111,7 @@ class Teaching(commands.Cog):
 
     @commands.hybrid_command(usage="[JSON cases] (or an attached .json file)")
     @app_commands.describe(file="A .json file of test cases", cases='JSON: [{"input": ..., "output": ...}]')
+    @per_person(5, 60)
     async def test(
         self, ctx: commands.Context[TrainerBot], file: discord.Attachment | None = None, *, cases: str = ""
     ) -> None:
@@ -149,6 +152,7 @@ class Teaching(commands.Cog):
         directory="A directory of example files in the data directory",
         positive="False: its examples are answers not to give",
     )
+    @per_person(2, 60)
     @server_only()
     async def select_dataset(self, ctx: commands.Context[TrainerBot], directory: str, positive: bool = True) -> None:
         """Choose a directory of examples for the next training and snapshot it (owners and admins)."""
