@@ -288,6 +288,57 @@ async def test_a_restart_answers_what_was_said_meanwhile_and_nothing_twice(tmp_p
             services.close()
 
 
+async def test_messages_a_restart_cut_off_are_taken_up_again_and_no_command_runs_twice(tmp_path: Path) -> None:
+    """The bot had taken these on (claimed, and the question stored) when it died: as a SIGKILL leaves them."""
+    engine = ScriptedEngine(SHORT)
+    settings = chat_settings(tmp_path)
+    async with FakeDiscord(guild_setup()) as server:
+        services = build_services(settings, make_engine=lambda settings, busy: engine)
+        try:
+            async with running_bot(services, server):
+                before = [await server.send_message("Hello there!")]
+                await all_answered(server, services, before)
+            # What a killed bot leaves behind: the messages claimed, a question already in memory.
+            async with server.hold_reconnects():
+                cut_off = [
+                    await server.send_message("Are you still thinking?", author=server.admin),
+                    await server.send_message("!feedback Nice work.", author=TRAINER),
+                ]
+            for message in cut_off:
+                assert services.store.claim_message(int(message["id"]), server.channel_id, forget_before=0)
+            services.store.add_turn(
+                conversation_id=server.channel_id,
+                guild_id=server.guild_id,
+                user_id=server.admin.id,
+                role="user",
+                content=cut_off[0]["content"],
+                message_id=int(cut_off[0]["id"]),
+            )
+        finally:
+            services.close()
+        services = build_services(settings, make_engine=lambda settings, busy: engine)
+        try:
+            async with running_bot(services, server):
+                question, command = cut_off
+                await all_answered(server, services, [*before, question])
+                [note] = await server.wait_for_bot_messages(
+                    after=command["id"], predicate=lambda m: m.get("nonce") == f"{command['id']}r0"
+                )
+                assert note["content"].startswith("I was restarted while working on this command")
+                assert note["message_reference"]["message_id"] == command["id"]
+                assert count(services, "SELECT count(*) FROM feedback") == 0  # not run a second time by itself
+                assert [m["nonce"] for m in answers(server)[int(command["id"])]] == [f"{command['id']}r0"]
+                answer = answers(server)[int(question["id"])]
+                assert [m["nonce"] for m in answer] == [f"{question['id']}a0"]
+                assert answer[0]["content"] == SHORT and answer[0]["message_reference"]["message_id"] == question["id"]
+                turns = "SELECT count(*) FROM chat_turns WHERE role = 'user' AND message_id = ?"
+                assert count(services, turns, int(question["id"])) == 1  # its memory reused, not stored twice
+                unfinished = services.store.unfinished_among([int(m["id"]) for m in [*before, *cut_off]])
+                assert unfinished == set()
+        finally:
+            services.close()
+
+
 async def test_a_fresh_install_does_not_answer_what_came_before_it(tmp_path: Path, discord_server: FakeDiscord) -> None:
     old = await discord_server.send_message("Said before the bot ever ran.")
     services = build_services(chat_settings(tmp_path), make_engine=lambda settings, busy: ScriptedEngine(SHORT))

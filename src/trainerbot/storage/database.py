@@ -185,16 +185,20 @@ def _m002_conversations(db: sqlite3.Connection) -> None:
 
 def _m003_handled_messages(db: sqlite3.Connection) -> None:
     # One row per Discord message the bot took on, so an event delivered twice (a replay after
-    # a resume, a catch-up after a new session, a restart) is answered once. Ids only, no content:
-    # a snowflake carries its creation time, which is all that pruning needs.
+    # a resume, a catch-up after a new session, a restart) is answered once, and one whose handling
+    # a restart cut off (``finished`` still 0) is taken up again. Ids only, no content: a snowflake
+    # carries its creation time, which is all that pruning needs.
     _run_script(
         db,
         """
         CREATE TABLE handled_messages (
             message_id INTEGER PRIMARY KEY,
-            channel_id INTEGER NOT NULL
+            channel_id INTEGER NOT NULL,
+            finished INTEGER NOT NULL DEFAULT 0
         );
-        CREATE INDEX handled_messages_channel ON handled_messages(channel_id, message_id)
+        CREATE INDEX handled_messages_channel ON handled_messages(channel_id, message_id);
+        CREATE INDEX chat_turns_message ON chat_turns(message_id);
+        CREATE INDEX replies_user_message ON replies(user_message_id)
         """,
     )
 

@@ -481,7 +481,15 @@ class Store:
         reply_to: int | None = None,
         source: str | None = None,
     ) -> int:
+        """Stores a turn; a user's message already stored (taken up again after a restart) is not stored twice."""
         with self.db.transaction() as db:
+            if role == "user" and message_id is not None:
+                row = db.execute(
+                    "SELECT id FROM chat_turns WHERE conversation_id = ? AND role = 'user' AND message_id = ?",
+                    (conversation_id, message_id),
+                ).fetchone()
+                if row is not None:
+                    return int(row["id"])
             return db.execute(
                 "INSERT INTO chat_turns (conversation_id, guild_id, user_id, role, content, message_id, reply_to,"
                 " source, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -638,6 +646,24 @@ class Store:
         sql = f"SELECT message_id FROM handled_messages WHERE message_id IN ({marks})"
         rows = self.db.query(sql, tuple(message_ids))
         return {row["message_id"] for row in rows}
+
+    def finish_message(self, message_id: int) -> None:
+        """The message's handling ended (answered, or refused with a reason)."""
+        with self.db.transaction() as db:
+            db.execute("UPDATE handled_messages SET finished = 1 WHERE message_id = ?", (message_id,))
+
+    def unfinished_among(self, message_ids: Sequence[int]) -> set[int]:
+        """Which of these messages were taken on but never finished (a restart cut them off)."""
+        if not message_ids:
+            return set()
+        marks = ", ".join("?" * len(message_ids))
+        sql = f"SELECT message_id FROM handled_messages WHERE finished = 0 AND message_id IN ({marks})"
+        return {row["message_id"] for row in self.db.query(sql, tuple(message_ids))}
+
+    def has_answer(self, user_message_id: int) -> bool:
+        """Whether an answer to this message was stored (it was given in full)."""
+        row = self.db.query_one("SELECT 1 FROM replies WHERE user_message_id = ? LIMIT 1", (user_message_id,))
+        return row is not None
 
     def first_handled_message(self) -> int | None:
         """The oldest message still on record as taken on (None: nothing handled yet)."""

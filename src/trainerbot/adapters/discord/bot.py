@@ -18,14 +18,18 @@ from trainerbot.adapters.discord.cogs.general import General
 from trainerbot.adapters.discord.cogs.privacy import Privacy
 from trainerbot.adapters.discord.cogs.teaching import Teaching
 from trainerbot.adapters.discord.cogs.voice import Voice
-from trainerbot.adapters.discord.delivery import Inbox
+from trainerbot.adapters.discord.delivery import Inbox, answer_nonce, send_once
 from trainerbot.adapters.discord.errors import ErrorHandler
 from trainerbot.adapters.discord.limits import Cooldowns
-from trainerbot.adapters.discord.render import ALLOWED_MENTIONS
+from trainerbot.adapters.discord.render import ALLOWED_MENTIONS, in_thread
 from trainerbot.app import Services, build_services
 from trainerbot.config import Settings
 
 log = logging.getLogger(__name__)
+CUT_OFF_COMMAND = (
+    "I was restarted while working on this command, so I can't tell whether it finished. "
+    "If its result isn't here, please send it again."
+)
 
 
 def intents() -> discord.Intents:
@@ -96,6 +100,11 @@ class TrainerBot(commands.Bot):
         if not await self.inbox.claim(message):  # delivered again (a replay, a catch-up): already handled
             log.info("message %s was delivered again; it is handled once", message.id)
             return
+        await self._handle(message)
+        # Not reached when the bot is stopped or killed mid-way: the next start takes the message up again.
+        await self.inbox.finish(message)
+
+    async def _handle(self, message: discord.Message) -> None:
         ctx = await self.get_context(message)
         if ctx.prefix is not None:  # a command, known or not: the error handler answers unknown ones
             await self.invoke(ctx)
@@ -107,18 +116,34 @@ class TrainerBot(commands.Bot):
             except Exception:
                 log.exception("failed to answer message %s", message.id)
 
+    async def _take_up(self, message: discord.Message) -> None:
+        """A message whose handling a restart cut off: answered now, but no command is run twice."""
+        ctx = await self.get_context(message)
+        if ctx.prefix is not None:  # it may have done its work already: the user decides
+            await send_once(
+                message.channel,
+                CUT_OFF_COMMAND,
+                nonce=answer_nonce(message.id, "r", 0),
+                reference=message,
+                allowed_mentions=ALLOWED_MENTIONS,
+            )
+        elif not await in_thread(self.services.store.has_answer, message.id):
+            await self._handle(message)  # its memory is reused, not stored twice; the same nonces
+        await self.inbox.finish(message)
+
     async def on_ready(self) -> None:
         log.info("connected as %s (%s) to %d servers", self.user, self.user and self.user.id, len(self.guilds))
         # A new session (not a RESUME): what was said while the bot had none never reaches it as events.
         self.background(self._catch_up())
 
     async def _catch_up(self) -> None:
-        await self.inbox.catch_up(self, self.on_message)
+        await self.inbox.catch_up(self, self.on_message, self._take_up)
 
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         await super().close()
+        self.inbox.close()
 
 
 def run_discord(settings: Settings) -> None:

@@ -9,7 +9,8 @@ This module owns the policy for both directions:
 * In: ``Inbox.claim`` records each message the bot takes on (SQLite, so it holds across a
   restart); a message claimed before is not handled again. After every new session (READY
   that is not a RESUME) ``Inbox.catch_up`` reads the recent history of the channels the bot
-  can read and handles, oldest first, the user messages it never claimed.
+  can read and handles, oldest first, the user messages it never claimed, and takes up again
+  those whose handling a restart cut off (claimed, never finished).
 * Out: every message posted in answer to a user message carries a nonce made from that
   message's id, with ``enforce_nonce``, so sending it again returns the message made the first
   time instead of a second one; sends and edits are retried on 429 and 5xx and on dropped
@@ -94,7 +95,8 @@ def answer_nonce(question_id: int, kind: str, part: int) -> str:
     """The nonce of part ``part`` of an answer to message ``question_id``.
 
     ``kind`` (one letter) keeps apart the different messages one question gets: "a" the answer,
-    "h" what was heard in a voice message, "c" a command's reply, "e" an error.
+    "h" what was heard in a voice message, "c" a command's reply, "e" an error, "b" a refusal for a
+    full queue, "r" the note on a command a restart cut off.
     """
     nonce = f"{question_id}{kind}{part}"
     if len(kind) != 1 or len(nonce) > MAX_NONCE:
@@ -155,26 +157,47 @@ class Inbox:
         # One thread for every claim: they finish in the order messages arrived, so the handlers that
         # wait on them go on in that order too (a conversation's turns must not swap places).
         self._claims = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inbox")
+        self._in_flight: set[int] = set()  # taken on by this process and not finished yet
 
     async def claim(self, message: discord.Message) -> bool:
         """True the first time a message is seen; False when it was already taken on."""
         forget_before = time_snowflake(utcnow() - self.keep)
-        return await asyncio.get_running_loop().run_in_executor(
+        claimed = await asyncio.get_running_loop().run_in_executor(
             self._claims, partial(self.store.claim_message, message.id, message.channel.id, forget_before=forget_before)
         )
+        if claimed:
+            self._in_flight.add(message.id)
+        return claimed
 
-    async def catch_up(self, client: discord.Client, handle: Callable[[discord.Message], Awaitable[None]]) -> int:
+    async def finish(self, message: discord.Message) -> None:
+        """The message was handled to the end; a restart from now on leaves it alone."""
+        self._in_flight.discard(message.id)
+        await asyncio.get_running_loop().run_in_executor(self._claims, self.store.finish_message, message.id)
+
+    def close(self) -> None:
+        self._claims.shutdown(wait=False)
+
+    async def catch_up(
+        self,
+        client: discord.Client,
+        handle: Callable[[discord.Message], Awaitable[None]],
+        take_up: Callable[[discord.Message], Awaitable[None]],
+    ) -> int:
         """Handles the recent user messages that never reached the bot; returns how many there were.
 
-        Run after every READY that is not a RESUME. It looks back ``window``, but never past the
-        first message the bot ever handled: a fresh install does not answer what came before it.
+        Messages taken on but never finished, by a process that is gone (a restart cut them
+        off), go to ``take_up`` instead. Run after every READY that is not a RESUME. It looks
+        back ``window``, but never past the first message the bot ever handled: a fresh install
+        does not answer what came before it.
         """
         first = await asyncio.to_thread(self.store.first_handled_message)
         if first is None:
             return 0
         since = max(first, time_snowflake(utcnow() - self.window))
         channels = [*self._readable_channels(client), *await self._direct_channels(client, since)]
-        missed = await asyncio.gather(*(self._catch_up_channel(channel, since, handle) for channel in channels))
+        missed = await asyncio.gather(
+            *(self._catch_up_channel(channel, since, handle, take_up) for channel in channels)
+        )
         if sum(missed):
             log.info("caught up with %d message(s) sent while the bot was not connected", sum(missed))
         return sum(missed)
@@ -206,6 +229,7 @@ class Inbox:
         channel: discord.abc.Messageable,
         since: int,
         handle: Callable[[discord.Message], Awaitable[None]],
+        take_up: Callable[[discord.Message], Awaitable[None]],
     ) -> int:
         async def recent() -> list[discord.Message]:
             return [m async for m in channel.history(limit=self.per_channel) if m.id > since and not m.author.bot]
@@ -215,8 +239,18 @@ class Inbox:
         except discord.HTTPException as exc:
             log.warning("catch-up: cannot read channel %s (%s)", getattr(channel, "id", "?"), exc)
             return 0
-        handled = await asyncio.to_thread(self.store.handled_among, [m.id for m in messages])
-        missed = sorted((m for m in messages if m.id not in handled), key=lambda m: m.id)
-        for message in missed:  # oldest first, one at a time: the conversation keeps its order
-            await handle(message)
-        return len(missed)
+        ids = [m.id for m in messages]
+        handled = await asyncio.to_thread(self.store.handled_among, ids)
+        cut_off = await asyncio.to_thread(self.store.unfinished_among, ids)
+        count = 0
+        for message in sorted(messages, key=lambda m: m.id):  # oldest first, one at a time: order is kept
+            if message.id not in handled:
+                await handle(message)
+            elif message.id in cut_off and message.id not in self._in_flight:  # not one being handled now
+                self._in_flight.add(message.id)
+                log.info("taking up message %s again: a restart cut off its handling", message.id)
+                await take_up(message)
+            else:
+                continue
+            count += 1
+        return count
