@@ -63,18 +63,13 @@ def load_guild(users: int, admins: int = 2) -> GuildSetup:
 
 
 @asynccontextmanager
-async def loaded_bot(data_dir: Path, users: int) -> AsyncIterator[tuple[FakeDiscord, Services]]:
+async def loaded_bot(data_dir: Path, users: int, **overrides: Any) -> AsyncIterator[tuple[FakeDiscord, Services]]:
     """The real bot with the default engines (short chat replies, no voice channel) on a load guild."""
     from trainerbot.adapters.discord.bot import TrainerBot
 
+    options: dict[str, Any] = {"chat_engine": "local", "chat_max_reply_tokens": 24, "tts_engine": "none"}
     settings = load_settings(
-        _env_file=None,
-        data_dir=data_dir,
-        owner_ids=[LOAD_OWNER_ID],
-        admin_roles=["Trainer"],
-        chat_engine="local",
-        chat_max_reply_tokens=24,
-        tts_engine="none",
+        _env_file=None, data_dir=data_dir, owner_ids=[LOAD_OWNER_ID], admin_roles=["Trainer"], **options | overrides
     )
     services = build_services(settings)
     try:
@@ -269,10 +264,11 @@ async def run_load(
     logging.getLogger().addHandler(errors)
     try:
         await teach(services)
-        # The warm-up: every user asks the chat engine once (filling its cache of conversation states),
+        # The warm-up: every user asks the chat engine three times (filling its cache of conversation states),
         # and each heavy kind runs once, so that what is loaded on first use is loaded before memory is read.
-        warm = [user.ask(CHATTER[n % len(CHATTER)], "warm-up") for n, user in enumerate(simulated)]
-        await asyncio.gather(*warm)
+        for turn in range(3):  # three turns: the saved model states fill their cache to its cap
+            warm = [user.ask(CHATTER[(n + turn) % len(CHATTER)], "warm-up") for n, user in enumerate(simulated)]
+            await asyncio.gather(*warm)
         await simulated[-1].act("test", rng, voice)
         if voice is not None:
             await simulated[-1].act("voice", rng, voice)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from threadpoolctl import threadpool_limits
 
+from trainerbot import allocator
 from trainerbot.chat import build_engine
 from trainerbot.chat.engine import ChatEngine
 from trainerbot.config import Settings
@@ -82,6 +83,7 @@ def build_services(
     """
     # Predictions are small products; BLAS threads fighting over two cores only slow them down.
     threadpool_limits(1)
+    allocator.return_large_blocks_to_the_system()
     data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(Database(settings.database_path))

@@ -26,6 +26,7 @@ import llama_cpp
 from llama_cpp import Llama, LlamaRAMCache, llama_set_n_threads
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+from trainerbot import allocator
 from trainerbot.chat.engine import CUT_SHORT, ChatMessage
 from trainerbot.core.errors import ChatUnavailable
 
@@ -150,7 +151,15 @@ class ConversationStateCache(LlamaRAMCache):
             shared = next((i for i, (a, b) in enumerate(zip(old, key, strict=False)) if a != b), len(old))
             if shared >= 0.9 * len(old):
                 del self.cache_state[old]
+        # A state carries a copy of the logits buffer (n_batch rows of the vocabulary: 12.6 MB here)
+        # that nothing reads unless every token's logits are kept; one row keeps load_state working.
+        value.scores = value.scores[-1:].copy()
         super().__setitem__(key, value)
+
+    @property
+    def cache_size(self) -> int:
+        """Every byte the states hold, not only llama.cpp's part (the base class counts that alone)."""
+        return sum(s.llama_state_size + s.scores.nbytes + s.input_ids.nbytes for s in self.cache_state.values())
 
 
 class LocalEngine:
@@ -260,6 +269,8 @@ class LocalEngine:
                 raise ChatUnavailable(
                     "The chat model failed while writing; the owners can find why in the log."
                 ) from exc
+            finally:
+                allocator.trim()  # the reply's saved state and buffers were just freed
 
     def _sampling(self, max_tokens: int) -> dict[str, float | int]:
         # repeat_penalty: small models loop without it.
