@@ -94,6 +94,7 @@ class Figures:
     answer_ms: dict[str, list[float]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     slowed_down: int = 0  # cooldown replies: answers, not errors
+    warm_up_turns: int = 0
     rss_warm_mb: float = 0.0
     rss_after_mb: float = 0.0
     longest_line: dict[str, int] = field(default_factory=dict)
@@ -113,6 +114,7 @@ class Figures:
             },
             "answer_median_ms": {k: round(statistics.median(v)) for k, v in self.answer_ms.items() if v},
             "slowed_down": self.slowed_down,
+            "warm_up_turns": self.warm_up_turns,
             "rss_warm_mb": round(self.rss_warm_mb),
             "rss_after_mb": round(self.rss_after_mb),
             "rss_growth": round(self.rss_after_mb / self.rss_warm_mb - 1, 3) if self.rss_warm_mb else None,
@@ -264,11 +266,16 @@ async def run_load(
     logging.getLogger().addHandler(errors)
     try:
         await teach(services)
-        # The warm-up: every user asks the chat engine three times (filling its cache of conversation states),
-        # and each heavy kind runs once, so that what is loaded on first use is loaded before memory is read.
-        for turn in range(3):  # three turns: the saved model states fill their cache to its cap
+        # The warm-up: every user asks the chat engine until its state cache is full (below), and each
+        # heavy kind runs once, so that what is loaded on first use is loaded before memory is read.
+        # The local engine's cache of conversation states grows to its cap and stays there; most of
+        # the memory a run adds otherwise is that cache filling up, so the warm-up runs until it is nearly full.
+        for turn in range(8):
             warm = [user.ask(CHATTER[(n + turn) % len(CHATTER)], "warm-up") for n, user in enumerate(simulated)]
             await asyncio.gather(*warm)
+            figures.warm_up_turns = turn + 1
+            if getattr(services.engine, "cache_fill", 1.0) >= 0.9:  # engines without such a cache: one turn
+                break
         await simulated[-1].act("test", rng, voice)
         if voice is not None:
             await simulated[-1].act("voice", rng, voice)

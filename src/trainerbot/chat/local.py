@@ -222,6 +222,12 @@ class LocalEngine:
             raise ChatUnavailable("The chat model could not be loaded; the owners can find why in the log.")
         return self._llama
 
+    @property
+    def cache_fill(self) -> float:
+        """How full the cache of conversation states is, 0 to 1: it grows to its cap, then stays there."""
+        cache = self._llama.cache if self._llama is not None else None
+        return cache.cache_size / self._cache_bytes if cache is not None and self._cache_bytes else 1.0
+
     def load(self) -> None:
         """Loads the model now rather than at the first message (called in a thread at start-up)."""
         with contextlib.suppress(ChatUnavailable):  # already logged; each reply will say so
