@@ -251,8 +251,12 @@ async def run_load(
     seed: int = 5,
     voice_clip: Path | None = None,
     voice_users: int = 3,
+    fill_cache: bool = True,
 ) -> Figures:
-    """Warms up, reads memory, runs every user's plan at once, reads memory again; returns the figures."""
+    """Warms up, reads memory, runs every user's plan at once, reads memory again; returns the figures.
+
+    ``fill_cache``: warm up until the chat engine's state cache is nearly full (for memory figures).
+    """
     from tests.test_speech import to_ogg_opus
 
     figures = Figures(users=users)
@@ -270,7 +274,7 @@ async def run_load(
         # heavy kind runs once, so that what is loaded on first use is loaded before memory is read.
         # The local engine's cache of conversation states grows to its cap and stays there; most of
         # the memory a run adds otherwise is that cache filling up, so the warm-up runs until it is nearly full.
-        for turn in range(8):
+        for turn in range(8 if fill_cache else 1):
             warm = [user.ask(CHATTER[(n + turn) % len(CHATTER)], "warm-up") for n, user in enumerate(simulated)]
             await asyncio.gather(*warm)
             figures.warm_up_turns = turn + 1
