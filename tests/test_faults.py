@@ -30,6 +30,8 @@ from tests.loopback_discord import FakeDiscord, run_bot
 from trainerbot.adapters.discord.delivery import MAX_NONCE, answer_nonce
 from trainerbot.app import Services, build_services
 from trainerbot.config import Settings, load_settings
+from trainerbot.storage.database import Database
+from trainerbot.storage.store import Store
 
 SHORT = "Here is what I think about that, in a few words."
 LONG = " ".join(f"Word{i}." for i in range(300))  # about 2,400 characters: two messages
@@ -90,13 +92,20 @@ async def running_bot(services: Services, server: FakeDiscord, edit_interval: fl
 
 
 @asynccontextmanager
-async def fault_bot(tmp_path: Path, engine: ScriptedEngine) -> AsyncIterator[tuple[FakeDiscord, Services]]:
-    services = build_services(chat_settings(tmp_path), make_engine=lambda settings, busy: engine)
+async def bot_session(settings: Settings, engine: ScriptedEngine, server: FakeDiscord) -> AsyncIterator[Services]:
+    """One run of the bot on ``server``, from start to stop; a later session on the same settings is a restart."""
+    services = build_services(settings, make_engine=lambda settings, busy: engine)
     try:
-        async with FakeDiscord(guild_setup()) as server, running_bot(services, server):
-            yield server, services
+        async with running_bot(services, server):
+            yield services
     finally:
         services.close()
+
+
+@asynccontextmanager
+async def fault_bot(tmp_path: Path, engine: ScriptedEngine) -> AsyncIterator[tuple[FakeDiscord, Services]]:
+    async with FakeDiscord(guild_setup()) as server, bot_session(chat_settings(tmp_path), engine, server) as services:
+        yield server, services
 
 
 # -- what "answered exactly once" means -------------------------------------------------------
@@ -267,25 +276,17 @@ async def test_a_restart_answers_what_was_said_meanwhile_and_nothing_twice(tmp_p
     engine = ScriptedEngine(SHORT)
     settings = chat_settings(tmp_path)
     async with FakeDiscord(guild_setup()) as server:
-        services = build_services(settings, make_engine=lambda settings, busy: engine)
-        try:
-            async with running_bot(services, server):
-                before = [await server.send_message("Hello there!"), await server.send_dm("Hello in private.")]
-                await all_answered(server, services, before)
-        finally:
-            services.close()
+        async with bot_session(settings, engine, server) as services:
+            before = [await server.send_message("Hello there!"), await server.send_dm("Hello in private.")]
+            await all_answered(server, services, before)
         meanwhile = [  # the bot is down: no session gets these
             await server.send_message("Anyone home?", author=server.admin),
             await server.send_message("!hi", author=server.owner),
             await server.send_dm("Still there?"),
         ]
-        services = build_services(settings, make_engine=lambda settings, busy: engine)
-        try:
-            async with running_bot(services, server):
-                await all_answered(server, services, before + meanwhile)
-                assert_answered_once(server, services, before + meanwhile, SHORT)
-        finally:
-            services.close()
+        async with bot_session(settings, engine, server) as services:
+            await all_answered(server, services, before + meanwhile)
+            assert_answered_once(server, services, before + meanwhile, SHORT)
 
 
 async def test_messages_a_restart_cut_off_are_taken_up_again_and_no_command_runs_twice(tmp_path: Path) -> None:
@@ -293,66 +294,55 @@ async def test_messages_a_restart_cut_off_are_taken_up_again_and_no_command_runs
     engine = ScriptedEngine(SHORT)
     settings = chat_settings(tmp_path)
     async with FakeDiscord(guild_setup()) as server:
-        services = build_services(settings, make_engine=lambda settings, busy: engine)
-        try:
-            async with running_bot(services, server):
-                before = [await server.send_message("Hello there!")]
-                await all_answered(server, services, before)
-            # What a killed bot leaves behind: the messages claimed, a question already in memory.
-            async with server.hold_reconnects():
-                cut_off = [
-                    await server.send_message("Are you still thinking?", author=server.admin),
-                    await server.send_message("!feedback Nice work.", author=TRAINER),
-                ]
-            for message in cut_off:
-                assert services.store.claim_message(int(message["id"]), server.channel_id, forget_before=0)
-            services.store.add_turn(
-                conversation_id=server.channel_id,
-                guild_id=server.guild_id,
-                user_id=server.admin.id,
-                role="user",
-                content=cut_off[0]["content"],
-                message_id=int(cut_off[0]["id"]),
+        async with bot_session(settings, engine, server) as services:
+            before = [await server.send_message("Hello there!")]
+            await all_answered(server, services, before)
+        async with server.hold_reconnects():
+            cut_off = [
+                await server.send_message("Are you still thinking?", author=server.admin),
+                await server.send_message("!feedback Nice work.", author=TRAINER),
+            ]
+        # What a killed bot leaves behind: the messages claimed, a question already in memory.
+        left_behind = Store(Database(settings.database_path))
+        for message in cut_off:
+            assert left_behind.claim_message(int(message["id"]), server.channel_id, forget_before=0)
+        left_behind.add_turn(
+            conversation_id=server.channel_id,
+            guild_id=server.guild_id,
+            user_id=server.admin.id,
+            role="user",
+            content=cut_off[0]["content"],
+            message_id=int(cut_off[0]["id"]),
+        )
+        left_behind.db.close()
+        async with bot_session(settings, engine, server) as services:
+            question, command = cut_off
+            await all_answered(server, services, [*before, question])
+            [note] = await server.wait_for_bot_messages(
+                after=command["id"], predicate=lambda m: m.get("nonce") == f"{command['id']}r0"
             )
-        finally:
-            services.close()
-        services = build_services(settings, make_engine=lambda settings, busy: engine)
-        try:
-            async with running_bot(services, server):
-                question, command = cut_off
-                await all_answered(server, services, [*before, question])
-                [note] = await server.wait_for_bot_messages(
-                    after=command["id"], predicate=lambda m: m.get("nonce") == f"{command['id']}r0"
-                )
-                assert note["content"].startswith("I was restarted while working on this command")
-                assert note["message_reference"]["message_id"] == command["id"]
-                assert count(services, "SELECT count(*) FROM feedback") == 0  # not run a second time by itself
-                assert [m["nonce"] for m in answers(server)[int(command["id"])]] == [f"{command['id']}r0"]
-                answer = answers(server)[int(question["id"])]
-                assert [m["nonce"] for m in answer] == [f"{question['id']}a0"]
-                assert answer[0]["content"] == SHORT and answer[0]["message_reference"]["message_id"] == question["id"]
-                turns = "SELECT count(*) FROM chat_turns WHERE role = 'user' AND message_id = ?"
-                assert count(services, turns, int(question["id"])) == 1  # its memory reused, not stored twice
-                unfinished = services.store.unfinished_among([int(m["id"]) for m in [*before, *cut_off]])
-                assert unfinished == set()
-        finally:
-            services.close()
+            assert note["content"].startswith("I was restarted while working on this command")
+            assert note["message_reference"]["message_id"] == command["id"]
+            assert count(services, "SELECT count(*) FROM feedback") == 0  # not run a second time by itself
+            assert [m["nonce"] for m in answers(server)[int(command["id"])]] == [f"{command['id']}r0"]
+            answer = answers(server)[int(question["id"])]
+            assert [m["nonce"] for m in answer] == [f"{question['id']}a0"]
+            assert answer[0]["content"] == SHORT and answer[0]["message_reference"]["message_id"] == question["id"]
+            turns = "SELECT count(*) FROM chat_turns WHERE role = 'user' AND message_id = ?"
+            assert count(services, turns, int(question["id"])) == 1  # its memory reused, not stored twice
+            assert services.store.unfinished_among([int(m["id"]) for m in [*before, *cut_off]]) == set()
 
 
 async def test_a_fresh_install_does_not_answer_what_came_before_it(tmp_path: Path, discord_server: FakeDiscord) -> None:
     old = await discord_server.send_message("Said before the bot ever ran.")
-    services = build_services(chat_settings(tmp_path), make_engine=lambda settings, busy: ScriptedEngine(SHORT))
-    try:
-        async with running_bot(services, discord_server):
-            question = await discord_server.send_message("Hello there!")
-            await all_answered(discord_server, services, [question])
-            await discord_server.invalidate_session(resumable=False)  # a catch-up now looks back 15 minutes
-            await discord_server.wait_until(lambda: discord_server.gateway.identify_count == 2)
-            await asyncio.sleep(0.5)
-            assert int(old["id"]) not in answers(discord_server)
-            assert_answered_once(discord_server, services, [question], SHORT)
-    finally:
-        services.close()
+    async with bot_session(chat_settings(tmp_path), ScriptedEngine(SHORT), discord_server) as services:
+        question = await discord_server.send_message("Hello there!")
+        await all_answered(discord_server, services, [question])
+        await discord_server.invalidate_session(resumable=False)  # a catch-up now looks back 15 minutes
+        await discord_server.wait_until(lambda: discord_server.gateway.identify_count == 2)
+        await asyncio.sleep(0.5)
+        assert int(old["id"]) not in answers(discord_server)
+        assert_answered_once(discord_server, services, [question], SHORT)
 
 
 def test_answer_nonces_fit_discord_limit() -> None:
