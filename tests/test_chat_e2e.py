@@ -193,6 +193,25 @@ async def test_a_correction_of_a_chat_reply_becomes_a_taught_answer(tmp_path: Pa
         assert [r["rating"] for r in rows] == [1]
 
 
+async def test_rating_correcting_and_feedback_during_a_streamed_reply_wait_for_it(tmp_path: Path) -> None:
+    text = " ".join(f"Word{i}." for i in range(120))
+    engine = ScriptedEngine(text, piece=16, delay=0.03)  # about 2 seconds of writing after the first page
+    async with chat_bot(tmp_path, scripted(engine), edit_interval=0.2) as (server, services):
+        sent = await server.send_message("Tell me many words.")
+        [first, *_] = await server.wait_for_bot_messages(after=sent["id"], timeout=30)
+        assert services.store.reply(int(first["id"])) is None  # still being written: nothing stored yet
+        await server.add_reaction(first["id"], "👍")
+        thanks = await wait_reply(server, "!feedback too many words", reply_to=first["id"])
+        fixed = await wait_reply(server, "!correct Just one word.", author=server.owner, reply_to=first["id"])
+        assert "which reply" in thanks["content"] and "Thanks! Noted" in fixed["content"]
+        [reply] = await answered(services, server, sent)
+        assert reply["id"] == first["id"]
+        [feedback] = services.store.db.query("SELECT about_message_id, about_reply FROM feedback")
+        assert feedback["about_message_id"] == int(first["id"]) and feedback["about_reply"].split() == text.split()
+        rows = services.store.db.query("SELECT rating FROM reactions WHERE bot_message_id = ?", (int(first["id"]),))
+        assert [r["rating"] for r in rows] == [1]
+
+
 async def test_hi_answers_quickly_while_a_long_reply_is_written(tmp_path: Path) -> None:
     async with chat_bot(tmp_path, chat_max_reply_tokens=400) as (server, services):
         sent = await server.send_message(STORY)

@@ -18,7 +18,7 @@ from trainerbot.adapters.discord.cogs.general import General
 from trainerbot.adapters.discord.cogs.privacy import Privacy
 from trainerbot.adapters.discord.cogs.teaching import Teaching
 from trainerbot.adapters.discord.cogs.voice import Voice
-from trainerbot.adapters.discord.delivery import Inbox, answer_nonce, send_once
+from trainerbot.adapters.discord.delivery import Inbox, RepliesInWriting, answer_nonce, send_once
 from trainerbot.adapters.discord.errors import ErrorHandler
 from trainerbot.adapters.discord.limits import Cooldowns
 from trainerbot.adapters.discord.render import ALLOWED_MENTIONS, in_thread
@@ -66,6 +66,7 @@ class TrainerBot(commands.Bot):
         self.voice_client_class = voice_client_class  # tests give a double: the fake Discord has no voice servers
         self._tasks: set[asyncio.Task[None]] = set()
         self.inbox = Inbox(services.store)  # each user message handled once, none missed across sessions
+        self.writing = RepliesInWriting()  # ratings, corrections and feedback wait for the reply they are about
 
     async def setup_hook(self) -> None:
         if not self.owner_ids:  # no owners configured: the application's owner (or its team) is one

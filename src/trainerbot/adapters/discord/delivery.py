@@ -20,8 +20,9 @@ This module owns the policy for both directions:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -254,3 +255,44 @@ class Inbox:
                 continue
             count += 1
         return count
+
+
+Posted = Callable[[Iterable["discord.Message | None"]], None]  # told of a reply's messages as they appear
+
+
+class RepliesInWriting:
+    """Bot messages of replies not yet stored: what refers to one waits until it is.
+
+    A reply is posted at its first words and stored when it is finished, seconds later. A 👍,
+    a correction or a piece of feedback about it in between would find nothing to attach to,
+    so each first waits for the reply it names (at most ``patience`` seconds).
+    """
+
+    def __init__(self, patience: float = 120.0) -> None:
+        self.patience = patience
+        self._stored: dict[int, asyncio.Event] = {}
+
+    @contextlib.contextmanager
+    def track(self) -> Iterator[Posted]:
+        """Yields ``posted(messages)``, to call as a reply's messages appear; all are released at the end."""
+        mine: set[int] = set()
+
+        def posted(messages: Iterable[discord.Message | None]) -> None:
+            for message in messages:
+                if message is not None and message.id not in mine:
+                    mine.add(message.id)
+                    self._stored.setdefault(message.id, asyncio.Event())
+
+        try:
+            yield posted
+        finally:
+            for message_id in mine:
+                if (stored := self._stored.pop(message_id, None)) is not None:
+                    stored.set()
+
+    async def stored(self, message_id: int | None) -> None:
+        """Returns once the reply carried by ``message_id`` is stored, or it is not one being written."""
+        stored = self._stored.get(message_id) if message_id is not None else None
+        if stored is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stored.wait(), self.patience)

@@ -15,7 +15,7 @@ from discord.ext import commands
 
 from trainerbot.adapters.discord.cogs.privacy import forget_me
 from trainerbot.adapters.discord.cogs.voice import Voice as VoiceCog
-from trainerbot.adapters.discord.delivery import answer_nonce, edit_until_done, send_once
+from trainerbot.adapters.discord.delivery import Posted, answer_nonce, edit_until_done, send_once
 from trainerbot.adapters.discord.render import (
     ALLOWED_MENTIONS,
     caller_of,
@@ -160,20 +160,23 @@ class Conversation(commands.Cog):
         arrival = self._arrival.setdefault(message.channel.id, asyncio.Lock())
         async with arrival:
             prepared = await in_thread(conversation.prepare, caller, text, where_of(message.channel))
-        if prepared.answer is None:
-            await self._write(message, prepared)
-            return
-        sent = []
-        for index, chunk in enumerate(split_message(prepared.answer.text)):
-            nonce = answer_nonce(message.id, "a", index)
-            posted = send_once(
-                message.channel, chunk, nonce=nonce, reference=message, allowed_mentions=ALLOWED_MENTIONS
+        with self.bot.writing.track() as posted:
+            if prepared.answer is None:
+                await self._write(message, prepared, posted)
+                return
+            sent = []
+            for index, chunk in enumerate(split_message(prepared.answer.text)):
+                nonce = answer_nonce(message.id, "a", index)
+                sent.append(
+                    await send_once(
+                        message.channel, chunk, nonce=nonce, reference=message, allowed_mentions=ALLOWED_MENTIONS
+                    )
+                )
+                posted(sent)
+            self._speak(message, prepared.answer.text)
+            await in_thread(
+                conversation.finish, prepared, prepared.answer.text, prepared.answer.source, [m.id for m in sent]
             )
-            sent.append(await posted)
-        self._speak(message, prepared.answer.text)
-        await in_thread(
-            conversation.finish, prepared, prepared.answer.text, prepared.answer.source, [m.id for m in sent]
-        )
 
     def _speaker(self, message: discord.Message) -> Speaker | None:
         """Where the reply is also said aloud: the bot's voice channel, when the author is in it."""
@@ -214,8 +217,11 @@ class Conversation(commands.Cog):
         nonce = answer_nonce(message.id, kind, 0)
         return await send_once(message.channel, text, nonce=nonce, reference=message, allowed_mentions=NO_MENTIONS)
 
-    async def _write(self, message: discord.Message, prepared: Prepared) -> None:
-        """Streams the chat engine's reply, with the typing indicator on until its first words."""
+    async def _write(self, message: discord.Message, prepared: Prepared, posted: Posted) -> None:
+        """Streams the chat engine's reply, with the typing indicator on until its first words.
+
+        ``posted`` is told of each message the reply shows in, until the reply is stored.
+        """
         conversation = self.bot.services.conversation
         line = PlaceInLine(message, self.bot.services.queues.replies)
         typing = asyncio.create_task(self._typing(message.channel))
@@ -232,6 +238,7 @@ class Conversation(commands.Cog):
                     text = (text + piece).lstrip()
                     if text:
                         await reply.update(text)
+                        posted(reply.messages)
                         typing.cancel()
                     if speaker is not None and (end := spoken_so_far(text, spoken)) > spoken:
                         speaker.say(text[spoken:end])
@@ -247,10 +254,12 @@ class Conversation(commands.Cog):
             typing.cancel()
         if not text.strip():
             said = await self._say(message, note or NOTHING_TO_SAY, line.message)
+            posted([said])
             if not note:  # the model said nothing: stored like any reply, so it can be corrected into an answer
                 await in_thread(conversation.finish, prepared, NOTHING_TO_SAY, "fallback", [said.id])
             return
         sent = await reply.finish(text, f"*(cut off: {note})*" if note else "")
+        posted(sent)
         if speaker is not None:
             speaker.say(text[spoken:])
         await in_thread(conversation.finish, prepared, text.strip(), "chat", [m.id for m in sent])

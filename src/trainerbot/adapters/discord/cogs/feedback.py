@@ -27,12 +27,14 @@ class Feedback(commands.Cog):
         """Tell the bot's owners what you think."""
         reference = ctx.message.reference if ctx.interaction is None else None
         about = reference.message_id if reference else None
+        await self.bot.writing.stored(about)
         await send_reply(ctx, await in_thread(self.bot.services.conversation.feedback, caller_of(ctx), text, about))
 
     @commands.Cog.listener()
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
         if self.bot.user is None or payload.user_id == self.bot.user.id:
             return
+        await self.bot.writing.stored(payload.message_id)
         stored = await in_thread(
             self.bot.services.teaching.rate, payload.user_id, payload.message_id, str(payload.emoji)
         )

@@ -164,6 +164,7 @@ class Teaching(commands.Cog):
     async def correct(self, ctx: commands.Context[TrainerBot], message_id: str, *, correction: str = "") -> None:
         """Correct one of my replies: as a reply to it, or with its message id."""
         target, text = _correction_target(ctx, message_id, correction)
+        await self.bot.writing.stored(target)
         await send_reply(ctx, await in_thread(self.teaching.correct, caller_of(ctx), target, text))
 
 
