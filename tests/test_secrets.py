@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import subprocess
 import sys
 from pathlib import Path
 
@@ -152,3 +153,27 @@ def test_a_secret_in_a_log_line_or_its_traceback_is_redacted(tmp_path: Path) -> 
     assert token not in text and api_key not in text
     assert "logging in with [redacted]" in text and "RuntimeError: the server said: bad key [redacted]" in text
     assert "none" in formatter.format(logging.LogRecord("x", logging.INFO, __file__, 1, "none left", (), None))
+
+
+@pytest.mark.parametrize("where", ["main", "thread"])
+def test_an_uncaught_exception_quoting_a_secret_is_redacted_on_stderr(tmp_path: Path, where: str) -> None:
+    api_key = f"sk-{secrets.token_hex(16)}"
+    crash = (
+        "import sys, threading\n"
+        "from trainerbot.cli import configure_logging\n"
+        "from trainerbot.config import load_settings\n"
+        f"settings = load_settings(_env_file=None, data_dir=sys.argv[1], openai_api_key={api_key!r})\n"
+        "configure_logging(settings, console=True)\n"
+        "def fail(): raise RuntimeError('the server said: bad key ' + settings.openai_api_key.get_secret_value())\n"
+        "if sys.argv[2] == 'thread':\n"
+        "    worker = threading.Thread(target=fail, name='worker'); worker.start(); worker.join()\n"
+        "else:\n"
+        "    fail()\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", crash, str(tmp_path), where], capture_output=True, text=True, timeout=60
+    )
+    assert ran.returncode == (1 if where == "main" else 0)
+    log_file = (tmp_path / "trainerbot.log").read_text()
+    for output in (ran.stderr, log_file):
+        assert api_key not in output and "RuntimeError: the server said: bad key [redacted]" in output

@@ -6,8 +6,10 @@ import argparse
 import json
 import logging
 import sys
+import threading
 from collections.abc import Iterable
 from pathlib import Path
+from types import TracebackType
 from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
@@ -59,6 +61,22 @@ def configure_logging(settings: Settings, console: bool) -> None:
         handler.setFormatter(formatter)
     logging.basicConfig(level=settings.log_level, handlers=[file_handler, terminal], force=True)
     logging.getLogger("discord").setLevel(logging.WARNING if console else logging.INFO)
+    # Python prints an uncaught exception straight to stderr, past the formatter: it goes through the log instead
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
+
+
+def _log_uncaught(kind: type[BaseException], error: BaseException, traceback: TracebackType | None) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, error, traceback)
+    else:
+        log.critical("uncaught exception", exc_info=(kind, error, traceback))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is not SystemExit:
+        where = args.thread.name if args.thread is not None else "a thread"
+        log.critical("uncaught exception in %s", where, exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
 
 
 def _services(settings: Settings, *, chat: bool = True) -> Services:
