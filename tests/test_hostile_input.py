@@ -34,6 +34,7 @@ from trainerbot.core.files import DataDirectory, FileService
 from trainerbot.core.messages import Caller, Upload
 from trainerbot.learning import archives
 from trainerbot.learning.archives import MAX_MEMBERS, MAX_RATIO, read_zip, shown
+from trainerbot.learning.datasets import DIRECTORY_LIMIT_FILES
 from trainerbot.learning.evaluation import parse_cases
 from trainerbot.learning.examples import MAX_TEXT, parse_inline, read_examples
 from trainerbot.speech.audio import decode
@@ -535,6 +536,32 @@ def test_select_dataset_reads_zips_and_snapshots_them_as_plain_files(teaching_se
     # datasets/ leaves the bot's own snapshots out, or they would be counted twice.
     assert len(read_examples(snapshot.read_bytes(), snapshot.name, True, LIMIT)) == 4
     assert snapshot not in teaching_services.teaching.data.example_files(root / "datasets")
+
+
+def test_a_directory_over_ten_files_worth_is_refused_before_anything_is_stored(teaching_services: Services) -> None:
+    """Each file under the limit, but together (zips unpacked) more than a directory may hold in memory."""
+    teaching = teaching_services.teaching
+    limit = teaching.upload_limit
+    folder = teaching_services.settings.data_dir / "datasets" / "huge"
+    folder.mkdir(parents=True)
+    page = b"".join(f"question number {n:06} => answer {n:06}\n".encode() for n in range(limit // 41))
+    assert limit * 0.95 < len(page) <= limit  # just under the limit on one file
+    for n in range(DIRECTORY_LIMIT_FILES):
+        (folder / f"part{n}.txt").write_bytes(page)
+    half = page.index(b"\n", len(page) // 2) + 1
+    packed = make_zip([("a.txt", page[:half]), ("b.txt", page[half:])])
+    assert len(packed) < limit // 2  # small, but counted as the file's worth it unpacks to
+    (folder / "both.zip").write_bytes(packed)
+    before = stored(teaching_services)
+    for call in (
+        lambda: teaching.select_dataset(ADMIN, "datasets/huge"),
+        lambda: teaching.train(ADMIN, "datasets/huge", []),
+    ):
+        with pytest.raises(TooLarge, match=r"holds more than .* of examples"):
+            call()
+    assert stored(teaching_services) == before
+    (folder / "both.zip").unlink()  # ten files' worth is fine
+    assert "Dataset `huge` selected" in teaching.select_dataset(ADMIN, "datasets/huge").text
 
 
 def test_numbers_too_big_for_an_id_are_just_unknown_ids(teaching_services: Services) -> None:

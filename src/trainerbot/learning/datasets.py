@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainerbot.core.errors import InvalidInput, TooLarge
-from trainerbot.core.files import write_zip
+from trainerbot.core.files import human_size, write_zip
 from trainerbot.learning.archives import Document
 from trainerbot.learning.examples import (
     SNAPSHOT_MANIFEST,
@@ -28,21 +28,33 @@ class DatasetSnapshot:
     archive: Path
 
 
+# A directory is read whole into memory before anything is stored: all of it at most this many
+# times the limit on one file (100 MB at the default 10 MB), counting what its zips unpack to.
+DIRECTORY_LIMIT_FILES = 10
+
+
 def read_directory(
     directory: Path, files: list[Path], positive: bool, limit: int
 ) -> tuple[list[Example], dict[str, Document]]:
     """Parses every example file, zips unpacked (all of them or none); also what each document was, by name."""
     examples: list[Example] = []
     documents: dict[str, Document] = {}
+    total, total_limit = 0, DIRECTORY_LIMIT_FILES * limit
     for path in files:
         relative = path.relative_to(directory).as_posix()
         size = path.stat().st_size
         if size > limit:
-            raise TooLarge(f"{relative} is {size} bytes; the limit is {limit}.")
+            raise TooLarge(f"{relative} is {human_size(size)}; the limit is {human_size(limit)}.")
         data = path.read_bytes()
         if is_snapshot_manifest(relative, data):  # an unpacked snapshot: its manifest is no examples
             continue
         for document in read_documents(data, relative, limit):
+            total += len(document.data)
+            if total > total_limit:
+                raise TooLarge(
+                    f"`{directory.name}` holds more than {human_size(total_limit)} of examples "
+                    f"({DIRECTORY_LIMIT_FILES} times the limit on one file); choose a smaller directory."
+                )
             examples.extend(parse_examples(document.data, document.name, positive))
             documents[document.name] = document
     return examples, documents
