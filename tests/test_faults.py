@@ -256,6 +256,25 @@ async def test_rest_fault_mid_stream(tmp_path: Path, fault: str) -> None:
         assert_answered_once(server, services, [streaming], LONG)
 
 
+@pytest.mark.parametrize("fault", REST_FAULTS)
+async def test_rest_fault_on_an_error_reply_and_a_training_jobs_progress(tmp_path: Path, fault: str) -> None:
+    async with fault_bot(tmp_path, ScriptedEngine(SHORT)) as (server, services):
+        creates = server.fail_route(CREATE, **REST_FAULTS[fault])
+        mistyped = await server.send_message("!trian", author=server.admin)
+        await all_answered(server, services, [mistyped])
+        edits = server.fail_route(EDIT, **REST_FAULTS[fault])
+        train = await server.send_message("!train when do you open => At 9", author=server.owner)
+        [started] = await server.wait_for_bot_messages(after=train["id"])
+        await server.wait_for_message(started["id"], lambda m: "now answers" in m["content"], timeout=60)
+        await asyncio.sleep(0.3)  # time for a second copy to show up
+        assert creates.hits == creates.times and edits.hits == edits.times
+        found = answers(server)
+        assert [m["nonce"] for m in found[int(mistyped["id"])]] == [f"{mistyped['id']}e0"]
+        assert "Did you mean `!train`" in found[int(mistyped["id"])][0]["content"]
+        assert [m["nonce"] for m in found[int(train["id"])]] == [f"{train['id']}c0"]
+        assert len([m for m in server.messages.values() if m["author"]["id"] == str(server.bot_user.id)]) == 2
+
+
 @pytest.mark.slow
 async def test_5xx_after_discord_py_gives_up_is_retried_once_more(tmp_path: Path) -> None:
     # discord.py tries a 500 five times over 25 s and then raises; the delivery policy tries again,

@@ -97,7 +97,8 @@ def answer_nonce(question_id: int, kind: str, part: int) -> str:
 
     ``kind`` (one letter) keeps apart the different messages one question gets: "a" the answer,
     "h" what was heard in a voice message, "c" a command's reply, "e" an error, "b" a refusal for a
-    full queue, "r" the note on a command a restart cut off.
+    full queue, "r" the note on a command a restart cut off, "d" what is sent to its author by DM,
+    "j" how a training job ended when its message could not be edited (``question_id``: that message).
     """
     nonce = f"{question_id}{kind}{part}"
     if len(kind) != 1 or len(nonce) > MAX_NONCE:

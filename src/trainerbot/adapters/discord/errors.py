@@ -20,6 +20,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from trainerbot.adapters.discord.delivery import answer_nonce, send_once
 from trainerbot.adapters.discord.render import ALLOWED_MENTIONS
 from trainerbot.core.errors import UserError
 
@@ -104,6 +105,10 @@ class ErrorHandler(commands.Cog):
     async def on_command_error(self, ctx: commands.Context[TrainerBot], error: commands.CommandError) -> None:
         text = fit(self.message_for(ctx, error))
         try:
-            await ctx.send(text, allowed_mentions=ALLOWED_MENTIONS, ephemeral=ctx.interaction is not None)
+            if ctx.interaction is not None:  # seen only by whoever used the command
+                await ctx.send(text, allowed_mentions=ALLOWED_MENTIONS, ephemeral=True)
+            else:
+                nonce = answer_nonce(ctx.message.id, "e", 0)
+                await send_once(ctx, text, nonce=nonce, allowed_mentions=ALLOWED_MENTIONS)
         except discord.HTTPException:
             log.warning("could not send an error message in channel %s", ctx.channel.id)

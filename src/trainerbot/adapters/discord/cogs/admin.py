@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 
 from discord.ext import commands
 
-from trainerbot.adapters.discord.render import ALLOWED_MENTIONS, server_only
+from trainerbot.adapters.discord.render import send_reply, server_only
+from trainerbot.core.messages import Reply
 
 if TYPE_CHECKING:
     from trainerbot.adapters.discord.bot import TrainerBot
@@ -38,4 +39,4 @@ class Admin(commands.Cog):
         else:
             synced = await self.bot.tree.sync()
             where = "every server (Discord may take up to an hour to show them)"
-        await ctx.send(f"Synced {len(synced)} slash commands to {where}.", allowed_mentions=ALLOWED_MENTIONS)
+        await send_reply(ctx, Reply(f"Synced {len(synced)} slash commands to {where}."))

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
+from trainerbot.adapters.discord.delivery import answer_nonce, send_once
 from trainerbot.adapters.discord.render import ALLOWED_MENTIONS, caller_of, in_thread, send_reply
 from trainerbot.core.messages import Reply
 
@@ -40,22 +41,22 @@ class Privacy(commands.Cog):
             await ctx.send(reply.text, files=_files(reply), ephemeral=True, allowed_mentions=ALLOWED_MENTIONS)
             return
         if ctx.guild is None:  # asked in a DM: the answer is as private as the question
-            await ctx.send(reply.text, files=_files(reply), allowed_mentions=ALLOWED_MENTIONS)
+            await send_reply(ctx, reply)
             return
         try:
-            await ctx.author.send(reply.text, files=_files(reply), allowed_mentions=ALLOWED_MENTIONS)
+            nonce = answer_nonce(ctx.message.id, "d", 0)
+            dm = await ctx.author.create_dm()
+            await send_once(dm, reply.text, nonce=nonce, files=lambda: _files(reply), allowed_mentions=ALLOWED_MENTIONS)
         except discord.Forbidden:  # the person does not take DMs from this server's members (or from bots)
             log.info("could not DM the data of user %s: their DMs are closed", ctx.author.id)
-            await ctx.send(
+            closed = (
                 f"{ctx.author.mention} I couldn't send you a direct message: your DMs are closed to me. "
-                f"Allow direct messages from this server's members and ask again, or use `/mydata`, "
-                "which only you can see.",
-                allowed_mentions=ALLOWED_MENTIONS,
+                "Allow direct messages from this server's members and ask again, or use `/mydata`, "
+                "which only you can see."
             )
+            await send_reply(ctx, Reply(closed))
             return
-        await ctx.send(
-            "I sent you a direct message with everything I have stored about you.", allowed_mentions=ALLOWED_MENTIONS
-        )
+        await send_reply(ctx, Reply("I sent you a direct message with everything I have stored about you."))
 
 
 async def forget_me(ctx: commands.Context[TrainerBot]) -> None:

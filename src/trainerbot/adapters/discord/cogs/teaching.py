@@ -10,6 +10,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from trainerbot.adapters.discord.delivery import answer_nonce, edit_until_done, send_once
 from trainerbot.adapters.discord.limits import per_person
 from trainerbot.adapters.discord.render import (
     ALLOWED_MENTIONS,
@@ -39,7 +40,7 @@ class Teaching(commands.Cog):
         return self.bot.services.teaching
 
     async def _announce(self, ctx: commands.Context[TrainerBot], started: JobStarted) -> None:
-        message = await ctx.send(started.text, allowed_mentions=ALLOWED_MENTIONS)
+        message = await send_reply(ctx, Reply(started.text))
         self.bot.background(self._follow(ctx, message, started))
 
     async def _follow(self, ctx: commands.Context[TrainerBot], message: discord.Message, started: JobStarted) -> None:
@@ -52,11 +53,12 @@ class Teaching(commands.Cog):
             text = head + status
             if text != shown:
                 try:
-                    await message.edit(content=text, allowed_mentions=ALLOWED_MENTIONS)
+                    await edit_until_done(message, text, allowed_mentions=ALLOWED_MENTIONS)
                 except discord.HTTPException as exc:  # e.g. an interaction token past its 15 minutes
                     log.warning("could not edit the progress of job %d: %s", started.job_id, exc)
-                    if finished:
-                        await ctx.channel.send(text, allowed_mentions=ALLOWED_MENTIONS)
+                    if finished:  # how it ended is not lost: it comes as a message of its own
+                        nonce = answer_nonce(message.id, "j", 0)
+                        await send_once(ctx.channel, text, nonce=nonce, allowed_mentions=ALLOWED_MENTIONS)
                 shown = text
             if finished:
                 return
