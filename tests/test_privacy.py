@@ -203,6 +203,46 @@ def test_forget_deletes_exactly_the_persons_rows_and_keeps_approved_examples(sto
     assert store.db.query_one("PRAGMA foreign_key_check") is None
 
 
+def test_forget_removes_the_persons_words_from_what_others_gave_about_replies_to_them(store: Store) -> None:
+    """Another person's 👍, feedback and correction of a reply to PERSON each copy PERSON's question."""
+    seed(store, PERSON, bot_message=1000)
+    seed(store, OTHER, bot_message=2000)
+    theirs, own = store.reply(1000 + CHANNEL), store.reply(2000 + THREAD)  # to PERSON; to OTHER
+    assert theirs is not None and own is not None
+    for reply in (theirs, own):
+        store.add_reaction(bot_message_id=reply.bot_message_id, user_id=OTHER, emoji="👎", rating=-1, reply=reply)
+        store.add_feedback(
+            user_id=OTHER,
+            user_name="other",
+            guild_id=GUILD,
+            channel_id=CHANNEL,
+            message_id=None,
+            text=f"feedback of {OTHER} about {reply.bot_message_id}",
+            about=reply,
+        )
+    store.add_correction(reply=theirs, user_id=OTHER, correction="a better answer")
+    store.add_correction(reply=own, user_id=OTHER, correction="another answer")
+    examples_before = store.db.query_one("SELECT count(*) AS n FROM examples")["n"]
+
+    forgotten = store.forget_user(PERSON)
+
+    assert (forgotten.corrected_by_others, forgotten.examples_of_others, forgotten.quoted_by_others) == (1, 2, 2)
+    left = store.user_data(OTHER)
+    assert f"question of {PERSON}" not in json.dumps(left)  # nowhere in what OTHER's rows hold
+    assert [r["correction"] for r in left["corrections"]] == [f"correction of {OTHER}", "another answer"]
+    ratings = {r["bot_message_id"]: (r["rating"], r["input"]) for r in left["reactions"] if r["emoji"] == "👎"}
+    assert ratings == {theirs.bot_message_id: (-1, None), own.bot_message_id: (-1, f"question of {OTHER}")}
+    notes = {r["about_message_id"]: (r["text"], r["about_reply"]) for r in left["feedback"] if "about" in r["text"]}
+    assert notes[theirs.bot_message_id] == (f"feedback of {OTHER} about {theirs.bot_message_id}", None)
+    assert notes[own.bot_message_id][1] == f"answer to {OTHER}"
+    # two from PERSON's own correction, two from OTHER's correction of the reply to PERSON
+    assert store.db.query_one("SELECT count(*) AS n FROM examples")["n"] == examples_before - 4
+    assert store.db.query_one("PRAGMA foreign_key_check") is None
+    text = forget_text(forgotten)
+    assert "1 correction others made to my replies to you, with the 2 examples they made" in text
+    assert "Your words are gone from 2 ratings and feedback notes others gave my replies to you" in text
+
+
 def test_forget_is_all_or_nothing(store: Store) -> None:
     seed(store, PERSON, bot_message=1000)
     seed(store, OTHER, bot_message=2000)

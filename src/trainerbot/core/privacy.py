@@ -133,13 +133,24 @@ def forget_text(f: Forgotten, prefix: str = "!") -> str:
         )
         if n
     ]
-    if not deleted and not kept and not f.unlinked:
+    if not (deleted or kept or f.unlinked or f.corrected_by_others or f.quoted_by_others):
         return "I had nothing stored about you."
     lines = [
         "Forgotten, in every channel and DM: " + ", ".join(deleted) + "."
         if deleted
         else "There was nothing of yours to delete."
     ]
+    if f.corrected_by_others:
+        lines.append(
+            f"Also deleted, as they repeat your words: {_count(f.corrected_by_others, 'correction')} others made "
+            f"to my replies to you, with the {_count(f.examples_of_others, 'example')} they made."
+        )
+    if f.quoted_by_others:
+        lines.append(
+            "Your words are gone from "
+            f"{_count(f.quoted_by_others, 'rating or feedback note', 'ratings and feedback notes')} others gave "
+            "my replies to you; what they said themselves stays."
+        )
     if kept:
         lines.append(
             "Kept: " + " and ".join(kept) + ", because an admin approved them into my training data; "

@@ -89,6 +89,10 @@ class Forgotten:
     kept_dataset: int  # examples of a dataset they selected: kept, without their name
     unlinked: int  # jobs, datasets and personas they started, selected or set: kept, without their name
     conversations: tuple[int, ...]  # where their turns were
+    # Others' rows that carry the person's words, from being about the bot's replies to them:
+    corrected_by_others: int = 0  # corrections of those replies: deleted, their examples hold the person's question
+    examples_of_others: int = 0  # the examples those corrections made
+    quoted_by_others: int = 0  # ratings and feedback notes of those replies: kept, without the copied text
 
     @property
     def deleted(self) -> int:
@@ -101,6 +105,8 @@ class Forgotten:
             + self.corrections
             + self.examples
             + self.test_runs
+            + self.corrected_by_others
+            + self.examples_of_others
         )
 
 
@@ -698,6 +704,23 @@ class Store:
             def change(sql: str) -> int:
                 return db.execute(sql, (user_id,)).rowcount
 
+            # First what others gave about the bot's replies to this person, while those replies are known
+            answered = "SELECT bot_message_id FROM replies WHERE user_id = ?1"
+            others = f"FROM corrections WHERE user_id IS NOT ?1 AND bot_message_id IN ({answered})"
+            made = f"SELECT positive_example_id {others} UNION SELECT negative_example_id {others}"
+            made_ids = [(row[0],) for row in db.execute(made, (user_id,))]
+            corrected_by_others = change(f"DELETE {others}")
+            db.executemany("DELETE FROM example_vectors WHERE example_id = ?", made_ids)
+            examples_of_others = sum(
+                db.execute(f"DELETE FROM examples WHERE id = ? AND NOT {_APPROVED}", row).rowcount for row in made_ids
+            )
+            quoted_by_others = change(
+                "UPDATE reactions SET input = NULL, reply = NULL WHERE user_id IS NOT ?1"
+                f" AND bot_message_id IN ({answered}) AND (input IS NOT NULL OR reply IS NOT NULL)"
+            ) + change(
+                "UPDATE feedback SET about_reply = NULL"
+                f" WHERE user_id IS NOT ?1 AND about_message_id IN ({answered}) AND about_reply IS NOT NULL"
+            )
             where = db.execute("SELECT DISTINCT conversation_id FROM chat_turns WHERE user_id = ?", (user_id,))
             conversations = tuple(row[0] for row in where)
             messages = count("SELECT count(*) FROM chat_turns WHERE user_id = ? AND role = 'user'")
@@ -733,6 +756,9 @@ class Store:
             kept_dataset=kept_dataset,
             unlinked=unlinked,
             conversations=conversations,
+            corrected_by_others=corrected_by_others,
+            examples_of_others=examples_of_others,
+            quoted_by_others=quoted_by_others,
         )
 
 
