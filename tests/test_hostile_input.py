@@ -493,11 +493,16 @@ def test_train_with_any_bad_upload_stores_nothing(
     assert stored(teaching_services) == before
 
 
+def dataset_folder(services: Services, name: str) -> Path:
+    """A new folder under the data directory's datasets/, where `!select_dataset datasets/<name>` finds it."""
+    folder = services.settings.data_dir / "datasets" / name
+    folder.mkdir(parents=True)
+    return folder
+
+
 def test_train_and_select_dataset_refuse_hostile_files_in_the_data_directory(teaching_services: Services) -> None:
     teaching = teaching_services.teaching
-    root = teaching_services.settings.data_dir
-    folder = root / "datasets" / "shop"
-    folder.mkdir(parents=True)
+    folder = dataset_folder(teaching_services, "shop")
     (folder / "faq.txt").write_bytes(GOOD_LINES)
     (folder / "bomb.zip").write_bytes(bomb_zip())
     before = stored(teaching_services)
@@ -519,8 +524,7 @@ def test_select_dataset_reads_zips_and_snapshots_them_as_plain_files(teaching_se
     """A zip in a dataset is unpacked into the snapshot, so the snapshot can be taught from, and is skipped after."""
     teaching = teaching_services.teaching
     root = teaching_services.settings.data_dir
-    folder = root / "datasets" / "zipped"
-    folder.mkdir(parents=True)
+    folder = dataset_folder(teaching_services, "zipped")
     (folder / "pack.zip").write_bytes(GOOD_ZIP)
     (folder / "extra.txt").write_bytes(b"do you deliver => Yes\n")
     reply = teaching.select_dataset(ADMIN, "datasets/zipped")
@@ -542,8 +546,7 @@ def test_a_directory_over_ten_files_worth_is_refused_before_anything_is_stored(t
     """Each file under the limit, but together (zips unpacked) more than a directory may hold in memory."""
     teaching = teaching_services.teaching
     limit = teaching.upload_limit
-    folder = teaching_services.settings.data_dir / "datasets" / "huge"
-    folder.mkdir(parents=True)
+    folder = dataset_folder(teaching_services, "huge")
     page = b"".join(f"question number {n:06} => answer {n:06}\n".encode() for n in range(limit // 41))
     assert limit * 0.95 < len(page) <= limit  # just under the limit on one file
     for n in range(DIRECTORY_LIMIT_FILES):

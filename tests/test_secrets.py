@@ -22,6 +22,7 @@ from aiohttp import web
 from tests.conftest import CONFIGURED_OWNER, OWNER_ID, guild_setup
 from tests.loopback_discord import FakeDiscord
 from tests.loopback_discord.process_bot import BotProcess
+from tests.loopback_discord.server import serve_on_loopback
 from trainerbot.cli import LOG_FORMAT, RedactingFormatter, settings_secrets
 from trainerbot.config import load_settings
 
@@ -49,11 +50,7 @@ class RefusingChatServer:
     async def __aenter__(self) -> RefusingChatServer:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self.refuse)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        self._runner, self.port = await serve_on_loopback(app)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -32,6 +32,14 @@ T = TypeVar("T")
 UserRef = FakeUser | int | None
 
 
+async def serve_on_loopback(app: web.Application) -> tuple[web.AppRunner, int]:
+    """Serves ``app`` on 127.0.0.1 at a free port; returns its runner (to clean up) and the port."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, runner.addresses[0][1]
+
+
 class FakeDiscord:
     """The fake Discord: REST + gateway + in-memory state + the test-side API.
 
@@ -91,11 +99,7 @@ class FakeDiscord:
         app.router.add_get("/attachments/{channel_id}/{attachment_id}/{filename}", self.rest.get_attachment)
         app.router.add_routes(self.rest.routes("/api/v10"))
         app.router.add_route("*", "/{tail:.*}", self.rest.unknown_route)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        self._runner, self.port = await serve_on_loopback(app)
         return self
 
     async def stop(self) -> None:
