@@ -1,6 +1,6 @@
 """Banking77 benchmark of the intent model: accuracy, training time, prediction latency, "unknown".
 
-    .venv/bin/python bench/banking77.py [--data ../shared/data/banking77] [--runs 3] [--splits 5] [--threshold T]
+    .venv/bin/python bench/banking77.py [--data tests/data/banking77] [--runs 3] [--splits 5] [--threshold T]
 
 Prints the figures quoted in docs/benchmarks.md. Training runs in this process the
 way a training job runs it (two encoder threads), from a cold start: nothing is
@@ -25,7 +25,7 @@ from trainerbot.learning.encoder import MiniLMEncoder
 from trainerbot.learning.examples import Example
 from trainerbot.learning.model import IntentModel, train
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "banking77"
+DEFAULT_DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "banking77"
 
 
 def load(path: Path) -> list[Example]:

@@ -1,6 +1,6 @@
 """Chat benchmark of the default local engine (SmolLM2-135M on llama.cpp): speed, first token, memory.
 
-    .venv/bin/python bench/chat.py [--turns 20] [--runs 5] [--data ../shared/data/banking77]
+    .venv/bin/python bench/chat.py [--turns 20] [--runs 5] [--data tests/data/banking77]
 
 Prints the figures quoted in docs/benchmarks.md, in four parts:
 
@@ -37,9 +37,9 @@ from trainerbot.app import Services, build_services  # noqa: E402
 from trainerbot.chat.engine import CUT_SHORT, ChatMessage  # noqa: E402
 from trainerbot.config import load_settings  # noqa: E402
 from trainerbot.core.conversation import Where  # noqa: E402
-from trainerbot.core.messages import Caller, Upload  # noqa: E402
+from trainerbot.types import Caller, Upload  # noqa: E402
 
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "banking77"
+DEFAULT_DATA = ROOT / "tests" / "data" / "banking77"
 STORY = [
     ChatMessage("system", "You are a helpful assistant."),
     ChatMessage("user", "Write a very long story about a dragon who learns to cook. Make it ten paragraphs."),
@@ -258,7 +258,7 @@ def main() -> None:
         part_speed(args.runs)
     if "2" in args.parts:
         part_beside_training(args.runs, args.data)
-        part_beside_transcription(args.runs, args.data.parent.parent / "audio")
+        part_beside_transcription(args.runs, args.data.parent / "audio")
     if "3" in args.parts:
         part_first_token(args.turns)
     if "4" in args.parts:

@@ -1,6 +1,6 @@
 """Chooses a confidence threshold from Banking77's training split alone.
 
-    .venv/bin/python bench/choose_threshold.py [--data ../shared/data/banking77] [--splits 5] [--target 0.9]
+    .venv/bin/python bench/choose_threshold.py [--data tests/data/banking77] [--splits 5] [--target 0.9]
 
 test.csv is never read here, so bench/banking77.py measures the chosen threshold on
 questions it was not picked with. In each split a handful of intents is left out of

@@ -1,6 +1,6 @@
 """How the model does when taught a small FAQ, as a server owner would teach it.
 
-    .venv/bin/python bench/few_examples.py [--data ../shared/data/banking77] [--seeds 5] [--regularisation C]
+    .venv/bin/python bench/few_examples.py [--data tests/data/banking77] [--seeds 5] [--regularisation C]
 
 Small sets are drawn from Banking77's train.csv (a few intents, a few queries each)
 and asked every test.csv query of those intents, 300 test.csv queries of other

@@ -1,6 +1,6 @@
-"""Speech benchmark of the default engines: Whisper on ../shared/audio's recordings, and Piper's voice.
+"""Speech benchmark of the default engines: Whisper on tests/data/audio's recordings, and Piper's voice.
 
-    .venv/bin/python bench/speech.py [--audio ../shared/audio] [--runs 3] [--threads 2]
+    .venv/bin/python bench/speech.py [--audio tests/data/audio] [--runs 3] [--threads 2]
 
 Prints the word error rate over all clips (as WAV and converted to OGG/Opus, Discord's
 voice-message format), whether both give the same words, and the real-time factor:
@@ -34,7 +34,7 @@ from trainerbot.speech.audio import decode, discord_frames, wav_bytes  # noqa: E
 from trainerbot.speech.stt import WhisperEngine, bundled_whisper_path  # noqa: E402
 from trainerbot.speech.tts import PiperEngine, bundled_voice  # noqa: E402
 
-DEFAULT_AUDIO = ROOT.parent / "shared" / "audio"
+DEFAULT_AUDIO = ROOT / "tests" / "data" / "audio"
 REPLY = (
     "Thanks for asking! The library opens at nine in the morning and closes at six. "
     "Please bring your card. The quiet room is on the second floor, next to the lifts. "

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 import discord
 
 from trainerbot.chat.engine import ChatEngine, ChatMessage
-from trainerbot.core.errors import ChatUnavailable
+from trainerbot.errors import ChatUnavailable
 
 
 class ScriptedEngine(ChatEngine):

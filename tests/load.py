@@ -41,7 +41,7 @@ CHATTER = [
     "say something kind about mondays",
     "give me a tip for learning to juggle",
 ]
-CLIP = Path(__file__).resolve().parents[2] / "shared" / "audio" / "cards_001.wav"  # a voice message, if there
+CLIP = Path(__file__).resolve().parent / "data" / "audio" / "cards_001.wav"  # a voice message, if there
 ADMIN_ROLE = "Trainer"
 LOAD_OWNER_ID = 900_000_000_000_000_999
 FIRST_USER_ID = 900_000_000_000_010_000
@@ -231,7 +231,7 @@ def plan(index: int, messages: int, rng: random.Random, *, admin: bool, voice: b
 
 async def teach(services: Services) -> None:
     """The taught answers, trained for real before the run (a job in its worker process)."""
-    from trainerbot.core.messages import Caller
+    from trainerbot.types import Caller
 
     owner = Caller(user_id=1, name="load", is_admin=True)
     text = "\n".join(f"{q} => {a}\n{q}? => {a}" for q, a in TAUGHT.items())

@@ -16,7 +16,7 @@ import pytest
 from trainerbot.chat.engine import CUT_SHORT, ChatMessage
 from trainerbot.chat.local import LocalEngine, default_model_path
 from trainerbot.chat.openai_compatible import OpenAIEngine
-from trainerbot.core.errors import ChatUnavailable
+from trainerbot.errors import ChatUnavailable
 
 PROMPT = [
     ChatMessage("system", "You are a helpful assistant. Answer in one sentence."),

@@ -89,7 +89,7 @@ def test_train_and_test_from_the_command_line(tmp_path: Path) -> None:
 
 
 def test_console_answers_an_audio_file_given_as_the_message(tmp_path: Path) -> None:
-    jfk = Path(__file__).resolve().parents[2] / "shared" / "audio" / "jfk.wav"
+    jfk = Path(__file__).resolve().parent / "data" / "audio" / "jfk.wav"
     result = run(["console"], tmp_path, f"{jfk}\n!hi\n", timeout=180)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()

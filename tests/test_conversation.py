@@ -13,8 +13,8 @@ import pytest
 from trainerbot.app import Services, build_services
 from trainerbot.config import Settings, load_settings
 from trainerbot.core.conversation import Prepared, Where
-from trainerbot.core.errors import PermissionDenied
-from trainerbot.core.messages import Caller
+from trainerbot.errors import PermissionDenied
+from trainerbot.types import Caller
 
 OWNER = Caller(1, "owner", is_admin=True, guild_id=5, channel_id=10)
 ALICE = Caller(2, "alice", guild_id=5, channel_id=10)

@@ -30,8 +30,8 @@ from tests.conftest import CONFIGURED_OWNER, OWNER_ID, guild_setup
 from tests.loopback_discord import FakeDiscord, FakeUser
 from tests.loopback_discord.process_bot import BotProcess, is_alive
 from trainerbot.app import Services
-from trainerbot.core.errors import NotReady, PermissionDenied
-from trainerbot.core.messages import Caller
+from trainerbot.errors import NotReady, PermissionDenied
+from trainerbot.types import Caller
 from trainerbot.learning.jobs import TrainingJobs
 from trainerbot.speech.audio import decode, wav_bytes
 from trainerbot.storage.database import Database
@@ -41,9 +41,9 @@ pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="the tests read the bot's processes from Linux's /proc"
 )
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-BANKING = SHARED / "data" / "banking77" / "train.csv"
-JFK = SHARED / "audio" / "jfk.wav"
+DATA = Path(__file__).resolve().parent / "data"
+BANKING = DATA / "banking77" / "train.csv"
+JFK = DATA / "audio" / "jfk.wav"
 FIRST_LESSON = "when do you open? => We open at nine.\nwhere are you? => At the old harbour."
 T = TypeVar("T")
 

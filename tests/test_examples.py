@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trainerbot.core.errors import InvalidInput
+from trainerbot.errors import InvalidInput
 from trainerbot.learning.examples import Example, parse_examples, parse_inline
 
 PAIRS = [Example("how do I reset my password", "Use the reset link"), Example("when do you open", "At 9")]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from trainerbot.core.errors import NotReady, PermissionDenied, TooLarge, UnsafePath
+from trainerbot.errors import NotReady, PermissionDenied, TooLarge, UnsafePath
 from trainerbot.core.files import DataDirectory, FileService
-from trainerbot.core.messages import Caller
+from trainerbot.types import Caller
 
 ADMIN = Caller(1, "admin", is_admin=True)
 MEMBER = Caller(2, "member")

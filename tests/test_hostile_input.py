@@ -29,9 +29,9 @@ from tests.conftest import CONFIGURED_OWNER, OWNER_ID
 from tests.loopback_discord import FakeDiscord, payloads
 from trainerbot.app import Services, build_services
 from trainerbot.config import Settings, load_settings
-from trainerbot.core.errors import InvalidInput, NotReady, TooLarge, UnsafePath, UserError
+from trainerbot.errors import InvalidInput, NotReady, TooLarge, UnsafePath, UserError
 from trainerbot.core.files import DataDirectory, FileService
-from trainerbot.core.messages import Caller, Upload
+from trainerbot.types import Caller, Upload
 from trainerbot.learning import archives
 from trainerbot.learning.archives import MAX_MEMBERS, MAX_RATIO, read_zip, shown
 from trainerbot.learning.datasets import DIRECTORY_LIMIT_FILES

@@ -81,7 +81,7 @@ def test_save_and_load_give_the_same_answers(encoder: MiniLMEncoder, tmp_path: P
 
 
 def test_nothing_positive_is_refused(encoder: MiniLMEncoder) -> None:
-    from trainerbot.core.errors import InvalidInput
+    from trainerbot.errors import InvalidInput
 
     with pytest.raises(InvalidInput):
         train([Example("a", "b", positive=False)], encoder, threshold=0.6)

@@ -25,8 +25,8 @@ from tests.loopback_discord import FakeDiscord
 from trainerbot.adapters.console.console import Console
 from trainerbot.app import Services
 from trainerbot.config import Settings
-from trainerbot.core.errors import TooLarge
-from trainerbot.core.messages import Caller
+from trainerbot.errors import TooLarge
+from trainerbot.types import Caller
 from trainerbot.core.privacy import FORMAT, VERSION, PrivacyService, forget_text
 from trainerbot.learning.examples import Example
 from trainerbot.storage.database import Database

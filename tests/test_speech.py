@@ -1,4 +1,4 @@
-"""Speech to text on real recordings (../shared/audio), as WAV and as Discord's OGG/Opus, and its limits."""
+"""Speech to text on real recordings (tests/data/audio), as WAV and as Discord's OGG/Opus, and its limits."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ import jiwer
 import numpy as np
 import pytest
 
-from trainerbot.core.errors import InvalidInput, NotReady, TooLarge
+from trainerbot.errors import InvalidInput, NotReady, TooLarge
 from trainerbot.core.listening import Listening, quoted
-from trainerbot.core.messages import Upload
+from trainerbot.types import Upload
 from trainerbot.speech.audio import decode
 from trainerbot.speech.stt import WhisperEngine, bundled_whisper_path
 
-AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio"
+AUDIO = Path(__file__).resolve().parent / "data" / "audio"
 NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
 
 
@@ -167,7 +167,7 @@ async def test_a_voice_message_is_transcribed_then_answered_through_discord(tmp_
 
 def test_google_recogniser_hears_or_says_it_cannot_be_reached() -> None:
     """SpeechRecognition's Google recogniser needs the internet, which these machines lack: a clear message."""
-    from trainerbot.core.errors import SpeechUnavailable
+    from trainerbot.errors import SpeechUnavailable
     from trainerbot.speech.stt import GoogleEngine
 
     audio = decode((AUDIO / "cards_001.wav").read_bytes(), "cards_001.wav", max_seconds=60)

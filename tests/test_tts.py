@@ -13,7 +13,7 @@ import jiwer
 import pytest
 
 from tests.test_speech import words
-from trainerbot.core.errors import InvalidInput, SpeechUnavailable
+from trainerbot.errors import InvalidInput, SpeechUnavailable
 from trainerbot.speech.audio import FRAME_BYTES, decode, discord_frames, wav_bytes
 from trainerbot.speech.stt import WhisperEngine, bundled_whisper_path
 from trainerbot.speech.tts import EspeakEngine, GttsEngine, PiperEngine, bundled_voice

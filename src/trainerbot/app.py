@@ -13,15 +13,18 @@ from trainerbot import allocator
 from trainerbot.chat import build_engine
 from trainerbot.chat.engine import ChatEngine
 from trainerbot.config import Settings
+from trainerbot.core.answers import TaughtAnswers
 from trainerbot.core.conversation import ChatOptions, Conversation
-from trainerbot.core.files import DataDirectory, FileService
+from trainerbot.core.files import FileService, Folders
 from trainerbot.core.listening import Listening
+from trainerbot.core.permissions import Access
 from trainerbot.core.privacy import PrivacyService
 from trainerbot.core.queue import WorkQueue
-from trainerbot.core.teaching import TeachingService
+from trainerbot.core.servers import ServerConfig
+from trainerbot.core.teaching import Quotas, TeachingService
 from trainerbot.learning.encoder import MiniLMEncoder
-from trainerbot.learning.jobs import ServingModel, TrainingJobs
-from trainerbot.learning.retrieval import ExampleIndex
+from trainerbot.learning.jobs import ServingModels, TrainingJobs
+from trainerbot.learning.retrieval import ExampleIndexes
 from trainerbot.speech.stt import SpeechToText, build_recogniser
 from trainerbot.speech.tts import TextToSpeech, build_voice
 from trainerbot.storage.database import Database
@@ -44,12 +47,15 @@ class Queues:
 class Services:
     settings: Settings
     store: Store
+    access: Access
     files: FileService
     teaching: TeachingService
     conversation: Conversation
     privacy: PrivacyService
+    servers: ServerConfig
     jobs: TrainingJobs
-    serving: ServingModel
+    models: ServingModels
+    answers: TaughtAnswers
     engine: ChatEngine | None
     listening: Listening
     voice: TextToSpeech | None
@@ -88,12 +94,15 @@ def build_services(
     data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(Database(settings.database_path))
     encoder = MiniLMEncoder()
-    serving = ServingModel(store, encoder)
+    models = ServingModels(store.knowledge, encoder, data_dir, capacity=settings.loaded_models)
     jobs = TrainingJobs(
-        store, data_dir / "models", settings.confidence_threshold, on_finished=lambda job_id: serving.reload()
+        store,
+        data_dir,
+        settings.confidence_threshold,
+        on_finished=lambda job: models.model(job.base),  # loaded before that base's next question
+        workers=settings.training_workers,
     )
     jobs.recover()
-    serving.reload()
     recogniser = make_recogniser(settings)
 
     def busy() -> bool:  # the bot's other heavy work: the chat engine then takes one thread, not two
@@ -106,7 +115,10 @@ def build_services(
         if loadable is not None:
             loading.append(threading.Thread(target=loadable.load, name=f"{loadable.name}-load", daemon=True))
             loading[-1].start()
-    data = DataDirectory(data_dir)
+    folders = Folders(data_dir)
+    access = Access(store.knowledge, settings.admin_roles)
+    answers = TaughtAnswers(store.knowledge, models, settings.confidence_threshold)
+    quotas = Quotas(settings.server_max_examples, settings.server_max_bytes, settings.server_jobs_per_hour)
     options = ChatOptions(
         persona=settings.persona,
         max_reply_tokens=settings.chat_max_reply_tokens,
@@ -115,25 +127,26 @@ def build_services(
     )
     conversation = Conversation(
         store,
-        serving,
-        ExampleIndex(store, encoder),
+        answers,
+        ExampleIndexes(store.knowledge, encoder, capacity=settings.loaded_models),
+        access,
         engine,
         options,
-        threshold=settings.confidence_threshold,
         instructions=settings.instructions_path,
         prefix=settings.command_prefix,
     )
     return Services(
         settings=settings,
         store=store,
-        files=FileService(data, settings.upload_limit_bytes),
-        teaching=TeachingService(
-            store, data, jobs, serving, settings.confidence_threshold, settings.upload_limit_bytes
-        ),
+        access=access,
+        files=FileService(folders, access, settings.upload_limit_bytes),
+        teaching=TeachingService(store, folders, access, jobs, answers, settings.upload_limit_bytes, quotas),
         conversation=conversation,
         privacy=PrivacyService(store, conversation, settings.upload_limit_bytes, settings.command_prefix),
+        servers=ServerConfig(store, access, folders, quotas, conversation),
         jobs=jobs,
-        serving=serving,
+        models=models,
+        answers=answers,
         engine=engine,
         listening=Listening(
             recogniser, upload_limit=settings.upload_limit_bytes, max_seconds=settings.audio_max_seconds

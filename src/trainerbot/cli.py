@@ -1,4 +1,4 @@
-"""Command line: `trainerbot run | console | train | test | transcribe | say`."""
+"""Command line: `trainerbot run | console | train | test | transcribe | say | backup`."""
 
 from __future__ import annotations
 
@@ -97,27 +97,27 @@ def cmd_run(settings: Settings) -> int:
     return 0
 
 
-def cmd_console(settings: Settings) -> int:
+def cmd_console(settings: Settings, server: int | None = None, role: str = "owner") -> int:
     configure_logging(settings, console=True)
     from trainerbot.adapters.console.console import Console
 
     services = _services(settings)
     try:
-        Console(services).run()
+        Console(services, server=server, role=role).run()
     finally:
         services.close()
     return 0
 
 
-def cmd_train(settings: Settings, paths: list[Path], negative: bool) -> int:
+def cmd_train(settings: Settings, paths: list[Path], negative: bool, server: int | None = None) -> int:
     configure_logging(settings, console=True)
     from trainerbot.adapters.console.console import Console
-    from trainerbot.core.errors import UserError
-    from trainerbot.core.messages import Upload
+    from trainerbot.errors import UserError
     from trainerbot.learning.examples import example_files
+    from trainerbot.types import Upload
 
     services = _services(settings, chat=False)
-    console = Console(services)
+    console = Console(services, server=server)  # the operator, as an owner: the server's base, else the bot-wide one
     try:
         uploads = []
         for path in paths:
@@ -132,29 +132,31 @@ def cmd_train(settings: Settings, paths: list[Path], negative: bool) -> int:
             print(exc, file=sys.stderr)
             return 1
         print(started.text)
-        console.follow_job(started.job_id)
-        job = services.store.job(started.job_id)
+        console.follow_job(started.base, started.job_id)
+        job = services.store.jobs.job(started.base, started.job_id)
         return 0 if job is not None and job.status == "succeeded" else 1
     finally:
         services.close()
 
 
-def cmd_test(settings: Settings, path: Path, as_json: bool) -> int:
+def cmd_test(settings: Settings, path: Path, as_json: bool, server: int | None = None) -> int:
+    """Tests the bot as it answers in a server (its own base, then the bot-wide one), else the bot-wide base."""
     configure_logging(settings, console=True)
-    from trainerbot.core.errors import UserError
+    from trainerbot.errors import UserError
     from trainerbot.learning.evaluation import evaluate, parse_cases
 
     services = _services(settings, chat=False)
     try:
         try:
             cases = parse_cases(path.read_bytes(), str(path))
-            predictions = services.serving.predict_many([c.input for c in cases], settings.confidence_threshold)
-            if predictions is None:
+            answers = services.answers
+            answered = answers.answer_many(answers.bases(server), [c.input for c in cases])
+            if answered is None:
                 raise UserError("No model has been trained yet: run `trainerbot train PATH` first.")
         except (UserError, OSError) as exc:
             print(exc, file=sys.stderr)
             return 1
-        report = evaluate(cases, predictions)
+        report = evaluate(cases, answered[0])
         if as_json:
             data = report.as_dict()
             data.pop("results")
@@ -171,10 +173,10 @@ def cmd_test(settings: Settings, path: Path, as_json: bool) -> int:
 def cmd_transcribe(settings: Settings, paths: list[Path]) -> int:
     """Prints what each audio file says: the text alone for one file, `path: text` lines for several."""
     configure_logging(settings, console=True)
-    from trainerbot.core.errors import UserError
     from trainerbot.core.listening import Listening
-    from trainerbot.core.messages import Upload
+    from trainerbot.errors import UserError
     from trainerbot.speech.stt import build_recogniser
+    from trainerbot.types import Upload
 
     listening = Listening(
         build_recogniser(settings), upload_limit=settings.upload_limit_bytes, max_seconds=settings.audio_max_seconds
@@ -196,7 +198,7 @@ def cmd_transcribe(settings: Settings, paths: list[Path]) -> int:
 def cmd_say(settings: Settings, text: str, output: Path) -> int:
     """Writes ``text`` as speech to a WAV file."""
     configure_logging(settings, console=True)
-    from trainerbot.core.errors import UserError
+    from trainerbot.errors import UserError
     from trainerbot.speech.audio import wav_bytes
     from trainerbot.speech.tts import build_voice
 
@@ -215,17 +217,54 @@ def cmd_say(settings: Settings, text: str, output: Path) -> int:
     return 0
 
 
+def cmd_backup(settings: Settings, target: Path) -> int:
+    """A consistent copy of the database, taken with SQLite's online backup while the bot may be running."""
+    from trainerbot.storage.database import Database
+
+    if not settings.database_path.is_file():
+        print(f"trainerbot: there is no database at {settings.database_path}", file=sys.stderr)
+        return 1
+    if target.resolve() == settings.database_path.resolve():
+        print("trainerbot: the backup must go to another file than the database itself", file=sys.stderr)
+        return 2
+    target.parent.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.database_path)
+    try:
+        db.backup(target)
+    finally:
+        db.close()
+    models = settings.data_dir / "models"
+    print(
+        f"{target}: the database ({target.stat().st_size:,} bytes). Model files are not in it: "
+        f"copy {models} beside it to keep them, and the servers' folders in {settings.data_dir / 'servers'}."
+    )
+    return 0
+
+
+def _server_id(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("a server's id is a positive number")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="trainerbot", description="A Discord bot you chat with and teach.")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("run", help="connect to Discord with DISCORD_TOKEN, else open the console")
-    sub.add_parser("console", help="chat and run commands in the terminal")
+    console = sub.add_parser("console", help="chat and run commands in the terminal")
+    console.add_argument("--server", type=_server_id, help="act in this Discord server (its id); default: none")
+    console.add_argument("--role", choices=("owner", "admin", "member"), default="owner", help="who you are there")
     train = sub.add_parser("train", help="teach examples from files or directories and train")
     train.add_argument("paths", nargs="+", type=Path)
     train.add_argument("--negative", action="store_true", help="store them as answers not to give")
+    train.add_argument("--server", type=_server_id, help="teach this server's base (default: the bot-wide base)")
     test = sub.add_parser("test", help="test the model on a JSON file of cases")
     test.add_argument("path", type=Path)
     test.add_argument("--json", action="store_true", help="print one JSON object")
+    test.add_argument("--server", type=_server_id, help="test as the bot answers in this server")
+    backup = sub.add_parser("backup", help="copy the database consistently, even while the bot runs")
+    backup.add_argument("file", type=Path)
     transcribe = sub.add_parser("transcribe", help="print what audio files say")
     transcribe.add_argument("paths", nargs="+", type=Path)
     say = sub.add_parser("say", help="write text as speech to a WAV file")
@@ -239,11 +278,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trainerbot: {exc}", file=sys.stderr)
         return 2
     if args.command == "console":
-        return cmd_console(settings)
+        return cmd_console(settings, args.server, args.role)
     if args.command == "train":
-        return cmd_train(settings, args.paths, args.negative)
+        return cmd_train(settings, args.paths, args.negative, args.server)
     if args.command == "test":
-        return cmd_test(settings, args.path, args.json)
+        return cmd_test(settings, args.path, args.json, args.server)
+    if args.command == "backup":
+        return cmd_backup(settings, args.file)
     if args.command == "transcribe":
         return cmd_transcribe(settings, args.paths)
     if args.command == "say":

@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     dev_guild_id: int | None = None
     instructions_path: Path = DEFAULT_INSTRUCTIONS
     confidence_threshold: float = Field(default=0.6, ge=0.0, le=1.0)
+
+    # Many servers: each has its own knowledge base, within these quotas (the bot's owners are exempt).
+    server_max_examples: int = Field(default=20_000, ge=1)
+    server_max_bytes: int = Field(default=50_000_000, ge=1)  # examples' text and the server folder's files
+    server_jobs_per_hour: int = Field(default=20, ge=1)
+    training_workers: int = Field(default=2, ge=1, le=32)  # training processes at once, one per server at most
+    loaded_models: int = Field(default=256, ge=1, le=100_000)  # servers' models (and example indexes) kept loaded
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # Conversation: who writes replies that were not taught.

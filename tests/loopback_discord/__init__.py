@@ -13,6 +13,24 @@ Typical test::
         [reply] = await server.wait_for_bot_messages(after=sent["id"])
         assert reply["content"] == "pong"
 
+Several guilds: ``FakeDiscord([GuildSetup(), GuildSetup.nth(1), GuildSetup.nth(2)])`` hosts three
+("Loopback Guild", "Guild B", "Guild C"; ``nth`` moves every id of a guild into a range of its own).
+The first is the default guild: ``server.guild_id``, ``owner``, ``admin``, ``member``, ``channel_id``
+and the defaults of the test-side API are about it, exactly as with one guild. The bot and the
+application are shared. Each guild has its own owner, members, roles, channels, threads and voice
+channels, and everything Discord does in a guild (GUILD_CREATE, messages, reactions, interactions,
+voice states, member chunks, guild REST routes and command syncs) carries that guild and the
+member's roles there. ``server.guilds[n]`` is the n-th setup, ``server.guild_of(channel_id)`` the
+guild of a channel (None for a DM). A user's identity is global but membership and roles are per
+guild: list the same person in each guild they are in, with that guild's roles::
+
+    first = GuildSetup()
+    second = GuildSetup.nth(1, extra_users=[first.admin.with_roles()])  # admin there, plain member here
+    async with FakeDiscord([first, second]) as server, run_bot(make_bot(), server):
+        await server.send_message("hi", channel_id=second.channel_id, author=first.admin)
+
+Acting in a guild one is not a member of raises ValueError; anyone, in a guild or not, can DM the bot.
+
 Modules: ``payloads`` (JSON builders, ``GuildSetup``, ``FakeUser``), ``gateway`` (websocket
 protocol, sessions, fault injection), ``rest`` (REST routes), ``interactions`` (slash commands),
 ``server`` (``FakeDiscord``: state and the test-side API), ``harness`` (``run_bot``).

@@ -1,8 +1,8 @@
 """The fake Discord gateway: a websocket speaking Discord's gateway protocol (JSON text frames).
 
 Protocol handled: HELLO (op 10), heartbeat (op 1) -> ACK (op 11), IDENTIFY (op 2) -> READY
-and GUILD_CREATE, RESUME (op 6) -> replay of the missed events then RESUMED, and
-REQUEST_GUILD_MEMBERS (op 8) -> one GUILD_MEMBERS_CHUNK.
+and one GUILD_CREATE per guild, RESUME (op 6) -> replay of the missed events then RESUMED, and
+REQUEST_GUILD_MEMBERS (op 8) -> one GUILD_MEMBERS_CHUNK for each guild it names.
 
 Each IDENTIFY opens a ``GatewaySession``: it numbers its events (``s``) and keeps all of them,
 so a client that reconnects and RESUMEs with its last sequence number gets exactly the events it
@@ -143,8 +143,9 @@ class GatewaySession:
 class Gateway:
     """Accepts gateway websockets on the fake server and fans dispatches out to all sessions.
 
-    ``ready_payload(session, shard)`` and ``guild_payloads(intents)`` come from the server,
-    which owns the guild state; ``on_change`` is called whenever something test-visible changes.
+    ``ready_payload(session, shard)``, ``guild_payloads(intents)`` (one per guild) and
+    ``members_chunks(op 8 data)`` come from the server, which owns the guilds' state;
+    ``on_change`` is called whenever something test-visible changes.
     """
 
     def __init__(
@@ -155,7 +156,7 @@ class Gateway:
         heartbeat_interval_ms: int,
         ready_payload: Callable[[GatewaySession, list[int] | None], dict[str, Any]],
         guild_payloads: Callable[[int], list[dict[str, Any]]],
-        members_chunk: Callable[[dict[str, Any]], dict[str, Any]],
+        members_chunks: Callable[[dict[str, Any]], list[dict[str, Any]]],
         on_change: Callable[[], None],
         on_voice_state: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
     ) -> None:
@@ -165,7 +166,7 @@ class Gateway:
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self._ready_payload = ready_payload
         self._guild_payloads = guild_payloads
-        self._members_chunk = members_chunk
+        self._members_chunks = members_chunks
         self._on_change = on_change
         self.sessions: dict[str, GatewaySession] = {}
         self.sockets: set[web.WebSocketResponse] = set()
@@ -284,7 +285,8 @@ class Gateway:
         elif op == RESUME:
             return await self._resume(ws, request, data)
         elif op == REQUEST_GUILD_MEMBERS and session is not None:
-            await session.dispatch("GUILD_MEMBERS_CHUNK", self._members_chunk(data))
+            for chunk in self._members_chunks(data):
+                await session.dispatch("GUILD_MEMBERS_CHUNK", chunk)
         elif op == VOICE_STATE_UPDATE and self.on_voice_state is not None:
             await self.on_voice_state(data)
         elif op in (PRESENCE_UPDATE, VOICE_STATE_UPDATE):

@@ -4,14 +4,19 @@ Everything here returns plain dicts shaped like Discord API v10 objects (ids as 
 ISO-8601 timestamps). The fake server never imports discord.py to build them, so a
 payload the library cannot parse shows up as a test failure instead of being papered over.
 
-``GuildSetup`` describes the single guild the fake server hosts: its ids, roles, channels
-and the users in it (the bot, the owner, an admin and a plain member by default).
+``GuildSetup`` describes one guild the fake server hosts: its ids, roles, channels and the
+users in it (the bot, the owner, an admin and a plain member by default). A fake may host several;
+``GuildSetup.nth(n)`` builds the n-th with ids and names of its own. Every payload about a guild
+takes that guild's setup, so a member's roles and permissions are always those of the guild the
+event happens in.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import mimetypes
+import string
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +72,11 @@ CHANNEL_PUBLIC_THREAD = 11
 
 JOINED_AT = "2024-01-01T00:00:00.000000+00:00"
 
+# GuildSetup.nth(n) adds n * GUILD_ID_STRIDE to every id of the default guild: guild B's ids are
+# 900_000_001_000_000_xxx, guild C's 900_000_002_000_000_xxx ..., far from the default guild's
+# 900_000_000_000_xxx_xxx range, where tests pick the ids of the users and channels they add.
+GUILD_ID_STRIDE = 1_000_000_000
+
 
 class Snowflakes:
     """Issues Discord-style snowflakes: the creation time in the top bits, strictly increasing.
@@ -90,7 +100,14 @@ def now_iso() -> str:
 
 @dataclass(frozen=True)
 class FakeUser:
-    """A Discord user. ``role_names`` are names of roles in ``GuildSetup.roles``."""
+    """A Discord user, as listed by one guild's ``GuildSetup``.
+
+    The identity (id, username, global_name, bot) is global; ``role_names`` are the user's roles
+    in the guild whose setup lists this FakeUser (names of that setup's ``roles``). A person in
+    several guilds is listed in each with the same id and username and that guild's roles, e.g.
+    ``GuildSetup.nth(1, extra_users=[admin.with_roles()])``: an admin of the first guild who is a
+    plain member of the second.
+    """
 
     id: int
     username: str
@@ -102,10 +119,23 @@ class FakeUser:
     def mention(self) -> str:
         return f"<@{self.id}>"
 
+    def with_roles(self, *role_names: str) -> FakeUser:
+        """The same user with other roles: how to list them in another guild."""
+        return dataclasses.replace(self, role_names=role_names)
+
+    def same_person(self, other: FakeUser) -> bool:
+        """Whether ``other`` is this user, perhaps as listed by another guild (other roles)."""
+        return self.with_roles() == other.with_roles()
+
 
 @dataclass
 class GuildSetup:
-    """The one guild the fake server hosts. Every id can be overridden."""
+    """A guild the fake server hosts (the first one given to ``FakeDiscord`` is its default guild).
+
+    Every id can be overridden; ``nth(n)`` makes guilds whose ids do not collide. Members are
+    ``users``: the bot (the same bot in every guild), the owner, an admin, a plain member and
+    ``extra_users``; their roles here are the ``role_names`` of the FakeUser this setup lists.
+    """
 
     guild_id: int = 900_000_000_000_000_001
     guild_name: str = "Loopback Guild"
@@ -135,21 +165,127 @@ class GuildSetup:
         default_factory=lambda: {"questions": (900_000_000_000_000_461, "general")}
     )
 
+    @classmethod
+    def nth(cls, n: int, **overrides: Any) -> GuildSetup:
+        """The n-th guild of a fake hosting several (0: the default guild, 1: "Guild B", ...).
+
+        Every id of the default setup except the bot's and the application's (shared by all
+        guilds) is moved up by ``n * GUILD_ID_STRIDE``: guild, roles, channels, threads and its
+        own owner, admin and member (``owner-b``, ``admin-b``, ``member-b``). ``overrides`` are
+        GuildSetup fields, e.g. ``extra_users`` to add people of other guilds.
+        """
+        if n == 0:
+            return cls(**overrides)
+        base = cls()
+        shift = n * GUILD_ID_STRIDE
+        letter = string.ascii_uppercase[n] if n < len(string.ascii_uppercase) else str(n)
+
+        def moved(user: FakeUser) -> FakeUser:
+            return dataclasses.replace(user, id=user.id + shift, username=f"{user.username}-{letter.lower()}")
+
+        numbered: dict[str, Any] = {
+            "guild_id": base.guild_id + shift,
+            "guild_name": f"Guild {letter}",
+            "owner": moved(base.owner),
+            "admin": moved(base.admin),
+            "member": moved(base.member),
+            "roles": {name: (role_id + shift, bits) for name, (role_id, bits) in base.roles.items()},
+            "text_channels": {name: channel_id + shift for name, channel_id in base.text_channels.items()},
+            "voice_channels": {name: channel_id + shift for name, channel_id in base.voice_channels.items()},
+            "threads": {name: (thread_id + shift, parent) for name, (thread_id, parent) in base.threads.items()},
+        }
+        return dataclasses.replace(base, **{**numbered, **overrides})
+
     @property
     def users(self) -> list[FakeUser]:
+        """The guild's members, as this guild lists them (with their roles here)."""
         return [self.bot, self.owner, self.admin, self.member, *self.extra_users]
 
+    @property
+    def channel_id(self) -> int:
+        """The guild's default text channel (the first in ``text_channels``)."""
+        return next(iter(self.text_channels.values()))
+
+    def channel_named(self, name: str) -> int:
+        """The id of the guild's text channel, voice channel or thread called ``name``."""
+        threads = {thread: thread_id for thread, (thread_id, _) in self.threads.items()}
+        return {**self.text_channels, **self.voice_channels, **threads}[name]
+
+    def listed(self, user_id: int) -> FakeUser | None:
+        """The member with ``user_id`` as this guild lists them, or None if they are not in it."""
+        return next((user for user in self.users if user.id == user_id), None)
+
+    def has_member(self, user_id: int) -> bool:
+        return self.listed(user_id) is not None
+
+    def role_names_of(self, user: FakeUser) -> tuple[str, ...]:
+        """The user's roles in this guild: those of the FakeUser this guild lists with their id.
+
+        A FakeUser listed elsewhere (another guild's, with that guild's roles) gets this guild's
+        roles; someone this guild does not list keeps their own ``role_names``.
+        """
+        return (self.listed(user.id) or user).role_names
+
     def role_ids(self, user: FakeUser) -> list[int]:
-        return [self.roles[name][0] for name in user.role_names]
+        return [self.roles[name][0] for name in self.role_names_of(user)]
 
     def permissions(self, user: FakeUser) -> int:
         """Guild-level permissions of a member, the way Discord computes them (no overwrites)."""
         if user.id == self.owner.id:
             return ALL_PERMISSIONS
         bits = self.everyone_permissions
-        for name in user.role_names:
+        for name in self.role_names_of(user):
             bits |= self.roles[name][1]
         return ALL_PERMISSIONS if bits & ADMINISTRATOR else bits
+
+    def own_ids(self) -> dict[int, str]:
+        """Every id this guild owns (guild, roles, channels, threads) -> what it is, for clash checks."""
+        ids = {self.guild_id: f"guild {self.guild_name!r}"}
+        ids |= {role_id: f"role {name!r}" for name, (role_id, _) in self.roles.items()}
+        ids |= {channel_id: f"channel {name!r}" for name, channel_id in self.text_channels.items()}
+        ids |= {channel_id: f"voice channel {name!r}" for name, channel_id in self.voice_channels.items()}
+        ids |= {thread_id: f"thread {name!r}" for name, (thread_id, _) in self.threads.items()}
+        return ids
+
+
+def check_guilds(setups: list[GuildSetup]) -> None:
+    """Refuse guilds Discord could not have, with a clear message, before any payload is built.
+
+    At least one guild; one bot and application for all; no id of one guild reused by another;
+    a user listed by several guilds is the same person in each (only roles differ); nobody listed
+    twice in a guild; every role name a member has is a role of that guild.
+    """
+    if not setups:
+        raise ValueError("the fake Discord needs at least one guild")
+    first = setups[0]
+    taken: dict[int, str] = {}
+    people: dict[int, FakeUser] = {}
+    for setup in setups:
+        where = f"guild {setup.guild_name!r} ({setup.guild_id})"
+        if setup.bot.id != first.bot.id or setup.application_id != first.application_id:
+            raise ValueError(
+                f"{where}: the bot and the application are shared by all guilds; use the first guild's "
+                f"(bot {first.bot.id}, application {first.application_id})"
+            )
+        own = setup.own_ids()
+        clashes = sorted(own.keys() & taken.keys())
+        if clashes:
+            raise ValueError(f"id {clashes[0]} is {own[clashes[0]]} of {where} and also {taken[clashes[0]]}")
+        taken |= {some_id: f"{what} of {where}" for some_id, what in own.items()}
+        listed: set[int] = set()
+        for user in setup.users:
+            if user.id in listed:
+                raise ValueError(f"{where} lists user {user.id} twice")
+            listed.add(user.id)
+            known = people.setdefault(user.id, user)
+            if not known.same_person(user):
+                raise ValueError(
+                    f"user {user.id} is {known.username!r} in one guild and {user.username!r} in {where}: "
+                    "a user's identity is global, only their roles differ per guild"
+                )
+            missing = [name for name in user.role_names if name not in setup.roles]
+            if missing:
+                raise ValueError(f"{user.username!r} has role(s) {missing} that {where} does not have")
 
 
 def user_payload(user: FakeUser) -> dict[str, Any]:
@@ -170,7 +306,7 @@ def client_user_payload(user: FakeUser) -> dict[str, Any]:
 
 
 def member_payload(setup: GuildSetup, user: FakeUser, *, with_user: bool = True) -> dict[str, Any]:
-    """A guild member. Messages carry it without ``user`` (the author is sent separately)."""
+    """A member of ``setup``'s guild, with their roles there. Messages carry it without ``user``."""
     member: dict[str, Any] = {
         "roles": [str(role_id) for role_id in setup.role_ids(user)],
         "nick": None,
@@ -207,7 +343,7 @@ def role_payloads(setup: GuildSetup) -> list[dict[str, Any]]:
             "unicode_emoji": None,
             "flags": 0,
         }
-        if name in setup.bot.role_names:
+        if name in setup.role_names_of(setup.bot):
             role["managed"] = True
             role["tags"] = {"bot_id": str(setup.bot.id)}
         result.append(role)
@@ -275,8 +411,13 @@ def dm_channel_payload(channel_id: int, recipient: FakeUser) -> dict[str, Any]:
     }
 
 
-def guild_payload(setup: GuildSetup, *, include_members: bool) -> dict[str, Any]:
-    """GUILD_CREATE data. Without the members intent Discord only sends the bot's own member."""
+def guild_payload(
+    setup: GuildSetup, *, include_members: bool, voice_states: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """GUILD_CREATE data. Without the members intent Discord only sends the bot's own member.
+
+    ``voice_states``: who is in which of the guild's voice channels now (without ``guild_id``).
+    """
     members = setup.users if include_members else [setup.bot]
     return {
         "id": str(setup.guild_id),
@@ -318,7 +459,7 @@ def guild_payload(setup: GuildSetup, *, include_members: bool) -> dict[str, Any]
         "members": [member_payload(setup, user) for user in members],
         "channels": channel_payloads(setup),
         "threads": thread_payloads(setup),
-        "voice_states": [],
+        "voice_states": voice_states or [],
         "presences": [],
         "stage_instances": [],
         "guild_scheduled_events": [],
@@ -375,7 +516,10 @@ def message_payload(
     flags: int = 0,
     message_type: int = MESSAGE_DEFAULT,
 ) -> dict[str, Any]:
-    """A message. Pass ``setup`` for guild channels: it adds guild_id and the author's member."""
+    """A message. Pass ``setup`` for guild channels: it adds guild_id and the author's member.
+
+    Mentioned users who are members of that guild get their member object too, as on Discord.
+    """
     message: dict[str, Any] = {
         "id": str(message_id),
         "channel_id": str(channel_id),
@@ -398,5 +542,6 @@ def message_payload(
         message["guild_id"] = str(setup.guild_id)
         message["member"] = member_payload(setup, author, with_user=False)
         for mention, user in zip(message["mentions"], mentions or [], strict=True):
-            mention["member"] = member_payload(setup, user, with_user=False)
+            if setup.has_member(user.id):
+                mention["member"] = member_payload(setup, user, with_user=False)
     return message

@@ -16,6 +16,9 @@ Conventions copied from Discord because discord.py depends on them:
   nonce in the same channel within ``NONCE_WINDOW_SECONDS`` returns the message made the first
   time (Discord keeps nonces "for the past few minutes"; the bot is the only author here).
 
+* Routes under ``/guilds/{guild_id}`` (and guild-scoped commands) answer for the guild named in
+  the URL, and 404 ``Unknown Guild`` (10004) for a guild the fake does not host.
+
 Requests to routes not implemented here are logged at ERROR level, listed in
 ``FakeDiscord.unknown_routes`` and answered 404, so gaps in the fake show up immediately.
 """
@@ -130,6 +133,7 @@ class RestApi:
         webhook_message = f"{p}/webhooks/{{application_id}}/{{token}}/messages/{{message_id}}"
         return [
             web.get(f"{p}/users/@me", self.get_me),
+            web.get(f"{p}/users/@me/guilds", self.get_my_guilds),
             web.get(f"{p}/oauth2/applications/@me", self.get_application),
             web.get(f"{p}/gateway", self.get_gateway),
             web.get(f"{p}/gateway/bot", self.get_gateway),
@@ -137,6 +141,8 @@ class RestApi:
             web.get(f"{p}/users/{{user_id}}", self.get_user),
             web.get(f"{p}/guilds/{{guild_id}}", self.get_guild),
             web.get(f"{p}/guilds/{{guild_id}}/channels", self.get_guild_channels),
+            web.get(f"{p}/guilds/{{guild_id}}/roles", self.get_roles),
+            web.get(f"{p}/guilds/{{guild_id}}/members", self.get_members),
             web.get(f"{p}/guilds/{{guild_id}}/members/{{user_id}}", self.get_member),
             web.get(f"{p}/channels/{{channel_id}}", self.get_channel),
             web.post(f"{p}/channels/{{channel_id}}/typing", self.typing),
@@ -256,9 +262,12 @@ class RestApi:
         except (KeyError, ValueError):
             raise ApiError(404, "Unknown User", 10013) from None
 
-    def _guild(self, request: web.Request) -> None:
-        if int(request.match_info["guild_id"]) != self.server.guild_id:
-            raise ApiError(404, "Unknown Guild", 10004)
+    def _guild(self, request: web.Request) -> payloads.GuildSetup:
+        """The guild named in the URL; 404 Unknown Guild for one the fake does not host."""
+        try:
+            return self.server.guild_by_id(request.match_info["guild_id"])
+        except (KeyError, ValueError):
+            raise ApiError(404, "Unknown Guild", 10004) from None
 
     # -- users, application, guild, channels -----------------------------------------------------
 
@@ -280,16 +289,37 @@ class RestApi:
         user = self._user(body.get("recipient_id"))
         return json_response(self.server.channels[self.server.dm_channel_id(user)])
 
+    async def get_my_guilds(self, request: web.Request) -> web.Response:
+        """The bot's guilds as partial guilds, by id; ``limit``, ``before`` and ``after`` page them."""
+        limit = int(request.query.get("limit", 200))
+        before = int(request.query.get("before", 0)) or None
+        after = int(request.query.get("after", 0))
+        bot = self.server.bot_user
+        found = [
+            {
+                "id": str(setup.guild_id),
+                "name": setup.guild_name,
+                "icon": None,
+                "banner": None,
+                "owner": setup.owner.id == bot.id,
+                "permissions": str(setup.permissions(bot)),
+                "features": [],
+                "approximate_member_count": len(setup.users),
+                "approximate_presence_count": 0,
+            }
+            for setup in sorted(self.server.guilds, key=lambda g: g.guild_id)
+            if setup.guild_id > after and (before is None or setup.guild_id < before)
+        ]
+        return json_response(found[-limit:] if before is not None and not after else found[:limit])
+
     async def get_guild(self, request: web.Request) -> web.Response:
-        self._guild(request)
-        guild = payloads.guild_payload(self.server.setup, include_members=False)
+        guild = payloads.guild_payload(self._guild(request), include_members=False)
         for name in GATEWAY_ONLY_GUILD_FIELDS:
             guild.pop(name, None)
         return json_response(guild)
 
     async def get_guild_channels(self, request: web.Request) -> web.Response:
-        self._guild(request)
-        guild_id = str(self.server.guild_id)
+        guild_id = str(self._guild(request).guild_id)
         return json_response(
             [
                 c
@@ -298,12 +328,23 @@ class RestApi:
             ]
         )
 
+    async def get_roles(self, request: web.Request) -> web.Response:
+        return json_response(payloads.role_payloads(self._guild(request)))
+
+    async def get_members(self, request: web.Request) -> web.Response:
+        """The guild's members by user id, ``limit`` (default 1) after ``after``, like Discord."""
+        setup = self._guild(request)
+        limit = int(request.query.get("limit", 1))
+        after = int(request.query.get("after", 0))
+        members = sorted((user for user in setup.users if user.id > after), key=lambda user: user.id)
+        return json_response([payloads.member_payload(setup, user) for user in members[:limit]])
+
     async def get_member(self, request: web.Request) -> web.Response:
-        self._guild(request)
-        user = self.server.users.get(int(request.match_info["user_id"]))
+        setup = self._guild(request)
+        user = setup.listed(int(request.match_info["user_id"]))
         if user is None:
             raise ApiError(404, "Unknown Member", 10007)
-        return json_response(payloads.member_payload(self.server.setup, user))
+        return json_response(payloads.member_payload(setup, user))
 
     async def get_channel(self, request: web.Request) -> web.Response:
         return json_response(self.server.channels[self._channel_id(request)])
@@ -388,7 +429,7 @@ class RestApi:
             channel_id=channel_id,
             author=server.bot_user,
             content=body.get("content") or "",
-            setup=server.setup if server.is_guild_channel(channel_id) else None,
+            setup=server.guild_of(channel_id),
             attachments=self._attachments(channel_id, body.get("attachments"), uploads, existing=[]),
             embeds=body.get("embeds") or [],
             flags=body.get("flags") or 0,
@@ -491,12 +532,12 @@ class RestApi:
     # -- application commands -------------------------------------------------------------------
 
     def _command_list(self, request: web.Request) -> list[dict[str, Any]]:
+        """The global commands, or those of the guild in the URL (``guild_commands[guild id]``)."""
         if int(request.match_info["application_id"]) != self.server.application_id:
             raise ApiError(403, "Missing Access", 50001)
         if "guild_id" not in request.match_info:
             return self.server.global_commands
-        self._guild(request)
-        return self.server.guild_commands.setdefault(self.server.guild_id, [])
+        return self.server.guild_commands.setdefault(self._guild(request).guild_id, [])
 
     async def get_commands(self, request: web.Request) -> web.Response:
         return json_response(self._command_list(request))
@@ -520,7 +561,7 @@ class RestApi:
                 "version": str(self.server.ids.next()),
             }
             if "guild_id" in request.match_info:
-                command["guild_id"] = str(self.server.guild_id)
+                command["guild_id"] = str(self._guild(request).guild_id)
             synced.append(command)
         current[:] = synced
         return json_response(synced)

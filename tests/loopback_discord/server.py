@@ -2,8 +2,13 @@
 
 It serves the REST API under ``/api/v10`` (see ``rest.py``), the gateway websocket at ``/``
 (see ``gateway.py``) and uploaded files under ``/attachments/...``, and keeps all state in memory:
-one guild (``GuildSetup``), its channels and users, DM channels, every message with its
-attachments' bytes, reactions, synced application commands and interactions.
+the guilds (one ``GuildSetup`` each; the first is the default guild of the test-side API), their
+channels, users and voice states, DM channels, every message with its attachments' bytes,
+reactions, synced application commands (global and per guild) and interactions.
+
+Every guild event is about one guild: the guild of the channel it happens in. Its guild_id, the
+member objects and their roles and permissions come from that guild's setup, so the same user can
+be an admin in one guild and a plain member in another, as on Discord.
 
 Tests act as Discord users through the async methods in the "test-side API" section below
 (``send_message``, ``invoke_slash``, ``add_reaction`` ...) and observe the bot through
@@ -16,16 +21,16 @@ import asyncio
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any, TypeVar
 
 from aiohttp import web
 
 from . import payloads
-from .gateway import INTENT_GUILD_MEMBERS, Gateway, GatewaySession
+from .gateway import INTENT_GUILD_MEMBERS, INTENT_GUILD_VOICE_STATES, Gateway, GatewaySession
 from .interactions import OPTION_ATTACHMENT, OPTION_USER, InteractionHandle, build_options
-from .payloads import FakeUser, GuildSetup
+from .payloads import FakeUser, GuildSetup, check_guilds
 from .rest import InjectedFailure, RecordedRequest, RestApi
 
 T = TypeVar("T")
@@ -44,24 +49,39 @@ class FakeDiscord:
     """The fake Discord: REST + gateway + in-memory state + the test-side API.
 
     Use as ``async with FakeDiscord() as server:``; ``run_bot`` (harness.py) connects a bot.
+    ``setup`` is the guild the bot is in (default: ``GuildSetup()``), or a list of guilds, e.g.
+    ``FakeDiscord([GuildSetup(), GuildSetup.nth(1), GuildSetup.nth(2)])``. The first is the default
+    guild: ``guild_id``, ``owner``, ``admin``, ``member``, ``channel_id``, ``channel_named`` and the
+    defaults of the test-side API are about it. The bot user and the application are the first
+    setup's, shared by all guilds. ``guilds`` lists the setups; ``guild_of(channel_id)`` finds one.
     """
 
     def __init__(
         self,
-        setup: GuildSetup | None = None,
+        setup: GuildSetup | Sequence[GuildSetup] | None = None,
         *,
         token: str = "fake-token",
         heartbeat_interval_ms: int = 41_250,
     ) -> None:
-        self.setup = setup or GuildSetup()
+        self.guilds: list[GuildSetup] = [setup] if isinstance(setup, GuildSetup) else list(setup or [GuildSetup()])
+        check_guilds(self.guilds)
+        self.setup = self.guilds[0]
         self.token = token
         self.ids = payloads.Snowflakes()
-        self.users: dict[int, FakeUser] = {user.id: user for user in self.setup.users}
+        # Everyone Discord knows, as first listed (identity only: roles are per guild). A user in
+        # no guild becomes known when their DM channel is made.
+        self.users: dict[int, FakeUser] = {}
+        for guild in self.guilds:
+            for user in guild.users:
+                self.users.setdefault(user.id, user)
         self.channels: dict[int, dict[str, Any]] = {
             int(channel["id"]): channel
-            for channel in [*payloads.channel_payloads(self.setup), *payloads.thread_payloads(self.setup)]
+            for guild in self.guilds
+            for channel in [*payloads.channel_payloads(guild), *payloads.thread_payloads(guild)]
         }
         self.dm_channels: dict[int, int] = {}  # user id -> DM channel id
+        # guild id -> user id -> their VOICE_STATE_UPDATE (while in a voice channel), for GUILD_CREATE
+        self.voice_states: dict[int, dict[int, dict[str, Any]]] = {guild.guild_id: {} for guild in self.guilds}
         self.messages: dict[int, dict[str, Any]] = {}  # latest state of every message, by id
         self.deleted_messages: dict[int, dict[str, Any]] = {}
         self.message_bodies: dict[int, list[Any]] = {}  # bot's request bodies per message (create, edits)
@@ -82,7 +102,7 @@ class FakeDiscord:
             heartbeat_interval_ms=heartbeat_interval_ms,
             ready_payload=self._ready_payload,
             guild_payloads=self._guild_payloads,
-            members_chunk=self._members_chunk,
+            members_chunks=self._members_chunks,
             on_change=self.notify_changed,
             on_voice_state=self._bot_voice_state,
         )
@@ -156,12 +176,23 @@ class FakeDiscord:
 
     @property
     def channel_id(self) -> int:
-        """The default text channel (the first in ``GuildSetup.text_channels``)."""
-        return next(iter(self.setup.text_channels.values()))
+        """The default text channel (the first in the default guild's ``text_channels``)."""
+        return self.setup.channel_id
 
     def channel_named(self, name: str) -> int:
-        threads = {thread: thread_id for thread, (thread_id, _) in self.setup.threads.items()}
-        return {**self.setup.text_channels, **self.setup.voice_channels, **threads}[name]
+        """A channel or thread of the default guild (``guilds[n].channel_named`` for the others)."""
+        return self.setup.channel_named(name)
+
+    def guild_by_id(self, guild_id: int | str) -> GuildSetup:
+        for guild in self.guilds:
+            if guild.guild_id == int(guild_id):
+                return guild
+        raise KeyError(f"unknown guild {guild_id}")
+
+    def guild_of(self, channel_id: int) -> GuildSetup | None:
+        """The guild a channel or thread belongs to; None for a DM channel."""
+        guild_id = self.channels[channel_id].get("guild_id")
+        return self.guild_by_id(guild_id) if guild_id is not None else None
 
     def user(self, ref: UserRef, default: FakeUser | None = None) -> FakeUser:
         if ref is None:
@@ -170,9 +201,20 @@ class FakeDiscord:
             return ref
         return self.users[int(ref)]
 
+    def author_in(self, guild: GuildSetup | None, ref: UserRef) -> FakeUser:
+        """The user acting in ``guild`` (its plain member by default); they must be a member of it."""
+        user = self.user(ref, guild.member if guild is not None else None)
+        if guild is not None and not guild.has_member(user.id):
+            raise ValueError(
+                f"{user.username} ({user.id}) is not a member of guild {guild.guild_name!r} ({guild.guild_id}); "
+                "list them in that guild's GuildSetup (extra_users) to act there"
+            )
+        return user
+
     def dm_channel_id(self, user: UserRef) -> int:
-        """The DM channel between ``user`` and the bot, created on first use."""
+        """The DM channel between ``user`` and the bot, created on first use (for anyone, in a guild or not)."""
         recipient = self.user(user)
+        self.users.setdefault(recipient.id, recipient)
         if recipient.id not in self.dm_channels:
             channel_id = self.ids.next()
             self.channels[channel_id] = payloads.dm_channel_payload(channel_id, recipient)
@@ -194,8 +236,10 @@ class FakeDiscord:
         reply_to: int | str | None = None,
         voice_seconds: float | None = None,
     ) -> dict[str, Any]:
-        """A user posts a message (default: the plain member, in the default channel).
+        """A user posts a message (default: the default channel, by the plain member of its guild).
 
+        In a guild channel the author must be a member of that guild (ValueError otherwise); the
+        message carries that guild's id and the author's member object there (their roles in it).
         Dispatches MESSAGE_CREATE and returns the message dict. Mentions (``<@id>``, ``<@&id>``,
         ``@everyone``) in ``content`` are filled in like Discord does. ``voice_seconds`` makes it a
         voice message, as the Discord client sends one: the IS_VOICE_MESSAGE flag, and the first
@@ -204,15 +248,16 @@ class FakeDiscord:
         channel_id = channel_id or self.channel_id
         if channel_id not in self.channels:
             raise KeyError(f"unknown channel {channel_id}")
-        user = self.user(author)
+        guild = self.guild_of(channel_id)
+        user = self.author_in(guild, author)
         message_id = self.ids.next()
-        in_guild = self.is_guild_channel(channel_id)
+        in_guild = guild is not None
         message = payloads.message_payload(
             message_id=message_id,
             channel_id=channel_id,
             author=user,
             content=content,
-            setup=self.setup if in_guild else None,
+            setup=guild,
             attachments=[self.store_attachment(channel_id, name, data) for name, data in attachments or []],
             mentions=[self.users[int(uid)] for uid in re.findall(r"<@!?(\d+)>", content) if int(uid) in self.users],
             mention_roles=[int(rid) for rid in re.findall(r"<@&(\d+)>", content)] if in_guild else [],
@@ -241,12 +286,16 @@ class FakeDiscord:
     async def add_reaction(self, message_id: int | str, emoji: str, *, user: UserRef = None) -> None:
         """A user reacts to a message: dispatches MESSAGE_REACTION_ADD.
 
-        ``emoji`` is a unicode emoji or ``"name:id"`` for a custom one.
+        ``emoji`` is a unicode emoji or ``"name:id"`` for a custom one. In a guild channel the user
+        (default: its guild's plain member) must be a member of that guild.
         """
-        await self.react(int(message_id), emoji, self.user(user), add=True)
+        await self.react(int(message_id), emoji, self._reactor(message_id, user), add=True)
 
     async def remove_reaction(self, message_id: int | str, emoji: str, *, user: UserRef = None) -> None:
-        await self.react(int(message_id), emoji, self.user(user), add=False)
+        await self.react(int(message_id), emoji, self._reactor(message_id, user), add=False)
+
+    def _reactor(self, message_id: int | str, ref: UserRef) -> FakeUser:
+        return self.author_in(self.guild_of(int(self.messages[int(message_id)]["channel_id"])), ref)
 
     async def invoke_slash(
         self,
@@ -260,15 +309,19 @@ class FakeDiscord:
     ) -> InteractionHandle:
         """A user runs ``/name`` (``"group sub"`` for subcommands): dispatches INTERACTION_CREATE.
 
+        In a guild channel (default: the default channel) the user (default: that guild's plain
+        member) must be a member of its guild: the interaction carries that guild and the user's
+        member object there, and the command found is that guild's own before the global one.
+        ``dm``: in the user's DM with the bot, with the user and no guild (global commands only).
         ``attachments`` maps attachment option names to ``(filename, bytes)`` (such tuples may
         also be given in ``options``). Option types come from the synced definition when the bot
         synced one, otherwise they are inferred from the values. Returns an ``InteractionHandle``.
         """
-        invoker = self.user(user)
         parts = name.split()
-        channel_id = self.dm_channel_id(invoker) if dm else channel_id or self.channel_id
-        in_guild = self.is_guild_channel(channel_id)
-        definition, command_guild_id = self._find_command(parts[0])
+        channel_id = self.dm_channel_id(user) if dm else channel_id or self.channel_id
+        guild = self.guild_of(channel_id)
+        invoker = self.author_in(guild, user)
+        definition, command_guild_id = self._find_command(parts[0], guild)
         interaction_id = self.ids.next()
         resolved: dict[str, dict[str, Any]] = {}
 
@@ -281,9 +334,9 @@ class FakeDiscord:
             if kind == OPTION_USER:
                 target = self.user(value)
                 resolved.setdefault("users", {})[str(target.id)] = payloads.user_payload(target)
-                if in_guild:
-                    member = payloads.member_payload(self.setup, target, with_user=False)
-                    member["permissions"] = str(self.setup.permissions(target))
+                if guild is not None and guild.has_member(target.id):
+                    member = payloads.member_payload(guild, target, with_user=False)
+                    member["permissions"] = str(guild.permissions(target))
                     resolved.setdefault("members", {})[str(target.id)] = member
                 return str(target.id)
             raise ValueError(f"option type {kind} is not supported by the loopback server yet")
@@ -318,29 +371,48 @@ class FakeDiscord:
         has none, so tests use a voice client double that stops at the gateway.
         """
         channel = data.get("channel_id")
-        await self.set_voice_state(self.bot_user, int(channel) if channel else None)
-
-    async def set_voice_state(self, user: UserRef, channel_id: int | None) -> None:
-        """A user joins (``channel_id``) or leaves (None) voice: dispatches VOICE_STATE_UPDATE."""
-        member = self.user(user)
-        await self.dispatch(
-            "VOICE_STATE_UPDATE",
-            {
-                "guild_id": str(self.guild_id),
-                "channel_id": str(channel_id) if channel_id else None,
-                "user_id": str(member.id),
-                "member": payloads.member_payload(self.setup, member),
-                "session_id": secrets.token_hex(16),
-                "deaf": False,
-                "mute": False,
-                "self_deaf": False,
-                "self_mute": False,
-                "self_stream": False,
-                "self_video": False,
-                "suppress": False,
-                "request_to_speak_timestamp": None,
-            },
+        guild_id = data.get("guild_id")
+        await self.set_voice_state(
+            self.bot_user, int(channel) if channel else None, guild_id=int(guild_id) if guild_id else None
         )
+
+    async def set_voice_state(self, user: UserRef, channel_id: int | None, *, guild_id: int | None = None) -> None:
+        """A user joins (``channel_id``) or leaves (None) voice: dispatches VOICE_STATE_UPDATE.
+
+        The guild is the voice channel's; on leaving, ``guild_id``, else the guild where the user
+        is in voice, else the default guild. The user must be a member of it. The fake remembers
+        who is in voice, and a later GUILD_CREATE (a new IDENTIFY) lists them, as Discord does.
+        """
+        if channel_id is not None:
+            guild = self.guild_of(channel_id)
+            if guild is None:
+                raise ValueError(f"channel {channel_id} is not a guild's voice channel")
+        elif guild_id is not None:
+            guild = self.guild_by_id(guild_id)
+        else:
+            user = self.user(user)
+            guild = next((g for g in self.guilds if user.id in self.voice_states[g.guild_id]), self.setup)
+        member = self.author_in(guild, user)
+        state: dict[str, Any] = {
+            "guild_id": str(guild.guild_id),
+            "channel_id": str(channel_id) if channel_id else None,
+            "user_id": str(member.id),
+            "member": payloads.member_payload(guild, member),
+            "session_id": secrets.token_hex(16),
+            "deaf": False,
+            "mute": False,
+            "self_deaf": False,
+            "self_mute": False,
+            "self_stream": False,
+            "self_video": False,
+            "suppress": False,
+            "request_to_speak_timestamp": None,
+        }
+        if channel_id is None:
+            self.voice_states[guild.guild_id].pop(member.id, None)
+        else:
+            self.voice_states[guild.guild_id][member.id] = state
+        await self.dispatch("VOICE_STATE_UPDATE", state)
 
     # -- test-side API: observing the bot -------------------------------------------------------
 
@@ -546,16 +618,18 @@ class FakeDiscord:
         if "guild_id" in message:
             data["guild_id"] = message["guild_id"]
             if add:
-                data["member"] = payloads.member_payload(self.setup, user)
+                data["member"] = payloads.member_payload(self.guild_by_id(message["guild_id"]), user)
         if add:
             data.update(message_author_id=message["author"]["id"], burst_colors=[])
         await self.dispatch("MESSAGE_REACTION_ADD" if add else "MESSAGE_REACTION_REMOVE", data)
 
-    def _find_command(self, name: str) -> tuple[dict[str, Any] | None, int | None]:
-        """The synced definition of a top-level command (guild-scoped first) and its guild id."""
-        for command in self.guild_commands.get(self.guild_id, []):
-            if command["name"] == name:
-                return command, self.guild_id
+    def _find_command(self, name: str, guild: GuildSetup | None) -> tuple[dict[str, Any] | None, int | None]:
+        """The synced definition of a top-level command and its guild id: ``guild``'s own first,
+        then the global one (a DM, ``guild`` None, sees only global commands, as on Discord)."""
+        if guild is not None:
+            for command in self.guild_commands.get(guild.guild_id, []):
+                if command["name"] == name:
+                    return command, guild.guild_id
         for command in self.global_commands:
             if command["name"] == name:
                 return command, None
@@ -582,17 +656,18 @@ class FakeDiscord:
             "entitlements": [],
             "attachment_size_limit": 10 * 1024 * 1024,
         }
-        if "guild_id" in channel:
-            member = payloads.member_payload(self.setup, user)
-            member["permissions"] = str(self.setup.permissions(user))
+        guild = self.guild_of(channel_id)
+        if guild is not None:
+            member = payloads.member_payload(guild, user)
+            member["permissions"] = str(guild.permissions(user))
             payload["channel"] = {**channel, "permissions": member["permissions"]}
             payload.update(
-                guild_id=str(self.guild_id),
-                guild={"id": str(self.guild_id), "locale": "en-US", "features": []},
+                guild_id=str(guild.guild_id),
+                guild={"id": str(guild.guild_id), "locale": "en-US", "features": []},
                 guild_locale="en-US",
                 member=member,
-                app_permissions=str(self.setup.permissions(self.bot_user)),
-                authorizing_integration_owners={"0": str(self.guild_id)},
+                app_permissions=str(guild.permissions(self.bot_user)),
+                authorizing_integration_owners={"0": str(guild.guild_id)},
                 context=0,
             )
         else:
@@ -610,7 +685,7 @@ class FakeDiscord:
         return {
             "v": 10,
             "user": payloads.client_user_payload(self.bot_user),
-            "guilds": [{"id": str(self.guild_id), "unavailable": True}],
+            "guilds": [{"id": str(guild.guild_id), "unavailable": True} for guild in self.guilds],
             "session_id": session.session_id,
             "resume_gateway_url": self.gateway_url,
             "shard": shard or [0, 1],
@@ -623,20 +698,38 @@ class FakeDiscord:
         }
 
     def _guild_payloads(self, intents: int) -> list[dict[str, Any]]:
+        """One GUILD_CREATE per guild, in the order given: members and voice states as the intents allow."""
         include_members = bool(intents & INTENT_GUILD_MEMBERS)
-        guild = payloads.guild_payload(self.setup, include_members=include_members)
-        guild["channels"] = [c for c in self.channels.values() if c.get("guild_id") == str(self.guild_id)]
-        return [guild]
+        found = []
+        for setup in self.guilds:
+            voice_states = []
+            if intents & INTENT_GUILD_VOICE_STATES:
+                voice_states = [
+                    {key: value for key, value in state.items() if key != "guild_id"}
+                    for state in self.voice_states[setup.guild_id].values()
+                ]
+            guild = payloads.guild_payload(setup, include_members=include_members, voice_states=voice_states)
+            guild["channels"] = [c for c in self.channels.values() if c.get("guild_id") == str(setup.guild_id)]
+            found.append(guild)
+        return found
 
-    def _members_chunk(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _members_chunks(self, request: dict[str, Any]) -> list[dict[str, Any]]:
+        """GUILD_MEMBERS_CHUNKs answering op 8 for the guild(s) it names (unknown guilds: none)."""
+        requested = request.get("guild_id")
+        guild_ids = {int(g) for g in (requested if isinstance(requested, list) else [requested]) if g is not None}
         query = (request.get("query") or "").lower()
         wanted_ids = {int(uid) for uid in request.get("user_ids") or []}
-        members = [
-            payloads.member_payload(self.setup, user)
-            for user in self.setup.users
-            if (not wanted_ids or user.id in wanted_ids) and user.username.lower().startswith(query)
-        ]
-        chunk = {"guild_id": str(self.guild_id), "members": members, "chunk_index": 0, "chunk_count": 1}
-        if request.get("nonce") is not None:
-            chunk["nonce"] = request["nonce"]
-        return chunk
+        chunks = []
+        for setup in self.guilds:
+            if setup.guild_id not in guild_ids:
+                continue
+            members = [
+                payloads.member_payload(setup, user)
+                for user in setup.users
+                if (not wanted_ids or user.id in wanted_ids) and user.username.lower().startswith(query)
+            ]
+            chunk = {"guild_id": str(setup.guild_id), "members": members, "chunk_index": 0, "chunk_count": 1}
+            if request.get("nonce") is not None:
+                chunk["nonce"] = request["nonce"]
+            chunks.append(chunk)
+        return chunks

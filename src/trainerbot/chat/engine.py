@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from trainerbot.core.errors import ChatUnavailable
+from trainerbot.errors import ChatUnavailable
 
 __all__ = ["CUT_SHORT", "MESSAGE_OVERHEAD", "ChatEngine", "ChatMessage", "ChatUnavailable"]
 

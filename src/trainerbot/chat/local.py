@@ -28,7 +28,7 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from trainerbot import allocator
 from trainerbot.chat.engine import CUT_SHORT, ChatMessage
-from trainerbot.core.errors import ChatUnavailable
+from trainerbot.errors import ChatUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 import openai
 
 from trainerbot.chat.engine import CUT_SHORT, ChatMessage
-from trainerbot.core.errors import ChatUnavailable
+from trainerbot.errors import ChatUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from trainerbot.chat.engine import MESSAGE_OVERHEAD, ChatMessage
 from trainerbot.learning.retrieval import Retrieved
-from trainerbot.storage.store import Turn
+from trainerbot.types import Turn
 
 EXAMPLE_CHARACTERS = 300  # of each side of an example shown to the engine
 REFILL_SHARE = 2 / 3  # history kept, as a share of its budget, when old turns must go

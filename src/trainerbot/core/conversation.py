@@ -17,18 +17,18 @@ from pathlib import Path
 
 from trainerbot.chat.engine import ChatEngine
 from trainerbot.chat.prompt import Prompt, build_prompt, examples_note
-from trainerbot.core.errors import InvalidInput, NotReady
-from trainerbot.core.messages import Caller, Reply
-from trainerbot.core.permissions import require_admin
+from trainerbot.core.answers import TaughtAnswers
+from trainerbot.core.permissions import Access
 from trainerbot.core.text import valid_text
-from trainerbot.learning.jobs import ServingModel
-from trainerbot.learning.retrieval import ExampleIndex
-from trainerbot.storage.store import ReplyRecord, Store
+from trainerbot.errors import InvalidInput, NotReady
+from trainerbot.learning.retrieval import ExampleIndexes
+from trainerbot.storage.store import Store
+from trainerbot.types import Caller, Reply, ReplyRecord, place_of
 
 log = logging.getLogger(__name__)
 MAX_FEEDBACK = 2000
 MAX_PERSONA = 1000
-CONSOLE_CONVERSATION = 0  # the terminal console's one conversation
+CONSOLE_CONVERSATION = 0  # the terminal console's conversation without a server; with one, minus its id
 NOTHING_TO_SAY = "I couldn't think of a reply to that. Try saying it another way?"  # when a model writes nothing
 
 
@@ -72,21 +72,21 @@ class Conversation:
     def __init__(
         self,
         store: Store,
-        serving: ServingModel,
-        index: ExampleIndex,
+        answers: TaughtAnswers,
+        indexes: ExampleIndexes,
+        access: Access,
         engine: ChatEngine | None,
         options: ChatOptions,
         *,
-        threshold: float,
         instructions: Path,
         prefix: str,
     ) -> None:
         self.store = store
-        self.serving = serving
-        self.index = index
+        self.answers = answers
+        self.indexes = indexes
+        self.access = access
         self.engine = engine
         self.options = options
-        self.threshold = threshold
         self.instructions_path = instructions
         self.prefix = prefix
         self._windows: dict[int, int | None] = {}  # conversation -> oldest turn of its last prompt
@@ -110,7 +110,8 @@ class Conversation:
     def prepare(self, caller: Caller, text: str, where: Where) -> Prepared:
         """Stores the message, then answers it from what was taught or prepares the chat prompt."""
         text = valid_text(text)
-        turn_id = self.store.add_turn(
+        conversations = self.store.conversations
+        turn_id = conversations.add_turn(
             conversation_id=where.conversation_id,
             guild_id=caller.guild_id,
             user_id=caller.user_id,
@@ -118,23 +119,23 @@ class Conversation:
             content=text,
             message_id=caller.message_id,
         )
-        vector = self.serving.encoder.encode([text])[0]
-        prediction = self.serving.predict(text, self.threshold, vector)
-        confidence = prediction.confidence if prediction is not None else None
-        if prediction is not None and prediction.output is not None:
-            return Prepared(
-                caller, text, where, turn_id, Answer(prediction.output, "taught", confidence), None, confidence
-            )
+        bases = self.answers.bases(caller.guild_id)  # this server's own, then (unless turned off) the bot-wide one
+        vector = self.answers.models.encoder.encode([text])[0]
+        found = self.answers.answer(bases, text, vector)
+        confidence = found.prediction.confidence if found is not None else None
+        if found is not None and found.prediction.output is not None:
+            answer = Answer(found.prediction.output, "taught", confidence)
+            return Prepared(caller, text, where, turn_id, answer, None, confidence)
         if self.engine is None:
             return Prepared(caller, text, where, turn_id, self._fallback(text, confidence), None, confidence)
-        note = examples_note(self.index.nearest(vector, self.options.examples))
+        note = examples_note(self.indexes.nearest(bases, vector, self.options.examples))
         if note:
-            self.store.set_turn_context(turn_id, note)
+            conversations.set_turn_context(turn_id, note)
         with self._windows_lock:
             keep_from = self._windows.get(where.conversation_id)
         prompt = build_prompt(
-            persona=self.persona_for(where),
-            history=self.store.turns(where.conversation_id, before=turn_id),
+            persona=self.persona_for(where, caller.guild_id),
+            history=conversations.turns(where.conversation_id, before=turn_id),
             note=note,
             message=text,
             budget=self.engine.context_tokens - self.options.max_reply_tokens,
@@ -153,7 +154,7 @@ class Conversation:
     def finish(self, prepared: Prepared, reply: str, source: str, message_ids: Sequence[int]) -> None:
         """Stores the reply as the bot's turn and links every message that carried it to the question."""
         caller = prepared.caller
-        self.store.record_answer(
+        self.store.conversations.record_answer(
             conversation_id=prepared.where.conversation_id,
             guild_id=caller.guild_id,
             channel_id=caller.channel_id,
@@ -181,39 +182,47 @@ class Conversation:
 
     # --- memory and personas ----------------------------------------------------------------
 
-    def persona_for(self, where: Where) -> str:
-        """The conversation's own persona, else its parent channel's (for a thread), else the default."""
+    def server_persona(self, guild_id: int | None) -> str:
+        """A server's default persona (its admins set it with `!config persona`), else the bot's."""
+        own = self.store.knowledge.settings(guild_id).persona if guild_id is not None else None
+        return own or self.options.persona
+
+    def persona_for(self, where: Where, guild_id: int | None) -> str:
+        """The conversation's own persona, else its parent channel's (for a thread), else the server's default."""
         for conversation_id in (where.conversation_id, where.parent_id):
             if conversation_id is not None:
-                text = self.store.persona(conversation_id)
+                text = self.store.conversations.persona(conversation_id)
                 if text:
                     return text
-        return self.options.persona
+        return self.server_persona(guild_id)
 
     def persona(self, caller: Caller, where: Where, text: str) -> Reply:
-        """Shows the persona, or sets it (admins); `reset` returns to the default."""
+        """Shows the persona, or sets it (admins); `reset` returns to the server's default."""
         text = text.strip()
+        conversations = self.store.conversations
         if not text:
-            current = self.persona_for(where)
-            own = self.store.persona(where.conversation_id) is not None
+            current = self.persona_for(where, caller.guild_id)
+            own = conversations.persona(where.conversation_id) is not None
             origin = "set for this channel" if own else "the default"
             return Reply(f"The persona here ({origin}):\n> {current}")
-        require_admin(caller, "change the persona")
+        self.access.require_admin(caller, "change the persona")
         text = valid_text(text)
         if text.lower() == "reset":
-            self.store.set_persona(where.conversation_id, None, user_id=caller.user_id)
-            return Reply(f"The persona here is the default again:\n> {self.options.persona}")
+            conversations.set_persona(where.conversation_id, None, user_id=caller.user_id)
+            return Reply(f"The persona here is the default again:\n> {self.server_persona(caller.guild_id)}")
         if len(text) > MAX_PERSONA:
             raise InvalidInput(f"A persona must be at most {MAX_PERSONA} characters; this one has {len(text)}.")
-        self.store.set_persona(where.conversation_id, text, user_id=caller.user_id)
+        conversations.set_persona(where.conversation_id, text, user_id=caller.user_id)
         return Reply(f"From now on, here I am:\n> {text}")
 
     def forget(self, caller: Caller, where: Where, everyone: bool | None = None) -> Reply:
         """Clears the conversation's memory: all of it for admins, only the caller's own turns for others."""
-        everyone = caller.is_admin if everyone is None else everyone
+        everyone = self.access.is_admin(caller) if everyone is None else everyone
         if everyone:
-            require_admin(caller, "clear everyone's messages from my memory")
-        count = self.store.forget_conversation(where.conversation_id, None if everyone else caller.user_id)
+            self.access.require_admin(caller, "clear everyone's messages from my memory")
+        count = self.store.conversations.forget_conversation(
+            where.conversation_id, None if everyone else caller.user_id
+        )
         with self._windows_lock:
             self._windows.pop(where.conversation_id, None)
         whose = "messages" if everyone else "of your messages"
@@ -233,8 +242,8 @@ class Conversation:
             raise InvalidInput("Tell me what you think: `!feedback <text>`.")
         if len(text) > MAX_FEEDBACK:
             raise InvalidInput(f"Feedback must be at most {MAX_FEEDBACK} characters.")
-        about = self.store.reply(about_message_id) if about_message_id else None
-        self.store.add_feedback(
+        about = self.store.conversations.reply(place_of(caller), about_message_id) if about_message_id else None
+        self.store.feedback.add_feedback(
             user_id=caller.user_id,
             user_name=valid_text(caller.name),
             guild_id=caller.guild_id,

@@ -1,4 +1,9 @@
-"""Files under the data directory: safe path resolution, sending a file, zipping a directory."""
+"""Each knowledge base's folder: safe path resolution, sending a file, zipping a directory.
+
+A server's folder is ``servers/<server id>`` in the data directory; the bot-wide base's is the
+data directory itself, less the bot's own files (its database, log, models, the servers'
+folders and the console's outbox), which no command reads, lists, sends or zips.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,17 @@ import logging
 import os
 import re
 import unicodedata
-import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from fnmatch import fnmatch
 from pathlib import Path
 
-from trainerbot.core.errors import NotReady, TooLarge, UnsafePath
-from trainerbot.core.messages import Caller, OutFile, Reply
-from trainerbot.core.permissions import require_admin
+from trainerbot.core.permissions import Access
+from trainerbot.errors import NotReady, TooLarge, UnsafePath
+from trainerbot.learning.archives import write_zip
 from trainerbot.learning.examples import READABLE_SUFFIXES
+from trainerbot.types import GLOBAL_BASE, Caller, OutFile, Reply, human_size
 
 log = logging.getLogger(__name__)
 MAX_PATH_LENGTH = 1024
@@ -23,41 +30,26 @@ SLASH_LOOK_ALIKES = ("∕", "⁄", "⧸", "\\")  # division slash, fraction slas
 # Zips the bot writes itself (dataset snapshots, archives): a directory scan leaves them out, or
 # every `!select_dataset datasets` would read the earlier snapshots' examples again.
 BOT_ZIP = re.compile(r".+-\d{8}-\d{6}\.zip")
-
-
-def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1000
-    raise AssertionError("unreachable")
+SERVERS = "servers"  # the servers' folders, in the data directory
+# The bot's own files at the top of the data directory: never a user's to read, whoever asks.
+BOT_FILES = ("trainerbot.sqlite3*", "*.jobs-lock", "trainerbot.log*", "models", SERVERS, "outbox", "backups")
 
 
 def timestamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
 
 
-def write_zip(target: Path, files: list[Path], base: Path, extra: dict[str, str | bytes] | None = None) -> None:
-    """Zips files (named relative to ``base``) and ``extra`` entries into ``target``; no partial zip on failure."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".partial")
-    try:
-        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            for path in files:
-                archive.write(path, path.relative_to(base).as_posix())
-            for name, text in (extra or {}).items():
-                archive.writestr(name, text)
-        partial.replace(target)
-    finally:
-        partial.unlink(missing_ok=True)
-
-
 @dataclass(frozen=True)
 class DataDirectory:
-    """The one folder the bot reads and writes; every path a user names must stay inside it."""
+    """A base's folder; every path a user names must stay inside it, and out of its ``hidden`` names."""
 
     root: Path
+    hidden: Sequence[str] = ()  # patterns of names directly in ``root`` that belong to the bot itself
+
+    def is_hidden(self, real: Path) -> bool:
+        """Whether a real path inside the folder is, or is inside, one of the bot's own files."""
+        parts = real.relative_to(self.root.resolve()).parts
+        return bool(parts) and any(fnmatch(parts[0], pattern) for pattern in self.hidden)
 
     def resolve(self, user_path: str) -> Path:
         """The real path a user's argument names, or UnsafePath; nothing is read here."""
@@ -74,6 +66,8 @@ class DataDirectory:
             mimicked = mimicked.replace(look_alike, "/")
         if real is None or (mimicked != text and _inside(root, mimicked) is None):
             raise UnsafePath(f"`{_shown(text)}` is outside the data directory; only files inside it can be used.")
+        if self.is_hidden(real):
+            raise UnsafePath(f"`{_shown(text)}` is one of the bot's own files, which no command can read or send.")
         return real
 
     def relative(self, path: Path) -> str:
@@ -114,10 +108,11 @@ class DataDirectory:
         found = []
         for base, dirs, names in os.walk(directory):
             dirs.sort()
+            dirs[:] = [d for d in dirs if not self.is_hidden((Path(base) / d).resolve())]
             for name in sorted(names):
                 path = Path(base) / name
                 real = path.resolve()
-                if real.is_file() and root in real.parents:
+                if real.is_file() and root in real.parents and not self.is_hidden(real):
                     found.append(path)
         return found
 
@@ -153,29 +148,51 @@ def _inside(root: Path, text: str) -> Path | None:
     return real if real == root or root in real.parents else None
 
 
+class Folders:
+    """Where each knowledge base keeps its files, made when first needed."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+
+    def of(self, base: int) -> DataDirectory:
+        if base == GLOBAL_BASE:
+            return DataDirectory(self.data_dir, BOT_FILES)
+        root = self.data_dir / SERVERS / str(base)
+        root.mkdir(parents=True, exist_ok=True)
+        return DataDirectory(root)
+
+    def size(self, base: int) -> int:
+        """Bytes of the files a base keeps (the bot-wide base: without the bot's own)."""
+        folder = self.of(base)
+        return sum(path.stat().st_size for path in folder.files_under(folder.root))
+
+
 class FileService:
-    def __init__(self, data: DataDirectory, upload_limit: int) -> None:
-        self.data = data
+    def __init__(self, folders: Folders, access: Access, upload_limit: int) -> None:
+        self.folders = folders
+        self.access = access
         self.upload_limit = upload_limit
 
     def getfile(self, caller: Caller, user_path: str) -> Reply:
-        require_admin(caller, "read server files")
-        path = self.data.existing_file(user_path, self.upload_limit)
+        self.access.require_admin(caller, "read server files")
+        data = self.folders.of(caller.base)
+        path = data.existing_file(user_path, self.upload_limit)
         return Reply(
-            f"`{self.data.relative(path)}` ({human_size(path.stat().st_size)})", [OutFile(path.name, path.read_bytes())]
+            f"`{data.relative(path)}` ({human_size(path.stat().st_size)})", [OutFile(path.name, path.read_bytes())]
         )
 
     def archive(self, caller: Caller, user_path: str) -> Reply:
-        require_admin(caller, "archive server files")
-        directory = self.data.existing_directory(user_path)
-        archives = self.data.root / "archives"
-        files = [p for p in self.data.files_under(directory) if archives.resolve() not in p.resolve().parents]
+        self.access.require_admin(caller, "archive server files")
+        data = self.folders.of(caller.base)
+        directory = data.existing_directory(user_path)
+        archives = data.root / "archives"
+        files = [p for p in data.files_under(directory) if archives.resolve() not in p.resolve().parents]
         if not files:
             raise NotReady(f"`{_shown(user_path.strip())}` has no files to archive.")
-        target = archives / f"{self.data.label(directory)}-{timestamp()}.zip"
+        target = archives / f"{data.label(directory)}-{timestamp()}.zip"
         write_zip(target, files, directory)
         log.info("archived %d files of %s into %s", len(files), directory, target.name)
         return Reply(
-            f"Archived {len(files)} file{'s' * (len(files) != 1)} from `{self.data.relative(directory)}` into "
-            f"`{self.data.relative(target)}` ({human_size(target.stat().st_size)})."
+            f"Archived {len(files)} file{'s' * (len(files) != 1)} from `{data.relative(directory)}` into "
+            f"`{data.relative(target)}` ({human_size(target.stat().st_size)})."
         )

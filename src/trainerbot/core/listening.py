@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from trainerbot.core.errors import NotReady
-from trainerbot.core.messages import Upload
 from trainerbot.core.teaching import check_upload
+from trainerbot.errors import NotReady
 from trainerbot.speech.audio import decode
 from trainerbot.speech.stt import SpeechToText, check_transcript
+from trainerbot.types import Upload
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ import zipfile
 from typing import Any
 
 from trainerbot.core.conversation import Conversation
-from trainerbot.core.errors import TooLarge
-from trainerbot.core.files import human_size, timestamp
-from trainerbot.core.messages import Caller, OutFile, Reply
+from trainerbot.core.files import timestamp
+from trainerbot.errors import TooLarge
 from trainerbot.storage.database import utc_now
-from trainerbot.storage.store import Forgotten, Store
+from trainerbot.storage.store import Store
+from trainerbot.types import Caller, Forgotten, OutFile, Reply, human_size
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ ABOUT = {
     "jobs": "training jobs you started",
     "datasets": "datasets you selected",
     "personas": "personas you set",
+    "bases": "settings you last changed for a server with !config",
 }
 NOT_INCLUDED = (
     "The embeddings of your examples (numbers computed from their text) and the trained model files "
@@ -62,7 +63,7 @@ class PrivacyService:
 
     def export(self, user_id: int) -> dict[str, Any]:
         """Everything stored about a person, as the JSON document `!mydata` sends."""
-        tables = self.store.user_data(user_id)
+        tables = self.store.people.data(user_id)
         return {
             "format": FORMAT,
             "version": VERSION,
@@ -99,7 +100,7 @@ class PrivacyService:
 
     def forget_me(self, caller: Caller) -> Reply:
         """Deletes what the caller gave the bot (all or nothing) and says what went and what stayed."""
-        forgotten = self.store.forget_user(caller.user_id)
+        forgotten = self.store.people.forget(caller.user_id)
         self.conversation.reset_windows(forgotten.conversations)
         log.info("forgot user %s: %d records deleted", caller.user_id, forgotten.deleted)
         return Reply(forget_text(forgotten, self.prefix))

@@ -14,7 +14,7 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from trainerbot.core.errors import UserError
+from trainerbot.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -5,26 +5,29 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
-from trainerbot.core.errors import InvalidInput, NotReady, TooLarge
-from trainerbot.core.files import MAX_PATH_LENGTH, DataDirectory, human_size, timestamp
-from trainerbot.core.messages import Caller, OutFile, Reply, Upload
-from trainerbot.core.permissions import require_admin
+from trainerbot.core.answers import TaughtAnswers
+from trainerbot.core.files import MAX_PATH_LENGTH, DataDirectory, Folders, timestamp
+from trainerbot.core.permissions import Access
 from trainerbot.core.text import progress_bar
+from trainerbot.errors import InvalidInput, NotReady, PermissionDenied, QuotaReached, TooLarge
 from trainerbot.learning import datasets
 from trainerbot.learning.evaluation import chart_png, evaluate, parse_cases, report_json
-from trainerbot.learning.examples import ARROW, MAX_TEXT, Example, parse_inline, read_examples
-from trainerbot.learning.jobs import ServingModel, TrainingJobs
-from trainerbot.storage.store import Job, Store
+from trainerbot.learning.examples import ARROW, MAX_TEXT, parse_inline, read_examples
+from trainerbot.learning.jobs import TrainingJobs
+from trainerbot.storage.store import Store
+from trainerbot.types import GLOBAL_BASE, Caller, Example, Job, OutFile, Place, Reply, Upload, human_size, place_of
 
 log = logging.getLogger(__name__)
 
 TRAIN_USAGE = (
     f"Teach with `!train question {ARROW} answer`, attach a .json, .jsonl, .csv or .txt file (or a .zip), "
-    "or name a file or directory in the data directory (`!train datasets/faq.csv`). "
+    "or name a file or directory in this server's folder (`!train datasets/faq.csv`). "
     "Add `positive=false` to teach answers the bot must not give."
 )
 _FLAG = re.compile(r"(?:^|\s)(?:positive\s*[=:]\s*(true|false|yes|no)|--?(negative|positive))(?=\s|$)", re.I)
+_GLOBAL_FLAG = re.compile(r"(?:^|\s)--global(?=\s|$)", re.I)
 
 
 def parse_positive_flag(text: str) -> tuple[str, bool | None]:
@@ -34,6 +37,21 @@ def parse_positive_flag(text: str) -> tuple[str, bool | None]:
         word = (match.group(1) or match.group(2)).lower()
         found = word in ("true", "yes", "positive")
     return _FLAG.sub(" ", text).strip(), found
+
+
+def take_global_flag(text: str) -> tuple[str, bool]:
+    """Takes `--global` (an owner teaching the bot-wide base) out of a command's text."""
+    found = _GLOBAL_FLAG.search(text) is not None
+    return _GLOBAL_FLAG.sub(" ", text).strip(), found
+
+
+@dataclass(frozen=True)
+class Quotas:
+    """What one server may keep and start; the bot's owners are not held to them."""
+
+    examples: int = 20_000
+    stored_bytes: int = 50_000_000  # examples' text and the files in the server's folder
+    jobs_per_hour: int = 20
 
 
 def check_upload(upload: Upload, limit: int) -> None:
@@ -51,6 +69,7 @@ def fits_id(value: int) -> bool:
 @dataclass(frozen=True)
 class JobStarted:
     job_id: int
+    base: int
     text: str
 
 
@@ -82,25 +101,70 @@ def job_text(job: Job, queue_position: int = 0) -> str:
 
 
 class TeachingService:
+    """Train, test, datasets, corrections and model versions, each on the knowledge base of its place."""
+
     def __init__(
         self,
         store: Store,
-        data: DataDirectory,
+        folders: Folders,
+        access: Access,
         jobs: TrainingJobs,
-        serving: ServingModel,
-        threshold: float,
+        answers: TaughtAnswers,
         upload_limit: int,
+        quotas: Quotas | None = None,
     ) -> None:
         self.store = store
-        self.data = data
+        self.folders = folders
+        self.access = access
         self.jobs = jobs
-        self.serving = serving
-        self.threshold = threshold
+        self.answers = answers
+        self.threshold = answers.threshold
         self.upload_limit = upload_limit
+        self.quotas = quotas or Quotas()
+
+    # --- where and who ------------------------------------------------------------------------
+
+    def _teaching_base(self, caller: Caller, everywhere: bool) -> int:
+        """The base an admin's teaching goes to: their server's; with `--global`, the bot-wide one (owners)."""
+        if everywhere:
+            self.access.require_owner(caller, "teach the bot-wide knowledge (`--global`)")
+            return GLOBAL_BASE
+        self.access.require_admin(caller, "train the model")
+        return caller.base
+
+    def _check_room(self, caller: Caller, base: int, examples: list[Example]) -> None:
+        """Refuses what would take a server past its quotas, before anything is stored."""
+        if caller.is_owner or base == GLOBAL_BASE:
+            return
+        held, held_bytes = self.store.knowledge.stored(base)
+        if held + len(examples) > self.quotas.examples:
+            raise QuotaReached(
+                f"This server's knowledge would hold {held + len(examples):,} examples; it may hold "
+                f"{self.quotas.examples:,} (it has {held:,}). Remove a dataset or ask the bot's owners."
+            )
+        adding = sum(len(ex.input.encode()) + len(ex.output.encode()) for ex in examples)
+        total = held_bytes + adding + self.folders.size(base)
+        if adding and total > self.quotas.stored_bytes:
+            raise QuotaReached(
+                f"This server would keep {human_size(total)} of examples and files; it may keep "
+                f"{human_size(self.quotas.stored_bytes)}. Ask the bot's owners for more room."
+            )
+
+    def _check_job_quota(self, caller: Caller, base: int) -> None:
+        if caller.is_owner or base == GLOBAL_BASE:
+            return
+        since = (datetime.now(UTC) - timedelta(hours=1)).isoformat(timespec="milliseconds")
+        if self.store.jobs.started_since(base, since) >= self.quotas.jobs_per_hour:
+            raise QuotaReached(
+                f"This server has started {self.quotas.jobs_per_hour} training jobs in the last hour, the most "
+                "it may; nothing was stored or started. Try again later."
+            )
 
     # --- training ---------------------------------------------------------------------
 
-    def _examples_from(self, text: str, uploads: list[Upload], positive: bool) -> tuple[list[Example], str]:
+    def _examples_from(
+        self, data: DataDirectory, text: str, uploads: list[Upload], positive: bool
+    ) -> tuple[list[Example], str]:
         """Parses everything given before anything is stored, so a bad file stores nothing.
 
         Files and uploads go through one reader: it unpacks zip archives (decided by their bytes,
@@ -114,18 +178,18 @@ class TeachingService:
         elif text:
             if "\n" in text or len(text) > MAX_PATH_LENGTH:  # words, not a path: say what is wrong with them
                 raise InvalidInput(self._neither(text))
-            path = self.data.resolve(text)
+            path = data.resolve(text)
             if path.is_dir():
-                files = self.data.example_files(path)
+                files = data.example_files(path)
                 if not files:
                     raise InvalidInput(f"`{_short(text)}` has no example files (.json, .jsonl, .csv, .txt or .zip).")
                 examples += datasets.read_directory(path, files, positive, self.upload_limit)[0]
             elif path.is_file():
-                file = self.data.existing_file(text, self.upload_limit)
-                examples += read_examples(file.read_bytes(), self.data.relative(file), positive, self.upload_limit)
+                file = data.existing_file(text, self.upload_limit)
+                examples += read_examples(file.read_bytes(), data.relative(file), positive, self.upload_limit)
             else:
                 raise InvalidInput(self._neither(text))
-            sources.append(self.data.relative(path))
+            sources.append(data.relative(path))
         for upload in uploads:
             check_upload(upload, self.upload_limit)
             examples += read_examples(upload.data, upload.name, positive, self.upload_limit)
@@ -136,40 +200,51 @@ class TeachingService:
     def _neither(text: str) -> str:
         return (
             f"`{_short(text)}` is neither `question {ARROW} answer` nor a file or directory "
-            f"in the data directory.\n{TRAIN_USAGE}"
+            f"in this server's folder.\n{TRAIN_USAGE}"
         )
 
-    def train(self, caller: Caller, text: str, uploads: list[Upload], positive: bool = True) -> JobStarted:
-        require_admin(caller, "train the model")
+    def train(
+        self, caller: Caller, text: str, uploads: list[Upload], positive: bool = True, everywhere: bool = False
+    ) -> JobStarted:
+        """Stores the examples given in the caller's base (all or nothing) and starts a training job.
+
+        ``everywhere`` (or `--global` in the text): the bot-wide base, for the bot's owners.
+        """
         text, flag = parse_positive_flag(text)
+        text, global_flag = take_global_flag(text)
+        base = self._teaching_base(caller, everywhere or global_flag)
         positive = positive if flag is None else flag
-        examples, source = self._examples_from(text, uploads, positive)
+        examples, source = self._examples_from(self.folders.of(base), text, uploads, positive)
+        self._check_room(caller, base, examples)
+        self._check_job_quota(caller, base)
         added = ""
         if examples:
-            self.store.add_examples(examples, source=f"train:{source}", author_id=caller.user_id)
+            self.store.knowledge.add_examples(base, examples, source=f"train:{source}", author_id=caller.user_id)
             kind = "positive" if positive else "negative"
-            added = f"Stored {len(examples)} {kind} example(s) from {source}. "
-        elif self.store.example_counts()["total"] == 0:
+            where = " to the bot-wide knowledge" if base == GLOBAL_BASE and caller.guild_id is not None else ""
+            added = f"Stored {len(examples)} {kind} example(s) from {source}{where}. "
+        elif self.store.knowledge.example_counts(base)["total"] == 0:
             raise InvalidInput(f"There is nothing to train on yet. {TRAIN_USAGE}")
-        return self._start(caller, added)
+        return self._start(caller, base, added)
 
     def retrain(self, caller: Caller) -> JobStarted:
-        require_admin(caller, "train the model")
-        if self.store.example_counts()["positive"] == 0:
-            raise NotReady(f"Nothing has been taught yet. {TRAIN_USAGE}")
-        return self._start(caller, "")
+        base = self._teaching_base(caller, False)
+        if self.store.knowledge.example_counts(base)["positive"] == 0:
+            raise NotReady(f"Nothing has been taught here yet. {TRAIN_USAGE}")
+        self._check_job_quota(caller, base)
+        return self._start(caller, base, "")
 
     def retry(self, caller: Caller, job_id: int) -> JobStarted:
-        """A new job on exactly the examples an interrupted or failed job was given."""
-        require_admin(caller, "train the model")
-        job = self.store.job(job_id) if fits_id(job_id) else None
+        """A new job on exactly the examples an interrupted or failed job of this base was given."""
+        base = self._teaching_base(caller, False)
+        job = self.store.jobs.job(base, job_id) if fits_id(job_id) else None
         if job is None:
-            raise NotReady(f"There is no job #{_short(str(job_id), 30)}.")
+            raise NotReady(f"There is no job #{_short(str(job_id), 30)} here.")
         if not job.finished:
             raise NotReady(f"Training job #{job_id} is still {job.status}: `!job {job_id}` shows how far it is.")
         if job.status == "succeeded":
             raise NotReady(f"Training job #{job_id} succeeded; there is nothing to retry. `!retrain` trains again.")
-        later = self.store.later_job(job_id)
+        later = self.store.jobs.later_job(base, job_id)
         if later is not None:
             # Its model would replace one trained on at least as much: an accidental rollback.
             done = "succeeded" if later.status == "succeeded" else "is on its way"
@@ -177,10 +252,14 @@ class TeachingService:
                 f"Training job #{later.id}, started after #{job_id}, {done}; a retry of #{job_id} would replace "
                 f"its model with an older one. `!retrain` trains on everything collected."
             )
-        started = self.jobs.start(requested_by=caller.user_id, channel_id=caller.channel_id, same_inputs_as=job_id)
-        counts = self.store.job_input_counts(started.id)
+        self._check_job_quota(caller, base)
+        started = self.jobs.start(
+            base, requested_by=caller.user_id, channel_id=caller.channel_id, same_inputs_as=job_id
+        )
+        counts = self.store.jobs.input_counts(base, started.id)
         return JobStarted(
             started.id,
+            base,
             f"Training job #{started.id} started in place of #{job_id}, on the same {counts['total']} examples "
             f"({counts['outputs']} outputs). I will update this message as it goes.",
         )
@@ -188,65 +267,75 @@ class TeachingService:
     def restart_notices(self) -> list[tuple[int, str]]:
         """Once after start-up: (channel id, message) telling each channel which of its jobs a restart ended."""
         notices: dict[int, list[str]] = {}
-        for job_id in self.jobs.take_interrupted():
-            job = self.store.job(job_id)
-            if job is not None and job.channel_id is not None:
+        for job in self.jobs.take_interrupted():
+            if job.channel_id is not None:
                 notices.setdefault(job.channel_id, []).append(job_text(job))
         return [(channel_id, "\n".join(texts)) for channel_id, texts in notices.items()]
 
-    def _start(self, caller: Caller, prefix: str) -> JobStarted:
-        job = self.jobs.start(requested_by=caller.user_id, channel_id=caller.channel_id)
-        counts = self.store.example_counts()
+    def _start(self, caller: Caller, base: int, prefix: str) -> JobStarted:
+        job = self.jobs.start(base, requested_by=caller.user_id, channel_id=caller.channel_id)
+        counts = self.store.knowledge.example_counts(base)
         return JobStarted(
             job.id,
+            base,
             f"{prefix}Training job #{job.id} started on {counts['total']} examples "
             f"({counts['outputs']} outputs). I will update this message as it goes.",
         )
 
-    def job_status(self, job_id: int) -> tuple[str, bool]:
-        """The job's message and whether it has ended, from one read of its row."""
-        job = self.store.job(job_id) if fits_id(job_id) else None
+    def job_status(self, base: int, job_id: int) -> tuple[str, bool]:
+        """A job's message and whether it has ended, from one read of its row (for following a job started here)."""
+        job = self.store.jobs.job(base, job_id) if fits_id(job_id) else None
         if job is None:
-            raise NotReady(f"There is no job #{_short(str(job_id), 30)}.")
-        return job_text(job, self.jobs.queue_position(job_id)), job.finished
+            raise NotReady(f"There is no job #{_short(str(job_id), 30)} here.")
+        return job_text(job, self.jobs.queue_position(base, job_id)), job.finished
 
-    def job_text(self, job_id: int) -> str:
-        return self.job_status(job_id)[0]
+    def job_text(self, caller: Caller, job_id: int) -> str:
+        self.access.require_view(caller, caller.base)
+        return self.job_status(caller.base, job_id)[0]
 
-    def list_jobs(self) -> Reply:
-        jobs = self.store.recent_jobs()
+    def list_jobs(self, caller: Caller) -> Reply:
+        self.access.require_view(caller, caller.base)
+        jobs = self.store.jobs.recent(caller.base)
         if not jobs:
-            return Reply("No training jobs yet. " + TRAIN_USAGE)
+            return Reply("No training jobs here yet. " + TRAIN_USAGE)
         lines = [f"`#{j.id}` {j.status:<11} {progress_bar(j.progress, 10)} {j.created_at[:19]}Z" for j in jobs]
         return Reply("Recent training jobs:\n" + "\n".join(lines))
 
-    # --- model versions -------------------------------------------------------------
+    # --- model versions -------------------------------------------------------------------
 
-    def model_info(self) -> Reply:
-        version = self.store.active_model()
+    def model_info(self, caller: Caller) -> Reply:
+        base = caller.base
+        self.access.require_view(caller, base)
+        version = self.store.knowledge.active_model(base)
+        also = ""
+        if base != GLOBAL_BASE and GLOBAL_BASE in self.answers.bases(base):
+            also = "\nWhat it doesn't know, the bot-wide knowledge answers (`!config bot-wide off` turns that off)."
         if version is None:
-            return Reply("No model has been trained yet. " + TRAIN_USAGE)
+            return Reply("No model has been trained for this server yet. " + TRAIN_USAGE + also)
         accuracy = f"{version.holdout_accuracy:.1%}" if version.holdout_accuracy is not None else "n/a"
-        older = [v for v in self.store.model_versions() if v.id != version.id]
+        older = [v for v in self.store.knowledge.model_versions(base) if v.id != version.id]
         history = ", ".join(f"v{v.id}{' (rolled back)' if v.status == 'rolled_back' else ''}" for v in older[:5])
         return Reply(
             f"Model version {version.id} answers (job #{version.job_id}, trained {version.created_at[:19]}Z): "
             f"{version.examples} examples, {version.outputs} outputs, held-out accuracy {accuracy}, "
-            f"confidence threshold {self.threshold:.2f}." + (f"\nEarlier versions: {history}." if history else "")
+            f"confidence threshold {self.threshold:.2f}."
+            + (f"\nEarlier versions: {history}." if history else "")
+            + also
         )
 
     def rollback(self, caller: Caller) -> Reply:
-        require_admin(caller, "roll back the model")
-        swapped = self.store.roll_back()
+        self.access.require_admin(caller, "roll back the model")
+        swapped = self.store.knowledge.roll_back(caller.base)
         if swapped is None:
             raise NotReady("There is no earlier model version to return to.")
         old, new = swapped
-        self.serving.reload()
         return Reply(f"Rolled back: model version {new.id} answers again (version {old.id} is retired).")
 
     # --- testing ----------------------------------------------------------------------
 
     def test(self, caller: Caller, text: str, uploads: list[Upload]) -> Reply:
+        """Asks the cases of the bot as it answers where the caller is; the run is kept with that base."""
+        self.access.require_view(caller, caller.base)
         if text.strip():
             cases = parse_cases(text.strip().strip("`").removeprefix("json").strip(), "your message")
         elif uploads:
@@ -256,13 +345,15 @@ class TeachingService:
             raise InvalidInput(
                 'Give test cases as JSON, e.g. `!test [{"input": "hi", "output": "hello"}]`, or attach a .json file.'
             )
-        predictions = self.serving.predict_many([c.input for c in cases], self.threshold)
-        if predictions is None:
+        answered = self.answers.answer_many(self.answers.bases(caller.guild_id), [c.input for c in cases])
+        if answered is None:
             raise NotReady("No model has been trained yet. " + TRAIN_USAGE)
+        predictions, version_id = answered
         report = evaluate(cases, predictions)
-        self.store.add_test_run(
+        self.store.evaluations.add_test_run(
+            caller.base,
             user_id=caller.user_id,
-            model_version_id=self.serving.version_id,
+            model_version_id=version_id,
             total=report.total,
             passed=report.passed,
             accuracy=report.accuracy,
@@ -283,11 +374,12 @@ class TeachingService:
             [OutFile("test-chart.png", chart_png(report)), OutFile("test-report.json", report_json(report))],
         )
 
-    def errors(self) -> Reply:
-        failures = self.store.recent_failures()
+    def errors(self, caller: Caller) -> Reply:
+        self.access.require_view(caller, caller.base)
+        failures = self.store.evaluations.recent_failures(caller.base)
         if not failures:
-            return Reply("No failures from the last test run.")
-        total = self.store.failure_count()
+            return Reply("No failures from the last test run here.")
+        total = self.store.evaluations.failure_count(caller.base)
         lines = [f"Failures of the last test run ({total}):"]
         lines += [
             f"• `{_short(f['input'])}`: expected {_short(f['expected'] or 'unknown')}, "
@@ -299,18 +391,26 @@ class TeachingService:
     # --- datasets and corrections -----------------------------------------------------
 
     def select_dataset(self, caller: Caller, directory: str, positive: bool = True) -> Reply:
-        require_admin(caller, "choose the training dataset")
-        path = self.data.existing_directory(directory)
-        name = self.data.label(path)
-        archive = self.data.root / "datasets" / f"{name}-{timestamp()}.zip"
-        snap = datasets.snapshot(path, self.data.example_files(path), archive, name, positive, self.upload_limit)
-        self.store.add_dataset(
+        self.access.require_admin(caller, "choose the training dataset")
+        base = caller.base
+        data = self.folders.of(base)
+        path = data.existing_directory(directory)
+        name = data.label(path)
+        archive = data.root / "datasets" / f"{name}-{timestamp()}.zip"
+        snap = datasets.snapshot(path, data.example_files(path), archive, name, positive, self.upload_limit)
+        try:
+            self._check_room(caller, base, snap.examples)
+        except QuotaReached:
+            snap.archive.unlink(missing_ok=True)  # nothing half-stored: the snapshot goes with the refusal
+            raise
+        self.store.knowledge.add_dataset(
+            base,
             name=name,
-            directory=self.data.relative(path),
+            directory=data.relative(path),
             positive=positive,
             examples=snap.examples,
             files=len(snap.files),
-            archive=self.data.relative(snap.archive),
+            archive=data.relative(snap.archive),
             manifest=snap.manifest,
             created_by=caller.user_id,
         )
@@ -318,7 +418,7 @@ class TeachingService:
         return Reply(
             f"Dataset `{name}` selected for the next training: {len(snap.examples)} "
             f"{'positive' if positive else 'negative'} examples, {outputs} outputs, from {len(snap.files)} "
-            f"file(s). Snapshot: `{self.data.relative(snap.archive)}` "
+            f"file(s). Snapshot: `{data.relative(snap.archive)}` "
             f"({human_size(snap.archive.stat().st_size)}). Run `!retrain` to train on it."
         )
 
@@ -332,27 +432,31 @@ class TeachingService:
             )
         if "\x00" in correction or any("\ud800" <= c <= "\udfff" for c in correction):
             raise InvalidInput("That correction has characters that are not valid text (NUL or lone surrogates).")
-        reply = self.store.reply(bot_message_id) if fits_id(bot_message_id) else None
+        if caller.guild_id is None and not caller.is_owner:
+            # In a DM a correction would teach the bot-wide base, which answers in every server.
+            raise PermissionDenied(
+                "In direct messages only the bot's owners can correct me, as what I learn here I answer "
+                "everywhere. Tell them with `!feedback` (as a reply to my message), or correct me in your server."
+            )
+        reply = self.store.conversations.reply(place_of(caller), bot_message_id) if fits_id(bot_message_id) else None
         if reply is None:
             raise NotReady(
-                "I can't find a reply of mine with that message id. Reply to my message, "
+                "I can't find a reply of mine with that message id here. Reply to my message, "
                 "or copy its id (Developer Mode → Copy Message ID)."
             )
-        self.store.add_correction(reply=reply, user_id=caller.user_id, correction=correction)
+        self.store.feedback.add_correction(reply=reply, user_id=caller.user_id, correction=correction)
         return Reply(
             f"Thanks! Noted: to `{_short(reply.input)}` the answer is `{_short(correction)}`, "
             f"not `{_short(reply.reply)}`. It takes effect at the next training (`!retrain`)."
         )
 
-    def rate(self, user_id: int, bot_message_id: int, emoji: str) -> bool:
-        """Stores a 👍 or 👎 on one of the bot's replies; other emoji and other messages are ignored."""
+    def rate(self, user_id: int, place: Place, bot_message_id: int, emoji: str) -> bool:
+        """Stores a 👍 or 👎 on one of the bot's replies given in ``place``; other emoji and messages are ignored."""
         rating = {"👍": 1, "👎": -1}.get(emoji)
-        reply = self.store.reply(bot_message_id) if rating else None
+        reply = self.store.conversations.reply(place, bot_message_id) if rating and fits_id(bot_message_id) else None
         if reply is None or rating is None:
             return False
-        return self.store.add_reaction(
-            bot_message_id=bot_message_id, user_id=user_id, emoji=emoji, rating=rating, reply=reply
-        )
+        return self.store.feedback.add_reaction(user_id=user_id, emoji=emoji, rating=rating, reply=reply)
 
 
 def _short(text: str, limit: int = 80) -> str:

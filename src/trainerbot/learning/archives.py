@@ -23,9 +23,9 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
-from trainerbot.core.errors import InvalidInput, TooLarge
+from trainerbot.errors import InvalidInput, TooLarge
 
 MAX_MEMBERS = 1000  # entries of every kind, folders included
 MAX_NAME = 255  # characters of a member's name, folders included
@@ -206,3 +206,18 @@ def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, label: str, 
     budget.left -= size
     budget.read += size
     return b"".join(chunks)
+
+
+def write_zip(target: Path, files: list[Path], base: Path, extra: dict[str, str | bytes] | None = None) -> None:
+    """Zips files (named relative to ``base``) and ``extra`` entries into ``target``; no partial zip on failure."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    try:
+        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for path in files:
+                archive.write(path, path.relative_to(base).as_posix())
+            for name, text in (extra or {}).items():
+                archive.writestr(name, text)
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)

@@ -7,16 +7,15 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainerbot.core.errors import InvalidInput, TooLarge
-from trainerbot.core.files import human_size, write_zip
-from trainerbot.learning.archives import Document
+from trainerbot.errors import InvalidInput, TooLarge
+from trainerbot.learning.archives import Document, write_zip
 from trainerbot.learning.examples import (
     SNAPSHOT_MANIFEST,
-    Example,
     is_snapshot_manifest,
     parse_examples,
     read_documents,
 )
+from trainerbot.types import Example, human_size
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainerbot.core.errors import InvalidInput
+from trainerbot.errors import InvalidInput
 from trainerbot.learning.examples import MAX_TEXT, decode_text, load_json_document
 from trainerbot.learning.model import Prediction
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
 from pathlib import Path, PurePath
 
-from trainerbot.core.errors import InvalidInput
+from trainerbot.errors import InvalidInput
 from trainerbot.learning.archives import Document, archive_kind, is_zip, read_zip, shown
+from trainerbot.types import Example
 
 MAX_TEXT = 2000  # a taught answer must fit in one Discord message
 ARROW = "=>"
@@ -36,13 +36,6 @@ BINARY_MAGIC = {
     b"MZ": "a Windows program",
     b"SQLite format 3\x00": "an SQLite database",
 }
-
-
-@dataclass(frozen=True)
-class Example:
-    input: str
-    output: str
-    positive: bool = True
 
 
 class _Problem(Exception):

@@ -4,6 +4,10 @@ A separate process keeps the bot answering while two cores are busy training, an
 a crash or kill there cannot take the bot down or leave a half-written model: the
 model file is renamed into place before the job is marked as succeeded.
 
+Jobs of many servers share a few worker processes fairly: a server has at most one job
+running, and among the servers with jobs waiting, the one whose last job started longest
+ago goes next. One server's queue of big jobs then never holds up another's small one.
+
 The training process also dies with the bot's: were the bot killed mid-job, a worker left
 running would finish later and make its model the active one behind the back of the bot
 restarted in its place, which has already marked that job interrupted.
@@ -20,19 +24,23 @@ import sys
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 import numpy as np
 
-from trainerbot.core.errors import UserError
+from trainerbot.errors import UserError
 from trainerbot.learning.encoder import MiniLMEncoder
 from trainerbot.learning.model import IntentModel, Prediction, TextEncoder, train
 from trainerbot.storage.database import Database
-from trainerbot.storage.store import Job, Store
+from trainerbot.storage.knowledge import Knowledge
+from trainerbot.storage.store import Store
+from trainerbot.types import Job
 
 try:
     import fcntl
@@ -43,6 +51,7 @@ log = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 0.5  # seconds between progress writes
 PARENT_CHECK_INTERVAL = 0.2  # seconds between checks that the bot still lives, where the kernel cannot tell
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+MODELS = "models"  # the folder of model files, in the data directory
 
 
 def die_with_parent(parent_pid: int, *, kernel: bool = True) -> None:
@@ -100,18 +109,24 @@ def start_training_process(parent_pid: int, files: LogFiles, level: int) -> None
         root.addHandler(handler)
 
 
-def run_training_job(database_path: str, models_dir: str, job_id: int, threshold: float) -> None:
+def model_file(job_id: int) -> str:
+    """Where a job's model is saved, relative to the data directory (job ids are unique across bases)."""
+    return f"{MODELS}/model-{job_id:05d}.npz"
+
+
+def run_training_job(database_path: str, data_dir: str, base: int, job_id: int, threshold: float) -> None:
     """The body of a training process: read the job's examples, train, save, record the outcome."""
     os.nice(5)  # training yields to the bot's own process on a busy machine
     store = Store(Database(Path(database_path)))
+    jobs = store.jobs
     try:
-        if not store.mark_job_running(job_id):
+        if not jobs.mark_running(base, job_id):
             log.warning("training job %d is no longer queued; not starting it", job_id)
             return
-        max_example_id, dataset_id = store.job_inputs(job_id)
-        rows = store.training_rows(max_example_id, dataset_id)
+        max_example_id, dataset_id = jobs.inputs(base, job_id)
+        rows = store.knowledge.training_rows(base, max_example_id, dataset_id)
         examples = [example for _, example in rows]
-        log.info("training job %d on %d examples (process %d)", job_id, len(examples), os.getpid())
+        log.info("training job %d of base %d on %d examples (process %d)", job_id, base, len(examples), os.getpid())
         last = 0.0
 
         def progress(fraction: float, stage: str) -> None:
@@ -119,81 +134,110 @@ def run_training_job(database_path: str, models_dir: str, job_id: int, threshold
             now = time.monotonic()
             if now - last >= PROGRESS_INTERVAL or fraction >= 1.0:
                 last = now
-                store.update_job_progress(job_id, fraction, stage)
+                jobs.update_progress(base, job_id, fraction, stage)
 
         model, report = train(examples, MiniLMEncoder(), threshold=threshold, progress=progress)
-        path = Path(models_dir) / f"model-{job_id:05d}.npz"
-        model.save(path)
+        relative = model_file(job_id)
+        model.save(Path(data_dir) / relative)
         # The embeddings are computed anyway: kept, chat prompts retrieve examples without encoding them again.
         positive_ids = [example_id for example_id, example in rows if example.positive]
         vectors = model.vectors.astype(np.float32)
-        store.save_example_vectors(zip(positive_ids, (v.tobytes() for v in vectors), strict=True))
-        if not store.finish_job(job_id, result=report.as_dict(), model_path=str(path)):
+        store.knowledge.save_example_vectors(zip(positive_ids, (v.tobytes() for v in vectors), strict=True))
+        if not jobs.finish(base, job_id, result=report.as_dict(), model_path=relative):
             log.warning("training job %d was marked interrupted meanwhile; its model will not be used", job_id)
     except UserError as exc:
-        store.finish_job(job_id, error=str(exc))
+        jobs.finish(base, job_id, error=str(exc))
     except Exception:
         reference = uuid.uuid4().hex[:8]
         log.exception("training job %d failed (reference %s)", job_id, reference)
-        store.finish_job(job_id, error=f"an unexpected error stopped training (reference {reference})")
+        jobs.finish(base, job_id, error=f"an unexpected error stopped training (reference {reference})")
     finally:
         store.db.close()
 
 
-class ServingModel:
-    """The model version that answers messages.
+class ServingModels:
+    """The model version that answers in each knowledge base, loaded when first needed.
 
-    Before each prediction it asks the database which version is active (one indexed
-    read), so a finished job, a rollback, or another process sharing the data
-    directory is picked up at once, without waiting for a notification.
+    Before each prediction it asks the database which version is active in that base (one
+    indexed read), so a finished job, a rollback, or another process sharing the database is
+    picked up at once. At most ``capacity`` models stay loaded; the least recently used goes.
     """
 
-    def __init__(self, store: Store, encoder: TextEncoder) -> None:
-        self._store = store
+    def __init__(self, knowledge: Knowledge, encoder: TextEncoder, data_dir: Path, capacity: int = 256) -> None:
+        self._knowledge = knowledge
         self.encoder = encoder
+        self._data_dir = data_dir
+        self.capacity = capacity
         self._lock = threading.Lock()
-        self._model: IntentModel | None = None
-        self.version_id: int | None = None
+        self._loaded: OrderedDict[int, tuple[int, IntentModel]] = OrderedDict()  # base -> (version, model)
 
-    def reload(self) -> IntentModel | None:
-        """Loads the active version if it is not the one in memory; returns the current model."""
+    def model(self, base: int) -> tuple[int | None, IntentModel | None]:
+        """The base's active version and its model, loading it if it is not the one in memory."""
+        version = self._knowledge.active_model(base)
+        if version is None:
+            with self._lock:
+                self._loaded.pop(base, None)
+            return None, None
         with self._lock:
-            version = self._store.active_model()
-            wanted = version.id if version else None
-            if wanted != self.version_id:
-                self._model = IntentModel.load(Path(version.path), self.encoder) if version else None
-                self.version_id = wanted
-                log.info("serving model version %s", wanted)
-            return self._model
+            held = self._loaded.get(base)
+            if held is not None and held[0] == version.id:
+                self._loaded.move_to_end(base)
+                return held
+        # Loaded outside the lock: one base's first answer does not hold up the others.
+        model = IntentModel.load(self._data_dir / version.path, self.encoder)
+        with self._lock:
+            self._loaded[base] = (version.id, model)
+            self._loaded.move_to_end(base)
+            while len(self._loaded) > self.capacity:
+                self._loaded.popitem(last=False)
+        log.debug("loaded model version %d of base %d", version.id, base)
+        return version.id, model
 
-    def predict(self, text: str, threshold: float, vector: np.ndarray | None = None) -> Prediction | None:
-        """None when nothing has been trained yet; ``vector`` is the text's embedding if already computed."""
-        model = self.reload()
+    def loaded(self) -> int:
+        with self._lock:
+            return len(self._loaded)
+
+    def predict(self, base: int, text: str, threshold: float, vector: np.ndarray | None = None) -> Prediction | None:
+        """None when the base has no model yet; ``vector`` is the text's embedding if already computed."""
+        model = self.model(base)[1]
         return model.predict(text, threshold, vector) if model is not None else None
 
-    def predict_many(self, texts: list[str], threshold: float) -> list[Prediction] | None:
-        model = self.reload()
+    def predict_many(self, base: int, texts: list[str], threshold: float) -> list[Prediction] | None:
+        model = self.model(base)[1]
         return model.predict_many(texts, threshold) if model is not None else None
 
 
-class TrainingJobs:
-    """Starts jobs one at a time in a worker process; queued jobs wait their turn."""
+@dataclass(frozen=True)
+class _Waiting:
+    base: int
+    job_id: int
 
-    def __init__(self, store: Store, models_dir: Path, threshold: float, on_finished: Callable[[int], None]) -> None:
+
+class TrainingJobs:
+    """Runs jobs in up to ``workers`` processes, fairly between bases; the others wait their turn."""
+
+    def __init__(
+        self, store: Store, data_dir: Path, threshold: float, on_finished: Callable[[Job], None], workers: int = 2
+    ) -> None:
         self._store = store
-        self._models_dir = models_dir
+        self._data_dir = data_dir
         self._threshold = threshold
         self._on_finished = on_finished
+        self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
-        # The pool starts its process in the thread that submits; Linux ties the parent-death
+        # The pool starts its processes in the thread that submits; Linux ties the parent-death
         # signal to that thread, so it must be one that lives as long as the pool, not a passing one.
         self._launcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="training-launcher")
-        self._pending: dict[int, Future[None]] = {}
+        self._waiting: list[_Waiting] = []
+        self._running: dict[int, tuple[int, Future[None]]] = {}  # job id -> (base, future)
+        self._last_start: dict[int, int] = {}  # base -> when its last job started, as a count of starts
+        self._starts = 0
         self._lock = threading.Lock()
-        self._interrupted: list[int] = []
+        self._closed = False
+        self._interrupted: list[Job] = []
         self._process_lock: TextIO | None = None
 
-    def recover(self) -> list[int]:
+    def recover(self) -> list[Job]:
         """Marks jobs left unfinished by processes that have ended as interrupted.
 
         Every process that runs jobs on a database holds a shared lock on a file beside it for as
@@ -204,9 +248,9 @@ class TrainingJobs:
         if not self._hold_process_lock():
             log.info("another trainerbot process uses this database: its unfinished jobs are left to it")
             return []
-        interrupted = self._store.interrupt_unfinished_jobs()
+        interrupted = self._store.jobs.interrupt_unfinished()
         if interrupted:
-            log.warning("jobs %s were interrupted by a restart", interrupted)
+            log.warning("jobs %s were interrupted by a restart", [job.id for job in interrupted])
         with self._lock:
             self._interrupted += interrupted
         return interrupted
@@ -225,60 +269,101 @@ class TrainingJobs:
         fcntl.flock(self._process_lock, fcntl.LOCK_SH)
         return alone
 
-    def take_interrupted(self) -> list[int]:
+    def take_interrupted(self) -> list[Job]:
         """The jobs ``recover`` found interrupted, once: whoever takes them tells the people waiting."""
         with self._lock:
             taken, self._interrupted = self._interrupted, []
         return taken
 
-    def start(self, *, requested_by: int | None, channel_id: int | None, same_inputs_as: int | None = None) -> Job:
-        """Queues a new job; ``same_inputs_as`` trains on exactly what that earlier job was given."""
-        job = self._store.create_job(requested_by=requested_by, channel_id=channel_id, same_inputs_as=same_inputs_as)
+    def start(
+        self, base: int, *, requested_by: int | None, channel_id: int | None, same_inputs_as: int | None = None
+    ) -> Job:
+        """Queues a new job of ``base``; ``same_inputs_as`` trains on exactly what that earlier job was given."""
+        job = self._store.jobs.create(
+            base, requested_by=requested_by, channel_id=channel_id, same_inputs_as=same_inputs_as
+        )
         with self._lock:
-            if self._pool is None:
-                # spawn, not fork: the bot process has threads and an event loop that must not be copied.
-                self._pool = ProcessPoolExecutor(
-                    max_workers=1,
-                    mp_context=multiprocessing.get_context("spawn"),
-                    initializer=start_training_process,
-                    initargs=(os.getpid(), log_files(), logging.getLogger().level),
-                )
-            pool = self._pool
-            future = self._launcher.submit(
-                pool.submit, run_training_job, str(self._store.db.path), str(self._models_dir), job.id, self._threshold
-            ).result()
-            self._pending[job.id] = future
-        future.add_done_callback(lambda f, job_id=job.id: self._finished(job_id, f))
+            self._waiting.append(_Waiting(base, job.id))
+        self._dispatch()
         return job
+
+    def _next(self) -> _Waiting | None:
+        """The job to start now, if a worker is free: from the base that waited longest since its last start."""
+        if len(self._running) >= self.workers:
+            return None
+        busy = {base for base, _ in self._running.values()}
+        ready = [w for w in self._waiting if w.base not in busy]
+        return min(ready, key=lambda w: (self._last_start.get(w.base, -1), w.job_id)) if ready else None
+
+    def _dispatch(self) -> None:
+        started: list[tuple[_Waiting, Future[None]]] = []
+        with self._lock:
+            while not self._closed and (chosen := self._next()) is not None:
+                self._waiting.remove(chosen)
+                self._starts += 1
+                self._last_start[chosen.base] = self._starts
+                if self._pool is None:
+                    # spawn, not fork: the bot process has threads and an event loop that must not be copied.
+                    self._pool = ProcessPoolExecutor(
+                        max_workers=self.workers,
+                        mp_context=multiprocessing.get_context("spawn"),
+                        initializer=start_training_process,
+                        initargs=(os.getpid(), log_files(), logging.getLogger().level),
+                    )
+                future = self._launcher.submit(
+                    self._pool.submit,
+                    run_training_job,
+                    str(self._store.db.path),
+                    str(self._data_dir),
+                    chosen.base,
+                    chosen.job_id,
+                    self._threshold,
+                ).result()
+                self._running[chosen.job_id] = (chosen.base, future)
+                started.append((chosen, future))
+        for chosen, future in started:  # outside the lock: a callback may run at once, and it takes the lock
+            future.add_done_callback(lambda f, w=chosen: self._finished(w, f))
 
     def busy(self) -> bool:
         """Whether a training process is working now (the chat engine then leaves it a core)."""
         with self._lock:
-            return any(f.running() for f in self._pending.values())
+            return any(f.running() for _, f in self._running.values())
 
-    def queue_position(self, job_id: int) -> int:
-        """How many jobs are ahead of this one (0 when it is running or done)."""
+    def queue_position(self, base: int, job_id: int) -> int:
+        """How many jobs will start before this one (0 when it is running or done)."""
         with self._lock:
-            waiting = sorted(j for j, f in self._pending.items() if not f.running() and not f.done())
-            running = any(f.running() for f in self._pending.values())
-        return waiting.index(job_id) + (1 if running else 0) if job_id in waiting else 0
+            waiting = list(self._waiting)
+            last = dict(self._last_start)
+            full = len(self._running) >= self.workers
+        order: list[_Waiting] = []
+        while waiting:  # the order ``_next`` would pick them in, were every worker free
+            chosen = min(waiting, key=lambda w: (last.get(w.base, -1), w.job_id))
+            waiting.remove(chosen)
+            last[chosen.base] = max(last.values(), default=0) + 1
+            order.append(chosen)
+        ids = [w.job_id for w in order]
+        return ids.index(job_id) + (1 if full else 0) if job_id in ids else 0
 
-    def _finished(self, job_id: int, future: Future[None]) -> None:
+    def _finished(self, waited: _Waiting, future: Future[None]) -> None:
         with self._lock:
-            self._pending.pop(job_id, None)
-        if future.cancelled():  # shut down before it started: the next start marks it interrupted
-            return
-        error = future.exception()
-        if isinstance(error, BrokenProcessPool):
-            with self._lock:
-                self._pool = None  # a fresh process is started for the next job
-        if error is not None:  # the process died (killed, out of memory) before it could record anything
-            log.error("training process for job %d died: %r", job_id, error)
-            self._store.finish_job(job_id, error="the training process stopped unexpectedly")
-        self._on_finished(job_id)
+            self._running.pop(waited.job_id, None)
+        if not future.cancelled():  # cancelled: shut down before it started; the next start marks it interrupted
+            error = future.exception()
+            if isinstance(error, BrokenProcessPool):
+                with self._lock:
+                    self._pool = None  # a fresh process is started for the next job
+            if error is not None:  # the process died (killed, out of memory) before it could record anything
+                log.error("training process for job %d died: %r", waited.job_id, error)
+                self._store.jobs.finish(waited.base, waited.job_id, error="the training process stopped unexpectedly")
+            job = self._store.jobs.job(waited.base, waited.job_id)
+            if job is not None:
+                self._on_finished(job)
+        self._dispatch()
 
     def shutdown(self) -> None:
         with self._lock:
+            self._closed = True
+            self._waiting.clear()
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)

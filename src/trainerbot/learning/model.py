@@ -28,8 +28,8 @@ from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from trainerbot.core.errors import InvalidInput
-from trainerbot.learning.examples import Example
+from trainerbot.errors import InvalidInput
+from trainerbot.types import Example
 
 log = logging.getLogger(__name__)
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from trainerbot.learning.model import TextEncoder
-from trainerbot.storage.store import Store
+from trainerbot.storage.knowledge import Knowledge
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +28,15 @@ class Retrieved:
 
 
 class ExampleIndex:
-    """Embeddings of the positive examples in use, rebuilt whenever they change.
+    """Embeddings of the positive examples one knowledge base uses, rebuilt whenever they change.
 
     It asks the database for a cheap fingerprint before each search, so an example taught
     a moment ago is found at once, before any training job has run.
     """
 
-    def __init__(self, store: Store, encoder: TextEncoder, min_similarity: float = 0.35) -> None:
-        self._store = store
+    def __init__(self, knowledge: Knowledge, base: int, encoder: TextEncoder, min_similarity: float = 0.35) -> None:
+        self._knowledge = knowledge
+        self.base = base
         self._encoder = encoder
         self.min_similarity = min_similarity
         self._lock = threading.Lock()
@@ -44,17 +47,17 @@ class ExampleIndex:
 
     def refresh(self) -> None:
         with self._lock:
-            state = self._store.retrievable_state()
+            state = self._knowledge.retrievable_state(self.base)
             if state == self._state and not self._incomplete:
                 return
-            rows = self._store.retrievable_examples()
+            rows = self._knowledge.retrievable_examples(self.base)
             missing = [row for row in rows if row.vector is None]
             encoded: dict[int, bytes] = {}
             if missing:
                 batch = missing[:ENCODE_PER_REFRESH]
                 vectors = self._encoder.encode([row.input for row in batch]).astype(np.float32)
                 encoded = {row.id: vector.tobytes() for row, vector in zip(batch, vectors, strict=True)}
-                self._store.save_example_vectors(encoded.items())
+                self._knowledge.save_example_vectors(encoded.items())
             usable = [(row, row.vector or encoded.get(row.id)) for row in rows]
             usable = [(row, blob) for row, blob in usable if blob is not None]
             self._vectors = (
@@ -65,7 +68,12 @@ class ExampleIndex:
             self._pairs = [(row.input, row.output) for row, _ in usable]
             self._incomplete = len(usable) < len(rows)
             self._state = state
-            log.debug("example index: %d examples (%d waiting to be encoded)", len(usable), len(rows) - len(usable))
+            log.debug(
+                "example index of base %d: %d examples (%d waiting to be encoded)",
+                self.base,
+                len(usable),
+                len(rows) - len(usable),
+            )
 
     def nearest(self, vector: np.ndarray, k: int = 3) -> list[Retrieved]:
         """The ``k`` most similar examples with different answers, closest first."""
@@ -86,3 +94,39 @@ class ExampleIndex:
                     answers.add(answer)
                     found.append(Retrieved(question, answer, round(float(similarity[row]), 4)))
             return found
+
+
+class ExampleIndexes:
+    """One ``ExampleIndex`` per knowledge base, made when first searched; at most ``capacity`` kept."""
+
+    def __init__(self, knowledge: Knowledge, encoder: TextEncoder, capacity: int = 256) -> None:
+        self._knowledge = knowledge
+        self._encoder = encoder
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._indexes: OrderedDict[int, ExampleIndex] = OrderedDict()
+
+    def index(self, base: int) -> ExampleIndex:
+        with self._lock:
+            index = self._indexes.get(base)
+            if index is None:
+                index = self._indexes[base] = ExampleIndex(self._knowledge, base, self._encoder)
+            self._indexes.move_to_end(base)
+            while len(self._indexes) > self.capacity:
+                self._indexes.popitem(last=False)
+            return index
+
+    def nearest(self, bases: Sequence[int], vector: np.ndarray, k: int = 3) -> list[Retrieved]:
+        """The ``k`` closest examples with different answers among these bases, closest first.
+
+        Only the bases named are searched: a server's prompt never sees another server's examples.
+        """
+        found = sorted(
+            (item for base in bases for item in self.index(base).nearest(vector, k)),
+            key=lambda item: -item.similarity,
+        )
+        chosen: list[Retrieved] = []
+        for item in found:
+            if len(chosen) < k and all(item.output != other.output for other in chosen):
+                chosen.append(item)
+        return chosen

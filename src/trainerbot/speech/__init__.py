@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from trainerbot.core.errors import SpeechUnavailable
+from trainerbot.errors import SpeechUnavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from trainerbot.core.errors import InvalidInput, TooLarge
+from trainerbot.errors import InvalidInput, TooLarge
 
 SPEECH_RATE = 16_000  # what speech recognisers read: 16 kHz mono
 AUDIO_EXTENSIONS = (".ogg", ".oga", ".opus", ".mp3", ".wav", ".m4a", ".webm", ".flac", ".aac", ".mp4")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from trainerbot.config import Settings
-from trainerbot.core.errors import InvalidInput, SpeechUnavailable
+from trainerbot.errors import InvalidInput, SpeechUnavailable
 from trainerbot.speech import NothingToLoad, load_model
 from trainerbot.speech.audio import Audio
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from trainerbot.config import Settings
-from trainerbot.core.errors import InvalidInput, SpeechUnavailable
+from trainerbot.errors import InvalidInput, SpeechUnavailable
 from trainerbot.speech import NothingToLoad, load_model
 
 log = logging.getLogger(__name__)

@@ -203,7 +203,65 @@ def _m003_handled_messages(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_conversations, _m003_handled_messages]
+def _m004_knowledge_bases(db: sqlite3.Connection) -> None:
+    # One knowledge base per Discord server beside the bot-wide one (id 0). What was taught before
+    # bases existed goes to the bot-wide base, which answers in every server that has not turned it
+    # off: a bot used by one server answers exactly as it did. What the ``state`` table held for
+    # the one base (the active model, the selected dataset) becomes the bot-wide base's row.
+    _run_script(
+        db,
+        """
+        CREATE TABLE bases (
+            id INTEGER PRIMARY KEY,
+            active_model INTEGER REFERENCES model_versions(id),
+            selected_dataset INTEGER REFERENCES datasets(id),
+            use_global INTEGER NOT NULL DEFAULT 1,
+            admin_roles TEXT,
+            persona TEXT,
+            changed_by INTEGER,
+            changed_at TEXT NOT NULL
+        );
+        ALTER TABLE examples ADD COLUMN base INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE datasets ADD COLUMN base INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE jobs ADD COLUMN base INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE model_versions ADD COLUMN base INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE test_runs ADD COLUMN base INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE corrections ADD COLUMN base INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX examples_base ON examples(base, id);
+        CREATE INDEX datasets_base ON datasets(base, id);
+        CREATE INDEX jobs_base ON jobs(base, id);
+        CREATE INDEX jobs_status ON jobs(status);
+        CREATE INDEX model_versions_base ON model_versions(base, id);
+        CREATE INDEX test_runs_base ON test_runs(base, id);
+        CREATE INDEX test_failures_run ON test_failures(run_id);
+        CREATE INDEX chat_turns_user ON chat_turns(user_id);
+        CREATE INDEX replies_user ON replies(user_id)
+        """,
+    )
+
+    def state(key: str) -> int | None:
+        row = db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return int(row[0]) if row else None
+
+    db.execute(
+        "INSERT INTO bases (id, active_model, selected_dataset, changed_at) VALUES (0, ?, ?, ?)",
+        (state("active_model"), state("selected_dataset"), utc_now()),
+    )
+    db.execute("DELETE FROM state WHERE key IN ('active_model', 'selected_dataset')")
+    # The console's replies had no channel; its conversation outside a server is channel 0 now.
+    db.execute("UPDATE replies SET channel_id = 0 WHERE guild_id IS NULL AND channel_id IS NULL")
+    # Model files were named by the path the bot was started with (relative to its working directory,
+    # or absolute); they are named relative to the data directory now, so the folder can move.
+    for version_id, path in db.execute("SELECT id, path FROM model_versions").fetchall():
+        db.execute("UPDATE model_versions SET path = ? WHERE id = ?", (f"models/{Path(path).name}", version_id))
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _m001_initial,
+    _m002_conversations,
+    _m003_handled_messages,
+    _m004_knowledge_bases,
+]
 
 
 class Database:
@@ -253,6 +311,23 @@ class Database:
     def query_one(self, sql: str, params: tuple | dict = ()) -> sqlite3.Row | None:
         with self._lock:
             return self._conn.execute(sql, params).fetchone()
+
+    def backup(self, target: Path) -> None:
+        """A consistent copy of the whole database in ``target``, taken while others keep writing.
+
+        SQLite's online backup copies page by page and starts again if a write comes between;
+        the copy is written beside the target and renamed, so a failed backup leaves nothing half-made.
+        """
+        partial = target.with_name(target.name + ".partial")
+        partial.unlink(missing_ok=True)
+        source, copy = sqlite3.connect(self.path, timeout=10), sqlite3.connect(partial)
+        try:
+            source.backup(copy)  # a connection of its own: the bot's threads keep theirs meanwhile
+            copy.execute("PRAGMA journal_mode=DELETE")  # one file, readable without a -wal beside it
+        finally:
+            source.close()
+            copy.close()
+        partial.replace(target)
 
     def close(self) -> None:
         with self._lock:

@@ -14,26 +14,27 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
 from trainerbot.app import Services
 from trainerbot.core.conversation import CONSOLE_CONVERSATION, NOTHING_TO_SAY, Where
-from trainerbot.core.errors import ChatUnavailable, InvalidInput, UserError
-from trainerbot.core.files import human_size
 from trainerbot.core.listening import quoted
-from trainerbot.core.messages import Caller, Reply, Upload
 from trainerbot.core.teaching import JobStarted
+from trainerbot.errors import ChatUnavailable, InvalidInput, UserError
 from trainerbot.speech.audio import is_audio
+from trainerbot.types import Caller, Reply, Upload, human_size
 
 log = logging.getLogger(__name__)
-HERE = Where(CONSOLE_CONVERSATION)
+ROLES = ("owner", "admin", "member")
 
 HELP = {
     "hi": "Say hello.",
     "help": "List the commands.",
     "instruction": "Show the instructions.",
-    "train": "Teach: `question => answer`, a file or directory, or --attach FILE; positive=false for negatives.",
+    "train": "Teach: `question => answer`, a file or directory, or --attach FILE; positive=false for negatives; "
+    "--global (owners, in a server): the bot-wide knowledge.",
     "retrain": "Train again on everything collected.",
     "retry": "Train again on the same examples as an interrupted or failed job: retry <id>.",
     "test": "Test the model with JSON cases (after the command or --attach FILE).",
@@ -50,6 +51,7 @@ HELP = {
     "persona": "Show the persona, set it (persona <text>) or go back to the default (persona reset).",
     "getfile": "Save a file of the data directory to the outbox: getfile <path>.",
     "archive": "Zip a directory of the data directory: archive <dir>.",
+    "config": "A server's settings: config, config admin-roles <roles>, config bot-wide on|off, config persona <text>.",
 }
 
 
@@ -73,13 +75,34 @@ def _split_attachments(line: str) -> tuple[str, list[Path]]:
 
 
 class Console:
-    def __init__(self, services: Services, out: TextIO = sys.stdout) -> None:
+    """The terminal as one person in one place: by default the bot's owner, outside any server.
+
+    ``server`` and ``role`` let anyone try the rules without Discord: an admin or a member of a
+    server (its id), acting on that server's knowledge as they would in its channels.
+    """
+
+    def __init__(
+        self, services: Services, out: TextIO = sys.stdout, *, server: int | None = None, role: str = "owner"
+    ) -> None:
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}")
+        if server is not None and server <= 0:
+            raise ValueError("a server's id is a positive number")
         self.services = services
         self.out = out
         self.prefix = services.settings.command_prefix
-        self.user = Caller(user_id=0, name=getpass.getuser(), is_admin=True)  # whoever runs the terminal owns the bot
+        # The console's conversation: 0 outside a server, minus the server's id in one (Discord's ids are positive).
+        self.here = Where(CONSOLE_CONVERSATION if server is None else -server)
+        self.user = Caller(
+            user_id=0,
+            name=getpass.getuser(),
+            is_owner=role == "owner",
+            manages_server=role == "admin" and server is not None,
+            guild_id=server,
+            channel_id=self.here.conversation_id,
+        )
         self.outbox = services.settings.data_dir / "outbox"
-        self._next_id = services.store.next_local_message_id()
+        self._next_id = services.store.conversations.next_local_message_id()
 
     def print(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -101,7 +124,7 @@ class Console:
     def _caller(self) -> Caller:
         message_id = self._next_id
         self._next_id += 1
-        return Caller(self.user.user_id, self.user.name, True, message_id=message_id)
+        return replace(self.user, message_id=message_id)
 
     def handle(self, line: str) -> None:
         caller = self._caller()
@@ -126,7 +149,7 @@ class Console:
     def converse(self, caller: Caller, text: str) -> None:
         """Answers a message; a chat reply is printed as the engine writes it."""
         conversation = self.services.conversation
-        prepared = conversation.prepare(caller, text, HERE)
+        prepared = conversation.prepare(caller, text, self.here)
         reply_id = self._next_id
         self._next_id += 1
         if prepared.answer is not None:
@@ -178,21 +201,22 @@ class Console:
             "retrain": lambda: s.teaching.retrain(caller),
             "retry": lambda: s.teaching.retry(caller, _int(rest, "retry <job id>")),
             "test": lambda: s.teaching.test(caller, rest, self._uploads(paths)),
-            "errors": s.teaching.errors,
-            "jobs": s.teaching.list_jobs,
-            "job": lambda: Reply(s.teaching.job_text(_int(rest, "job <id>"))),
-            "model": s.teaching.model_info,
+            "errors": lambda: s.teaching.errors(caller),
+            "jobs": lambda: s.teaching.list_jobs(caller),
+            "job": lambda: Reply(s.teaching.job_text(caller, _int(rest, "job <id>"))),
+            "model": lambda: s.teaching.model_info(caller),
             "rollback": lambda: s.teaching.rollback(caller),
             "select_dataset": lambda: s.teaching.select_dataset(caller, *_dataset_args(rest)),
             "correct": lambda: s.teaching.correct(
                 caller, _int(rest.partition(" ")[0], "correct <message id> <correction>"), rest.partition(" ")[2]
             ),
             "feedback": lambda: s.conversation.feedback(caller, rest, None),
-            "forget": lambda: s.privacy.forget_me(caller) if rest == "me" else s.conversation.forget(caller, HERE),
+            "forget": lambda: s.privacy.forget_me(caller) if rest == "me" else self._forget(caller, rest),
             "mydata": lambda: s.privacy.my_data(caller),
-            "persona": lambda: s.conversation.persona(caller, HERE, rest),
+            "persona": lambda: s.conversation.persona(caller, self.here, rest),
             "getfile": lambda: s.files.getfile(caller, rest),
             "archive": lambda: s.files.archive(caller, rest),
+            "config": lambda: s.servers.config(caller, rest),
         }
         handler = handlers.get(name)
         if handler is None:
@@ -200,16 +224,21 @@ class Console:
         result = handler()
         if isinstance(result, JobStarted):
             self.print(result.text)
-            self.follow_job(result.job_id)
+            self.follow_job(result.base, result.job_id)
         else:
             self.show(result)
 
-    def follow_job(self, job_id: int, interval: float = 0.5) -> None:
+    def _forget(self, caller: Caller, whose: str) -> Reply:
+        if whose not in ("", "all", "mine"):
+            raise InvalidInput("Usage: forget [mine | all | me]")
+        return self.services.conversation.forget(caller, self.here, None if not whose else whose == "all")
+
+    def follow_job(self, base: int, job_id: int, interval: float = 0.5) -> None:
         """Prints the job's progress as it changes, until it ends."""
         teaching = self.services.teaching
         shown = ""
         while True:
-            text, finished = teaching.job_status(job_id)
+            text, finished = teaching.job_status(base, job_id)
             if text != shown:
                 self.print(text)
                 shown = text

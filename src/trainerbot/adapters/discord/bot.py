@@ -65,7 +65,7 @@ class TrainerBot(commands.Bot):
         self.reply_edit_interval = reply_edit_interval  # seconds between edits of a streamed chat reply
         self.voice_client_class = voice_client_class  # tests give a double: the fake Discord has no voice servers
         self._tasks: set[asyncio.Task[None]] = set()
-        self.inbox = Inbox(services.store)  # each user message handled once, none missed across sessions
+        self.inbox = Inbox(services.store.inbox)  # each user message handled once, none missed across sessions
         self.writing = RepliesInWriting()  # ratings, corrections and feedback wait for the reply they are about
 
     async def setup_hook(self) -> None:
@@ -128,7 +128,7 @@ class TrainerBot(commands.Bot):
                 reference=message,
                 allowed_mentions=ALLOWED_MENTIONS,
             )
-        elif not await in_thread(self.services.store.has_answer, message.id):
+        elif not await in_thread(self.services.store.conversations.has_answer, message.id):
             await self._handle(message)  # its memory is reused, not stored twice; the same nonces
         await self.inbox.finish(message)
 

@@ -33,7 +33,7 @@ import aiohttp
 import discord
 from discord.utils import time_snowflake, utcnow
 
-from trainerbot.storage.store import Store
+from trainerbot.storage.inbox import HandledMessages
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -146,7 +146,7 @@ class Inbox:
 
     def __init__(
         self,
-        store: Store,
+        store: HandledMessages,
         *,
         keep: timedelta = timedelta(days=2),
         window: timedelta = timedelta(minutes=15),

@@ -22,7 +22,7 @@ from discord.ext import commands
 
 from trainerbot.adapters.discord.delivery import answer_nonce, send_once
 from trainerbot.adapters.discord.render import ALLOWED_MENTIONS
-from trainerbot.core.errors import UserError
+from trainerbot.errors import UserError
 
 if TYPE_CHECKING:
     from trainerbot.adapters.discord.bot import TrainerBot

@@ -13,10 +13,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from trainerbot.adapters.discord.delivery import answer_nonce, send_once
-from trainerbot.core.errors import TooLarge, UserError
-from trainerbot.core.files import human_size
-from trainerbot.core.messages import Caller, Reply, Upload
 from trainerbot.core.text import split_message
+from trainerbot.errors import TooLarge, UserError
+from trainerbot.types import Caller, Reply, Upload, human_size
 
 if TYPE_CHECKING:
     from trainerbot.adapters.discord.bot import TrainerBot
@@ -40,21 +39,22 @@ def is_owner(bot: TrainerBot, user_id: int) -> bool:
     return user_id in bot.settings.owner_ids or user_id == bot.owner_id or user_id in (bot.owner_ids or ())
 
 
-def is_admin(bot: TrainerBot, user: discord.abc.User, guild: discord.Guild | None) -> bool:
-    """In a server: its owner, its Administrators, members with an admin role, and the bot's owners.
+def person(bot: TrainerBot, user: discord.abc.User, guild: discord.Guild | None, **where: int | None) -> Caller:
+    """What the core needs to know of someone: owner or not, and in a server, whether they run it and their roles.
 
-    In direct messages nobody is: admin rights come with a server, so a DM reaches no admin
-    action even through a command that forgot ``server_only``.
+    Whether their roles make them an admin is the core's to decide, with the roles that server
+    configured. In direct messages only the owners have rights: those come with a server.
     """
-    if guild is None:
-        return False
-    if is_owner(bot, user.id):
-        return True
-    if not isinstance(user, discord.Member):
-        return False
-    if guild.owner_id == user.id or user.guild_permissions.administrator:
-        return True
-    return any(role.name in bot.settings.admin_roles for role in user.roles)
+    member = user if isinstance(user, discord.Member) and guild is not None else None
+    return Caller(
+        user_id=user.id,
+        name=user.display_name,
+        is_owner=is_owner(bot, user.id),
+        manages_server=member is not None and (guild.owner_id == user.id or member.guild_permissions.administrator),
+        roles=frozenset(role.name for role in member.roles if not role.is_default()) if member else frozenset(),
+        guild_id=guild.id if guild is not None else None,
+        **where,
+    )
 
 
 def server_only() -> Callable[[T], T]:
@@ -71,14 +71,8 @@ def server_only() -> Callable[[T], T]:
 
 
 def caller_of(ctx: commands.Context[TrainerBot]) -> Caller:
-    return Caller(
-        user_id=ctx.author.id,
-        name=ctx.author.display_name,
-        is_admin=is_admin(ctx.bot, ctx.author, ctx.guild),
-        guild_id=ctx.guild.id if ctx.guild else None,
-        channel_id=ctx.channel.id,
-        message_id=ctx.message.id if ctx.interaction is None else None,
-    )
+    message_id = ctx.message.id if ctx.interaction is None else None
+    return person(ctx.bot, ctx.author, ctx.guild, channel_id=ctx.channel.id, message_id=message_id)
 
 
 async def read_uploads(attachments: list[discord.Attachment], limit: int) -> list[Upload]:

@@ -15,7 +15,7 @@ import time
 
 import discord
 
-from trainerbot.core.errors import UserError
+from trainerbot.errors import UserError
 from trainerbot.speech.audio import FRAME_BYTES, discord_frames
 from trainerbot.speech.tts import TextToSpeech, speakable
 

@@ -1,13 +1,15 @@
-"""Owner-only maintenance: registering slash commands."""
+"""Each server's settings (`!config`), and owner-only maintenance: registering slash commands."""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
+from discord import app_commands
 from discord.ext import commands
 
-from trainerbot.adapters.discord.render import send_reply, server_only
-from trainerbot.core.messages import Reply
+from trainerbot.adapters.discord.render import caller_of, in_thread, send_reply, server_only
+from trainerbot.types import Reply
 
 if TYPE_CHECKING:
     from trainerbot.adapters.discord.bot import TrainerBot
@@ -40,3 +42,23 @@ class Admin(commands.Cog):
             synced = await self.bot.tree.sync()
             where = "every server (Discord may take up to an hour to show them)"
         await send_reply(ctx, Reply(f"Synced {len(synced)} slash commands to {where}."))
+
+    @commands.hybrid_command()
+    @app_commands.describe(
+        setting="`admin-roles <role>, <role>` (or `default`), `bot-wide on|off`, `persona <text>` (or `reset`); "
+        "leave out to see them"
+    )
+    @server_only()
+    async def config(self, ctx: commands.Context[TrainerBot], *, setting: str = "") -> None:
+        """Show this server's settings, or change one (its admins): admin roles, bot-wide knowledge, persona."""
+        if ctx.guild is not None:  # a role mention names the role: `@Mods` arrives as <@&id>
+            guild = ctx.guild
+            setting = ROLE_MENTION.sub(lambda m: _role_name(guild.get_role(int(m.group(1))), m.group(0)), setting)
+        await send_reply(ctx, await in_thread(self.bot.services.servers.config, caller_of(ctx), setting))
+
+
+ROLE_MENTION = re.compile(r"<@&(\d{15,20})>")
+
+
+def _role_name(role: object, mention: str) -> str:
+    return getattr(role, "name", mention)

@@ -20,19 +20,18 @@ from trainerbot.adapters.discord.render import (
     ALLOWED_MENTIONS,
     caller_of,
     in_thread,
-    is_admin,
+    person,
     read_uploads,
     send_reply,
     server_only,
 )
 from trainerbot.adapters.discord.voice import Speaker
 from trainerbot.core.conversation import NOTHING_TO_SAY, Prepared, Where
-from trainerbot.core.errors import ChatUnavailable, UserError
 from trainerbot.core.listening import quoted
-from trainerbot.core.messages import Caller
 from trainerbot.core.queue import Busy, WorkQueue
 from trainerbot.core.streaming import pieces_from_thread
 from trainerbot.core.text import PageSplitter, split_message
+from trainerbot.errors import ChatUnavailable, UserError
 from trainerbot.speech.audio import is_audio
 from trainerbot.speech.tts import spoken_so_far
 
@@ -148,14 +147,7 @@ class Conversation(commands.Cog):
             text = heard
         if not text:
             return
-        caller = Caller(
-            user_id=message.author.id,
-            name=message.author.display_name,
-            is_admin=is_admin(self.bot, message.author, message.guild),
-            guild_id=message.guild.id if message.guild else None,
-            channel_id=message.channel.id,
-            message_id=message.id,
-        )
+        caller = person(self.bot, message.author, message.guild, channel_id=message.channel.id, message_id=message.id)
         conversation = self.bot.services.conversation
         arrival = self._arrival.setdefault(message.channel.id, asyncio.Lock())
         async with arrival:
@@ -280,10 +272,9 @@ class Conversation(commands.Cog):
         if whose == "me":
             await forget_me(ctx)
             return
-        caller = caller_of(ctx)
-        everyone = caller.is_admin if whose is None else whose == "all"
+        everyone = None if whose is None else whose == "all"  # None: everyone's for admins, their own for others
         await send_reply(
-            ctx, await in_thread(self.bot.services.conversation.forget, caller, where_of(ctx.channel), everyone)
+            ctx, await in_thread(self.bot.services.conversation.forget, caller_of(ctx), where_of(ctx.channel), everyone)
         )
 
     @commands.hybrid_command()

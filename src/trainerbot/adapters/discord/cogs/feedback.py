@@ -10,6 +10,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from trainerbot.adapters.discord.render import caller_of, in_thread, send_reply
+from trainerbot.types import Place
 
 if TYPE_CHECKING:
     from trainerbot.adapters.discord.bot import TrainerBot
@@ -35,8 +36,9 @@ class Feedback(commands.Cog):
         if self.bot.user is None or payload.user_id == self.bot.user.id:
             return
         await self.bot.writing.stored(payload.message_id)
+        place = Place(payload.guild_id, payload.channel_id)  # a rating finds only a reply given where it was made
         stored = await in_thread(
-            self.bot.services.teaching.rate, payload.user_id, payload.message_id, str(payload.emoji)
+            self.bot.services.teaching.rate, payload.user_id, place, payload.message_id, str(payload.emoji)
         )
         if stored:
             log.info("rating %s on reply %s by %s", payload.emoji, payload.message_id, payload.user_id)

@@ -8,7 +8,7 @@ from discord.ext import commands
 
 from trainerbot.adapters.discord.limits import per_person
 from trainerbot.adapters.discord.render import caller_of, in_thread, send_reply
-from trainerbot.core.messages import Reply
+from trainerbot.types import Reply
 
 if TYPE_CHECKING:
     from trainerbot.adapters.discord.bot import TrainerBot

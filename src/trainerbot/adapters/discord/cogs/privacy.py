@@ -15,7 +15,7 @@ from discord.ext import commands
 
 from trainerbot.adapters.discord.delivery import answer_nonce, send_once
 from trainerbot.adapters.discord.render import ALLOWED_MENTIONS, caller_of, in_thread, send_reply
-from trainerbot.core.messages import Reply
+from trainerbot.types import Reply
 
 if TYPE_CHECKING:
     from trainerbot.adapters.discord.bot import TrainerBot

@@ -21,9 +21,9 @@ from trainerbot.adapters.discord.render import (
     send_reply,
     server_only,
 )
-from trainerbot.core.errors import InvalidInput
-from trainerbot.core.messages import Reply
 from trainerbot.core.teaching import JobStarted
+from trainerbot.errors import InvalidInput
+from trainerbot.types import Reply
 
 if TYPE_CHECKING:
     from trainerbot.adapters.discord.bot import TrainerBot
@@ -49,7 +49,7 @@ class Teaching(commands.Cog):
         head = started.text.split("Training job #")[0]
         while True:
             await asyncio.sleep(self.bot.progress_interval)
-            status, finished = await in_thread(self.teaching.job_status, started.job_id)
+            status, finished = await in_thread(self.teaching.job_status, started.base, started.job_id)
             text = head + status
             if text != shown:
                 try:
@@ -68,6 +68,7 @@ class Teaching(commands.Cog):
         file="A .json, .jsonl, .csv or .txt file of examples, or a .zip of them",
         data="`question => answer` (one a line), or a file or directory in the data directory",
         positive="False: these are answers the bot must not give",
+        bot_wide="Owners: teach the bot-wide knowledge (every server and DM) instead of this server's",
     )
     @per_person(3, 60)
     @server_only()
@@ -78,11 +79,12 @@ class Teaching(commands.Cog):
         *,
         data: str = "",
         positive: bool = True,
+        bot_wide: bool = False,
     ) -> None:
-        """Teach examples and train (owners and admins); add positive=false for answers not to give."""
+        """Teach this server's bot examples and train (admins); positive=false: answers not to give."""
         await ctx.defer()
         uploads = await read_uploads(attachments_of(ctx, file), self.bot.settings.upload_limit_bytes)
-        started = await in_thread(self.teaching.train, caller_of(ctx), data, uploads, positive)
+        started = await in_thread(self.teaching.train, caller_of(ctx), data, uploads, positive, bot_wide)
         await self._announce(ctx, started)
 
     @commands.hybrid_command()
@@ -125,23 +127,23 @@ class Teaching(commands.Cog):
     @commands.hybrid_command()
     async def errors(self, ctx: commands.Context[TrainerBot]) -> None:
         """List the failures of the last test."""
-        await send_reply(ctx, await in_thread(self.teaching.errors))
+        await send_reply(ctx, await in_thread(self.teaching.errors, caller_of(ctx)))
 
     @commands.hybrid_command()
     async def jobs(self, ctx: commands.Context[TrainerBot]) -> None:
         """List recent training jobs."""
-        await send_reply(ctx, await in_thread(self.teaching.list_jobs))
+        await send_reply(ctx, await in_thread(self.teaching.list_jobs, caller_of(ctx)))
 
     @commands.hybrid_command()
     @app_commands.describe(job_id="The job number that !train answered with")
     async def job(self, ctx: commands.Context[TrainerBot], job_id: int) -> None:
         """Show a training job's progress or result."""
-        await send_reply(ctx, Reply(await in_thread(self.teaching.job_text, job_id)))
+        await send_reply(ctx, Reply(await in_thread(self.teaching.job_text, caller_of(ctx), job_id)))
 
     @commands.hybrid_command()
     async def model(self, ctx: commands.Context[TrainerBot]) -> None:
         """Show which model version answers and how well it did."""
-        await send_reply(ctx, await in_thread(self.teaching.model_info))
+        await send_reply(ctx, await in_thread(self.teaching.model_info, caller_of(ctx)))
 
     @commands.hybrid_command()
     @server_only()

@@ -13,8 +13,8 @@ from discord.ext import commands, tasks
 from trainerbot.adapters.discord.limits import per_person
 from trainerbot.adapters.discord.render import send_reply, server_only
 from trainerbot.adapters.discord.voice import Speaker
-from trainerbot.core.errors import NotReady, PermissionDenied
-from trainerbot.core.messages import Reply
+from trainerbot.errors import NotReady, PermissionDenied
+from trainerbot.types import Reply
 
 if TYPE_CHECKING:
     from trainerbot.adapters.discord.bot import TrainerBot

@@ -33,3 +33,7 @@ class ChatUnavailable(UserError):
 
 class SpeechUnavailable(UserError):
     """A speech engine cannot work (not loaded, offline, refused); the text is safe to show."""
+
+
+class QuotaReached(UserError):
+    """A server has used what it may keep or start; the message says which limit and how far it is."""

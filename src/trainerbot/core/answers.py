@@ -1,0 +1,76 @@
+"""What the bot was taught answers in a place: the server's own base first, then the bot-wide base.
+
+In a direct message (or the console without a server) only the bot-wide base answers. A server's
+admins may turn the bot-wide base off for their server; then only the server's own base does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from trainerbot.learning.jobs import ServingModels
+from trainerbot.learning.model import Prediction
+from trainerbot.storage.knowledge import Knowledge
+from trainerbot.types import GLOBAL_BASE
+
+
+@dataclass(frozen=True)
+class Found:
+    """A prediction, and the base whose model made it."""
+
+    prediction: Prediction
+    base: int
+
+
+class TaughtAnswers:
+    def __init__(self, knowledge: Knowledge, models: ServingModels, threshold: float) -> None:
+        self.knowledge = knowledge
+        self.models = models
+        self.threshold = threshold
+
+    def bases(self, guild_id: int | None) -> tuple[int, ...]:
+        """The bases that answer in a place, in the order they are asked."""
+        if guild_id is None:
+            return (GLOBAL_BASE,)
+        if self.knowledge.settings(guild_id).use_global:
+            return (guild_id, GLOBAL_BASE)
+        return (guild_id,)
+
+    def answer(self, bases: tuple[int, ...], text: str, vector: np.ndarray) -> Found | None:
+        """The first confident answer along ``bases``; else the most confident guess; None with no model at all."""
+        best: Found | None = None
+        for base in bases:
+            prediction = self.models.predict(base, text, self.threshold, vector)
+            if prediction is None:
+                continue
+            if prediction.output is not None:
+                return Found(prediction, base)
+            if best is None or prediction.confidence > best.prediction.confidence:
+                best = Found(prediction, base)
+        return best
+
+    def answer_many(self, bases: tuple[int, ...], texts: list[str]) -> tuple[list[Prediction], int | None] | None:
+        """Every text answered as ``answer`` would; with the version of the first base that has a model."""
+        chosen: list[Prediction | None] = [None] * len(texts)
+        version: int | None = None
+        trained = False
+        for base in bases:
+            pending = [i for i, p in enumerate(chosen) if p is None or p.output is None]
+            if not pending:
+                break
+            base_version, model = self.models.model(base)
+            if model is None:
+                continue
+            trained = True
+            version = version if version is not None else base_version
+            for i, prediction in zip(
+                pending, model.predict_many([texts[i] for i in pending], self.threshold), strict=True
+            ):
+                current = chosen[i]
+                if current is None or prediction.output is not None or prediction.confidence > current.confidence:
+                    chosen[i] = prediction
+        if not trained:
+            return None
+        return [p for p in chosen if p is not None], version

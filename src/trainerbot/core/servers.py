@@ -1,0 +1,102 @@
+"""A server's own settings (`!config`): its admin roles, whether the bot-wide base answers there,
+its default persona, and how much of its quotas it uses."""
+
+from __future__ import annotations
+
+from trainerbot.core.conversation import MAX_PERSONA, Conversation
+from trainerbot.core.files import Folders
+from trainerbot.core.permissions import Access
+from trainerbot.core.teaching import Quotas
+from trainerbot.core.text import valid_text
+from trainerbot.errors import InvalidInput, NotReady
+from trainerbot.storage.store import Store
+from trainerbot.types import Caller, Reply, human_size
+
+CONFIG_USAGE = (
+    "`!config` shows this server's settings; admins change them with `!config admin-roles <role>, <role>` "
+    "(or `default`), `!config bot-wide on|off`, `!config persona <text>` (or `reset`)."
+)
+MAX_ROLES = 20
+SWITCH = {"on": True, "yes": True, "true": True, "off": False, "no": False, "false": False}
+
+
+class ServerConfig:
+    def __init__(self, store: Store, access: Access, folders: Folders, quotas: Quotas, conversation: Conversation):
+        self.store = store
+        self.access = access
+        self.folders = folders
+        self.quotas = quotas
+        self.conversation = conversation
+
+    def config(self, caller: Caller, text: str) -> Reply:
+        """Shows the settings (anyone in the server), or changes one (its admins)."""
+        if caller.guild_id is None:
+            raise NotReady("`!config` is about a server's settings: use it in your server.")
+        name, _, value = text.strip().partition(" ")
+        name, value = name.lower().replace("_", "-"), value.strip()
+        if not name:
+            return self.show(caller)
+        changes = {"admin-roles": self._admin_roles, "bot-wide": self._bot_wide, "persona": self._persona}
+        change = changes.get(name)
+        if change is None:
+            raise InvalidInput(f"There is no setting `{name[:40]}`. {CONFIG_USAGE}")
+        self.access.require_admin(caller, "change this server's settings")
+        return change(caller, value)
+
+    def show(self, caller: Caller) -> Reply:
+        assert caller.guild_id is not None
+        base = caller.guild_id
+        settings = self.store.knowledge.settings(base)
+        roles = self.access.admin_roles(base)
+        roles_text = ", ".join(f"`{role}`" for role in roles) or "none"
+        origin = "the bot's default" if settings.admin_roles is None else "set here"
+        examples, text_bytes = self.store.knowledge.stored(base)
+        stored = text_bytes + self.folders.size(base)
+        persona = settings.persona or self.conversation.options.persona
+        lines = [
+            "This server's settings:",
+            f"• admin roles ({origin}): {roles_text}; the server's owner and members with the Administrator "
+            "permission are admins too",
+            f"• bot-wide knowledge: {'on' if settings.use_global else 'off'} (what the bot's owners taught "
+            "answers here after this server's own)",
+            f"• default persona ({'set here' if settings.persona else 'the bot default'}): {persona[:300]}",
+            f"• quotas: {examples:,} of {self.quotas.examples:,} examples, {human_size(stored)} of "
+            f"{human_size(self.quotas.stored_bytes)} stored, {self.quotas.jobs_per_hour} training jobs an hour",
+            CONFIG_USAGE,
+        ]
+        return Reply("\n".join(lines))
+
+    def _admin_roles(self, caller: Caller, value: str) -> Reply:
+        assert caller.guild_id is not None
+        if not value:
+            raise InvalidInput("Name the roles: `!config admin-roles Moderators, Trainers` (or `default`).")
+        roles = None if value.lower() == "default" else [valid_text(r.strip()) for r in value.split(",") if r.strip()]
+        if roles is not None and (len(roles) > MAX_ROLES or any(len(role) > 100 for role in roles)):
+            raise InvalidInput(f"Give at most {MAX_ROLES} role names of at most 100 characters each.")
+        self.store.knowledge.change_settings(caller.guild_id, caller.user_id, admin_roles=roles)
+        now = self.access.admin_roles(caller.guild_id)
+        shown = ", ".join(f"`{role}`" for role in now) or "none"
+        return Reply(f"Admin roles here are now: {shown} (with the server's owner and its Administrators).")
+
+    def _bot_wide(self, caller: Caller, value: str) -> Reply:
+        assert caller.guild_id is not None
+        on = SWITCH.get(value.lower())
+        if on is None:
+            raise InvalidInput("Say `!config bot-wide on` or `!config bot-wide off`.")
+        self.store.knowledge.change_settings(caller.guild_id, caller.user_id, use_global=on)
+        if on:
+            return Reply("The bot-wide knowledge answers here again, after this server's own.")
+        return Reply("Only what this server taught answers here now; the bot-wide knowledge is off.")
+
+    def _persona(self, caller: Caller, value: str) -> Reply:
+        assert caller.guild_id is not None
+        if not value:
+            raise InvalidInput("Give the persona's text, or `reset`: `!config persona You are a pirate.`")
+        value = valid_text(value)
+        if len(value) > MAX_PERSONA:
+            raise InvalidInput(f"A persona must be at most {MAX_PERSONA} characters; this one has {len(value)}.")
+        reset = value.lower() == "reset"
+        self.store.knowledge.change_settings(caller.guild_id, caller.user_id, persona=None if reset else value)
+        if reset:
+            return Reply("This server's channels use the bot's default persona again (unless a channel set its own).")
+        return Reply(f"This server's default persona (channels with their own keep theirs):\n> {value}")
