@@ -45,6 +45,7 @@ class DataDirectory:
 
     root: Path
     hidden: Sequence[str] = ()  # patterns of names directly in ``root`` that belong to the bot itself
+    called: str = "the data directory"  # how replies name it
 
     def is_hidden(self, real: Path) -> bool:
         """Whether a real path inside the folder is, or is inside, one of the bot's own files."""
@@ -55,7 +56,7 @@ class DataDirectory:
         """The real path a user's argument names, or UnsafePath; nothing is read here."""
         text = user_path.strip().strip("`\"'")
         if not text:
-            raise UnsafePath("Give a path inside the data directory, for example `datasets/faq.csv`.")
+            raise UnsafePath(f"Give a path inside {self.called}, for example `datasets/faq.csv`.")
         _check_path_text(text)
         root = self.root.resolve()
         real = _inside(root, text)
@@ -65,7 +66,7 @@ class DataDirectory:
         for look_alike in SLASH_LOOK_ALIKES:
             mimicked = mimicked.replace(look_alike, "/")
         if real is None or (mimicked != text and _inside(root, mimicked) is None):
-            raise UnsafePath(f"`{_shown(text)}` is outside the data directory; only files inside it can be used.")
+            raise UnsafePath(f"`{_shown(text)}` is outside {self.called}; only files inside it can be used.")
         if self.is_hidden(real):
             raise UnsafePath(f"`{_shown(text)}` is one of the bot's own files, which no command can read or send.")
         return real
@@ -76,7 +77,7 @@ class DataDirectory:
     def existing_file(self, user_path: str, limit: int) -> Path:
         path = self.resolve(user_path)
         if not path.is_file():
-            raise NotReady(f"There is no file `{_shown(user_path.strip())}` in the data directory.")
+            raise NotReady(f"There is no file `{_shown(user_path.strip())}` in {self.called}.")
         size = path.stat().st_size
         if size > limit:
             raise TooLarge(f"`{_shown(user_path.strip())}` is {human_size(size)}; the limit is {human_size(limit)}.")
@@ -85,7 +86,7 @@ class DataDirectory:
     def existing_directory(self, user_path: str) -> Path:
         path = self.resolve(user_path)
         if not path.is_dir():
-            raise NotReady(f"There is no directory `{_shown(user_path.strip())}` in the data directory.")
+            raise NotReady(f"There is no directory `{_shown(user_path.strip())}` in {self.called}.")
         return path
 
     def label(self, directory: Path) -> str:
@@ -159,7 +160,7 @@ class Folders:
             return DataDirectory(self.data_dir, BOT_FILES)
         root = self.data_dir / SERVERS / str(base)
         root.mkdir(parents=True, exist_ok=True)
-        return DataDirectory(root)
+        return DataDirectory(root, called="this server's folder")
 
     def size(self, base: int) -> int:
         """Bytes of the files a base keeps (the bot-wide base: without the bot's own)."""

@@ -67,6 +67,7 @@ class TrainerBot(commands.Bot):
         self._tasks: set[asyncio.Task[None]] = set()
         self.inbox = Inbox(services.store.inbox)  # each user message handled once, none missed across sessions
         self.writing = RepliesInWriting()  # ratings, corrections and feedback wait for the reply they are about
+        self.cooldowns = Cooldowns()  # per-person limits of the commands that cost real work
 
     async def setup_hook(self) -> None:
         if not self.owner_ids:  # no owners configured: the application's owner (or its team) is one
@@ -75,7 +76,7 @@ class TrainerBot(commands.Bot):
                 self.owner_ids = {member.id for member in info.team.members}
             else:
                 self.owner_id = info.owner.id
-        self.add_check(Cooldowns())
+        self.add_check(self.cooldowns)
         for cog in (ErrorHandler, General, Files, Feedback, Teaching, Privacy, Admin, Voice, Conversation):
             await self.add_cog(cog(self))
         if self.settings.dev_guild_id is not None:

@@ -1,0 +1,75 @@
+"""Training jobs of different servers share the worker processes fairly (real jobs, real processes).
+
+The timing target (a small training in one server served within 15 s while another trains on
+Banking77) is measured in bench/fair_training.py; these tests check the order jobs start in.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from trainerbot.app import build_services
+from trainerbot.config import load_settings
+from trainerbot.types import Caller, Job
+
+SERVER_A, SERVER_B = 501, 502
+BIG = "\n".join(f"question number {n} about topic {n % 7} => answer {n % 7}" for n in range(200))
+
+
+def _services(tmp_path: Path, workers: int):  # type: ignore[no-untyped-def]
+    settings = load_settings(
+        _env_file=None,
+        data_dir=tmp_path / "data",
+        chat_engine="none",
+        stt_engine="none",
+        tts_engine="none",
+        training_workers=workers,
+    )
+    return build_services(settings, chat=False)
+
+
+def _wait_all(services, jobs: list[tuple[int, int]], timeout: float = 300) -> list[Job]:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        done = [services.store.jobs.job(base, job_id) for base, job_id in jobs]
+        if all(job is not None and job.finished for job in done):
+            return done
+        assert time.monotonic() < deadline, done
+        time.sleep(0.1)
+
+
+def test_a_servers_small_job_does_not_wait_behind_anothers_queue_of_big_ones(tmp_path: Path) -> None:
+    services = _services(tmp_path, workers=1)
+    try:
+        owner_b = Caller(1, "owner", is_owner=True, guild_id=SERVER_B, channel_id=1)
+        admin_a = Caller(2, "admin", manages_server=True, guild_id=SERVER_A, channel_id=2)
+        b_jobs = [services.teaching.train(owner_b, BIG if n == 0 else "", []).job_id for n in range(3)]
+        a_job = services.teaching.train(admin_a, "hi => hello\nhey => hello\nbye => goodbye", []).job_id
+        assert services.teaching.job_status(SERVER_A, a_job)[0].endswith("queued, 1 ahead of it.")
+        b1, b2, b3, a = _wait_all(services, [*((SERVER_B, j) for j in b_jobs), (SERVER_A, a_job)])
+        assert {job.status for job in (b1, b2, b3, a)} == {"succeeded"}
+        started = services.store.db.query("SELECT id, started_at FROM jobs ORDER BY started_at")
+        # B's first job had the worker; A waited for it alone, not for B's other two.
+        assert [row["id"] for row in started] == [b1.id, a.id, b2.id, b3.id]
+        assert services.store.knowledge.active_model(SERVER_A).job_id == a.id  # type: ignore[union-attr]
+    finally:
+        services.close()
+
+
+def test_with_two_workers_a_servers_job_runs_beside_anothers(tmp_path: Path) -> None:
+    services = _services(tmp_path, workers=2)
+    try:
+        owner_b = Caller(1, "owner", is_owner=True, guild_id=SERVER_B, channel_id=1)
+        admin_a = Caller(2, "admin", manages_server=True, guild_id=SERVER_A, channel_id=2)
+        b_jobs = [services.teaching.train(owner_b, BIG if n == 0 else "", []).job_id for n in range(2)]
+        a_job = services.teaching.train(admin_a, "hi => hello\nhey => hello\nbye => goodbye", []).job_id
+        # One job of a server at a time: B's second waits, A's starts at once on the free worker.
+        assert "queued" in services.teaching.job_status(SERVER_B, b_jobs[1])[0]
+        b1, b2, a = _wait_all(services, [*((SERVER_B, j) for j in b_jobs), (SERVER_A, a_job)])
+        assert a.finished_at is not None and b1.finished_at is not None
+        rows = {r["id"]: r for r in services.store.db.query("SELECT id, started_at, finished_at FROM jobs")}
+        assert rows[a.id]["started_at"] < rows[b1.id]["finished_at"]  # beside B's first job
+        assert rows[b2.id]["started_at"] >= rows[b1.id]["finished_at"]  # B's second only after its first
+    finally:
+        services.close()
