@@ -67,8 +67,8 @@ def faqs(data: Path, servers: int, examples: int, seed: int = 11) -> dict[int, t
     return result
 
 
-def build(data_dir: str, data: str, servers: int, examples: int) -> None:
-    """In a child process: every server's examples, job and model version, as training leaves them."""
+def build(data_dir: str, data: str, servers: int, examples: int, part: int = 0, parts: int = 1) -> None:
+    """In a child process: its share of the servers' examples, jobs and model versions, as training leaves them."""
     from trainerbot.learning.encoder import MiniLMEncoder
     from trainerbot.learning.jobs import model_file
     from trainerbot.learning.model import train
@@ -77,9 +77,11 @@ def build(data_dir: str, data: str, servers: int, examples: int) -> None:
     from trainerbot.types import Example
 
     encoder = MiniLMEncoder()
-    taught = {base: faq for base, (faq, _) in faqs(Path(data), servers, examples).items()}
+    taught = {
+        base: faq for n, (base, (faq, _)) in enumerate(faqs(Path(data), servers, examples).items()) if n % parts == part
+    }
     sentences = sorted({question for faq in taught.values() for question, _ in faq})
-    vectors = dict(zip(sentences, encoder.encode(sentences, workers=2), strict=True))
+    vectors = dict(zip(sentences, encoder.encode(sentences), strict=True))
 
     class Pooled:
         dimension = encoder.dimension
@@ -88,16 +90,14 @@ def build(data_dir: str, data: str, servers: int, examples: int) -> None:
             return np.stack([vectors[text] for text in texts])
 
     store = Store(Database(Path(data_dir) / "trainerbot.sqlite3"))
-    started = time.perf_counter()
     for base, faq in taught.items():
         store.knowledge.add_examples(base, [Example(q, a) for q, a in faq], source="train:faq.csv", author_id=1)
         job = store.jobs.create(base, requested_by=1, channel_id=None)
         store.jobs.mark_running(base, job.id)
-        model, report = train([Example(q, a) for q, a in faq], Pooled(), threshold=0.6)
+        model, report = train([Example(q, a) for q, a in faq], Pooled(), threshold=0.6, workers=1)
         model.save(Path(data_dir) / model_file(job.id))
         store.jobs.finish(base, job.id, result=report.as_dict(), model_path=model_file(job.id))
     store.db.close()
-    print(f"taught {servers} servers {examples} examples each in {time.perf_counter() - started:.0f} s")
 
 
 def answer_time(services: object, base: int, text: str, message_id: int) -> tuple[float, str | None]:
@@ -111,6 +111,8 @@ def answer_time(services: object, base: int, text: str, message_id: int) -> tupl
 
 
 def main() -> None:
+    from trainerbot.storage.database import Database
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--servers", type=int, default=1000)
     parser.add_argument("--examples", type=int, default=50)
@@ -120,12 +122,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         data_dir = Path(folder) / "data"
         data_dir.mkdir()
-        child = multiprocessing.get_context("spawn").Process(
-            target=build, args=(str(data_dir), str(args.data), args.servers, args.examples)
-        )
-        child.start()
-        child.join()
-        assert child.exitcode == 0, "building the servers failed"
+        Database(data_dir / "trainerbot.sqlite3").close()  # the schema, before two processes write to it
+        started = time.perf_counter()
+        children = [
+            multiprocessing.get_context("spawn").Process(
+                target=build, args=(str(data_dir), str(args.data), args.servers, args.examples, part, 2)
+            )
+            for part in range(2)
+        ]
+        for child in children:
+            child.start()
+        for child in children:
+            child.join()
+            assert child.exitcode == 0, "building the servers failed"
+        print(f"taught {args.servers} servers {args.examples} examples each in {time.perf_counter() - started:.0f} s")
 
         from trainerbot.app import build_services
         from trainerbot.config import load_settings

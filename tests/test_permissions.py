@@ -30,7 +30,7 @@ from trainerbot.config import load_settings
 from trainerbot.core.text import split_message
 from trainerbot.learning.examples import Example
 from trainerbot.learning.model import train
-from trainerbot.storage.store import ReplyRecord
+from trainerbot.types import GLOBAL_BASE, ReplyRecord
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -44,23 +44,25 @@ NOBODY: frozenset[str] = frozenset()
 
 # member: no role. trainer: holds "Trainer", the configured admin role. administrator: the
 # Administrator permission. server owner: owns the guild. configured owner: in TRAINERBOT_OWNER_IDS,
-# holds no role. In a DM nobody is an admin, so admin and server-only commands are refused there.
+# holds no role. In a server, commands act on its knowledge base. In a DM only the bot's owners are
+# admins: what the bot knows there is the bot-wide base, which only owners see (test, errors, jobs,
+# job, model) and change (correct); server-only commands are refused there for everyone.
 #
 #   case                who may use it in a server    who may use it in a DM
 TABLE: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "hi": (EVERYONE, EVERYONE),
     "help": (EVERYONE, EVERYONE),
     "instruction": (EVERYONE, EVERYONE),
-    "test": (EVERYONE, EVERYONE),
-    "errors": (EVERYONE, EVERYONE),
-    "jobs": (EVERYONE, EVERYONE),
-    "job": (EVERYONE, EVERYONE),
-    "model": (EVERYONE, EVERYONE),
+    "test": (EVERYONE, OWNERS),
+    "errors": (EVERYONE, OWNERS),
+    "jobs": (EVERYONE, OWNERS),
+    "job": (EVERYONE, OWNERS),
+    "model": (EVERYONE, OWNERS),
     "feedback": (EVERYONE, EVERYONE),
-    "correct": (EVERYONE, EVERYONE),
+    "correct": (EVERYONE, OWNERS),
     "forget": (EVERYONE, EVERYONE),  # members: their own messages; admins: the whole channel
     "forget mine": (EVERYONE, EVERYONE),
-    "forget all": (ADMINS, NOBODY),
+    "forget all": (ADMINS, OWNERS),
     "forget me": (EVERYONE, EVERYONE),
     "mydata": (EVERYONE, EVERYONE),
     "persona": (EVERYONE, NOBODY),
@@ -68,12 +70,15 @@ TABLE: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "join": (EVERYONE, NOBODY),
     "leave": (EVERYONE, NOBODY),
     "train": (ADMINS, NOBODY),
+    "train --global": (OWNERS, NOBODY),
     "retrain": (ADMINS, NOBODY),
     "retry": (ADMINS, NOBODY),
     "rollback": (ADMINS, NOBODY),
     "select_dataset": (ADMINS, NOBODY),
     "getfile": (ADMINS, NOBODY),
     "archive": (ADMINS, NOBODY),
+    "config": (EVERYONE, NOBODY),
+    "config <setting>": (ADMINS, NOBODY),
     "sync": (OWNERS, NOBODY),
     "sync here": (OWNERS, NOBODY),
 }
@@ -81,9 +86,10 @@ TABLE: dict[str, tuple[frozenset[str], frozenset[str]]] = {
 ADMIN_ONLY = "Sorry, only the bot's owners and members with an admin role can"
 OWNER_ONLY = "Sorry, only the bot's owners can use this command."
 SERVER_ONLY = "only works in a server, not in direct messages."
+BOT_WIDE_ONLY = "In direct messages this would show the bot-wide knowledge"
+DM_CORRECT = "In direct messages only the bot's owners can correct me"
 
 BYSTANDER = 900_000_000_000_000_777  # someone else whose data must survive every cell
-BOT_REPLY = 1_234_567_890_123_456_789  # a stored reply of the bot, to correct
 
 
 # --- one bot session per form ------------------------------------------------------------------
@@ -118,12 +124,13 @@ async def session(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
         tts_engine="none",  # `join` then answers without a voice: what matters here is that it ran
     )
     services = build_services(settings)
-    prepare_data(services)
+    prepare_data(services, guild_setup().guild_id)
     try:
         async with (
             FakeDiscord(guild_setup()) as server,
             run_bot(TrainerBot(services, progress_interval=0.05), server) as bot,
         ):
+            bot.remove_check(bot.cooldowns)  # who may, not how often: the allowances have tests of their own
             users = dict(
                 zip(ROLES, (server.member, TRAINER, server.admin, server.owner, CONFIGURED_OWNER), strict=True)
             )
@@ -132,34 +139,27 @@ async def session(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
         services.close()
 
 
-def prepare_data(services: Services) -> None:
-    """What the cells need to do something real: files, a dataset directory, models, a reply to correct."""
+def prepare_data(services: Services, guild_id: int) -> None:
+    """What the cells need to do something real: files and a dataset directory in the server's folder,
+    model versions of the server's base (jobs 1-10) and of the bot-wide base (11-12)."""
     data = services.settings.data_dir
-    (data / "notes").mkdir()
-    (data / "notes" / "hello.txt").write_bytes(b"hello")
-    (data / "tiny").mkdir()
-    (data / "tiny" / "a.txt").write_text("what is x => x is a letter\n")
+    folder = data / "servers" / str(guild_id)
+    (folder / "notes").mkdir(parents=True)
+    (folder / "notes" / "hello.txt").write_bytes(b"hello")
+    (folder / "tiny").mkdir()
+    (folder / "tiny" / "a.txt").write_text("what is x => x is a letter\n")
     model, _ = train(
         [Example("hello", "hi there"), Example("bye", "see you"), Example("good morning", "hi there")],
-        services.serving.encoder,
+        services.models.encoder,
         threshold=services.settings.confidence_threshold,
     )
-    path = data / "models" / "seed.npz"
-    model.save(path)
-    store = services.store
-    for _ in range(10):  # versions for every rollback a session makes (4 admins)
-        job = store.create_job(requested_by=None, channel_id=None)
-        store.finish_job(job.id, result={"examples": 3, "outputs": 2, "holdout_accuracy": None}, model_path=str(path))
-    services.serving.reload()
-    asked = store.add_turn(conversation_id=1, guild_id=None, user_id=BYSTANDER, role="user", content="what is x")
-    store.record_answer(
-        conversation_id=1,
-        guild_id=None,
-        channel_id=1,
-        asked=asked,
-        answer=ReplyRecord(BOT_REPLY, None, BYSTANDER, "what is x", "no idea", "fallback", None),
-        message_ids=[BOT_REPLY],
-    )
+    model.save(data / "models" / "seed.npz")
+    jobs = services.store.jobs
+    result = {"examples": 3, "outputs": 2, "holdout_accuracy": None}
+    for base, versions in ((guild_id, 10), (GLOBAL_BASE, 2)):  # 10: every rollback a session makes (4 admins)
+        for _ in range(versions):
+            job = jobs.create(base, requested_by=None, channel_id=None)
+            jobs.finish(base, job.id, result=result, model_path="models/seed.npz")
 
 
 # --- one cell ----------------------------------------------------------------------------------
@@ -178,6 +178,11 @@ class Run:
     since: int  # a snowflake older than anything the cell causes
     messages: list[dict[str, Any]] = field(default_factory=list)
     bystander_turns: int = 0  # someone else's messages in the conversation before the command
+    reply_id: int = 0  # a reply of the bot where the command is used, for `correct`
+
+    @property
+    def guild_id(self) -> int | None:
+        return self.session.server.guild_id if self.place == "server" else None
 
     @property
     def text(self) -> str:
@@ -205,7 +210,8 @@ class Case:
     slash: dict[str, Any]  # the slash form's options; string values have {token} replaced
     did_its_work: Callable[[Run], None]
     refusal: str = ADMIN_ONLY  # what refusing it in a server says
-    server_only: bool = False  # refused in DMs by the command's check (else by the core: not an admin there)
+    dm_refusal: str = f"{ADMIN_ONLY} clear everyone's messages from my memory, and only in a server."
+    server_only: bool = False  # refused in DMs by the command's check (else by the core, with ``dm_refusal``)
     arrange: Callable[[Run], None] | None = None
     replies: Callable[[Session], int] = lambda session: 1
 
@@ -224,7 +230,9 @@ def turns_in(run: Run, user_id: int) -> int:
 def two_speakers(run: Run) -> None:
     """The conversation where `forget` runs holds a message of the caller's and one of someone else's."""
     for user_id in (run.user.id, BYSTANDER):
-        run.store.add_turn(conversation_id=run.channel_id, guild_id=None, user_id=user_id, role="user", content="hey")
+        run.store.conversations.add_turn(
+            conversation_id=run.channel_id, guild_id=run.guild_id, user_id=user_id, role="user", content="hey"
+        )
     run.bystander_turns = turns_in(run, BYSTANDER)
 
 
@@ -239,7 +247,7 @@ def forgot(*, everyone: Callable[[Run], bool]) -> Callable[[Run], None]:
 
 def forgot_me(run: Run) -> None:
     assert run.text.startswith("Forgotten, in every channel and DM:"), run.text
-    assert all(rows == [] for rows in run.store.user_data(run.user.id).values())
+    assert all(rows == [] for rows in run.store.people.data(run.user.id).values())
     assert turns_in(run, BYSTANDER) == run.bystander_turns
 
 
@@ -262,10 +270,31 @@ def ran_the_test(run: Run) -> None:
     assert run.newest("test_runs")["user_id"] == run.user.id
 
 
-def trained(run: Run) -> None:
-    assert "Training job #" in run.text, run.text
-    assert run.newest("examples")["input"] == f"q{run.token}" and run.newest("examples")["author_id"] == run.user.id
-    assert run.newest("jobs")["requested_by"] == run.user.id
+def trained(base: Callable[[Run], int]) -> Callable[[Run], None]:
+    def check(run: Run) -> None:
+        assert "Training job #" in run.text, run.text
+        example = run.newest("examples")
+        assert (example["input"], example["author_id"], example["base"]) == (f"q{run.token}", run.user.id, base(run))
+        assert run.newest("jobs")["requested_by"] == run.user.id
+
+    return check
+
+
+def a_reply_here(run: Run) -> None:
+    """A reply of the bot where the command is used (a correction finds only a reply given there)."""
+    conversations = run.store.conversations
+    asked = conversations.add_turn(
+        conversation_id=run.channel_id, guild_id=run.guild_id, user_id=BYSTANDER, role="user", content="what is x"
+    )
+    run.reply_id = run.session.server.ids.next()
+    conversations.record_answer(
+        conversation_id=run.channel_id,
+        guild_id=run.guild_id,
+        channel_id=run.channel_id,
+        asked=asked,
+        answer=ReplyRecord(run.reply_id, None, BYSTANDER, "what is x", "no idea", "fallback", None),
+        message_ids=[run.reply_id],
+    )
 
 
 def retrained(run: Run) -> None:
@@ -288,7 +317,7 @@ def selected(run: Run) -> None:
 def archived(run: Run) -> None:
     made = re.search(r"into `(archives/notes-[\w-]+\.zip)`", run.text)
     assert made and run.text.startswith("Archived 1 file from `notes`"), run.text
-    assert (run.session.services.settings.data_dir / made[1]).is_file()
+    assert (run.session.services.settings.data_dir / "servers" / str(run.guild_id) / made[1]).is_file()
 
 
 def synced(where: str, commands: Callable[[FakeDiscord], list[dict[str, Any]]]) -> Callable[[Run], None]:
@@ -297,6 +326,19 @@ def synced(where: str, commands: Callable[[FakeDiscord], list[dict[str, Any]]]) 
         assert {c["name"] for c in commands(run.session.server)} == {c.name for c in run.session.bot.commands}
 
     return check
+
+
+def where(*, server: Callable[[Run], None], dm: Callable[[Run], None]) -> Callable[[Run], None]:
+    def check(run: Run) -> None:
+        (server if run.place == "server" else dm)(run)
+
+    return check
+
+
+def config_set(run: Run) -> None:
+    assert run.text.startswith("Admin roles here are now: `Trainer`, `Keepers"), run.text
+    roles = run.store.knowledge.settings(run.guild_id).admin_roles
+    assert roles == ("Trainer", f"Keepers{run.token}"), roles
 
 
 def says(*words: str) -> Callable[[Run], None]:
@@ -340,21 +382,30 @@ CASES: dict[str, Case] = {
         says("How to use trainerbot", "data directory"),
         replies=lambda s: len(split_message(s.services.conversation.instructions().text.replace("{prefix}", "!"))),
     ),
-    "test": Case(f"test {TEST_CASES}", {"cases": TEST_CASES}, ran_the_test),
-    "errors": Case("errors", {}, says("ailures")),  # "No failures ..." or "Failures of the last test run"
-    "jobs": Case("jobs", {}, says("Recent training jobs:", "succeeded")),
-    "job": Case("job 1", {"job_id": 1}, says("Training job #1 done")),
-    "model": Case("model", {}, says("answers (job #")),
+    "test": Case(f"test {TEST_CASES}", {"cases": TEST_CASES}, ran_the_test, dm_refusal=BOT_WIDE_ONLY),
+    # "No failures ..." or "Failures of the last test run"
+    "errors": Case("errors", {}, says("ailures"), dm_refusal=BOT_WIDE_ONLY),
+    "jobs": Case("jobs", {}, says("Recent training jobs:", "succeeded"), dm_refusal=BOT_WIDE_ONLY),
+    # Job 1 is the server's: in a DM, where the bot-wide base's jobs are, it is not found.
+    "job": Case(
+        "job 1",
+        {"job_id": 1},
+        where(server=says("Training job #1 done"), dm=says("There is no job #1 here.")),
+        dm_refusal=BOT_WIDE_ONLY,
+    ),
+    "model": Case("model", {}, says("answers (job #"), dm_refusal=BOT_WIDE_ONLY),
     "feedback": Case("feedback {token}", {"text": "{token}"}, stored("feedback", "text", "{token}")),
     "correct": Case(
-        f"correct {BOT_REPLY} {{token}}",
-        {"message_id": str(BOT_REPLY), "correction": "{token}"},
+        "correct {reply} {token}",
+        {"message_id": "{reply}", "correction": "{token}"},
         stored("corrections", "correction", "{token}"),
+        dm_refusal=DM_CORRECT,
+        arrange=a_reply_here,
     ),
     "forget": Case(
         "forget",
         {},
-        forgot(everyone=lambda run: run.role in ADMINS and run.place == "server"),
+        forgot(everyone=lambda run: run.role in (ADMINS if run.place == "server" else OWNERS)),
         arrange=two_speakers,
     ),
     "forget mine": Case("forget mine", {"whose": "mine"}, forgot(everyone=lambda run: False), arrange=two_speakers),
@@ -365,7 +416,19 @@ CASES: dict[str, Case] = {
     "persona <text>": Case("persona Be {token}", {"text": "Be {token}"}, persona_set, server_only=True),
     "join": Case("join", {}, says("text-to-speech is turned off"), server_only=True),
     "leave": Case("leave", {}, says("I'm not in a voice channel here."), server_only=True),
-    "train": Case("train q{token} => a{token}", {"data": "q{token} => a{token}"}, trained, server_only=True),
+    "train": Case(
+        "train q{token} => a{token}",
+        {"data": "q{token} => a{token}"},
+        trained(lambda run: run.session.server.guild_id),
+        server_only=True,
+    ),
+    "train --global": Case(
+        "train --global q{token} => a{token}",
+        {"data": "q{token} => a{token}", "bot_wide": True},
+        trained(lambda run: GLOBAL_BASE),
+        refusal="Sorry, only the bot's owners can teach the bot-wide knowledge",
+        server_only=True,
+    ),
     "retrain": Case("retrain", {}, retrained, server_only=True),
     # Job 1 succeeded, so the retry stops at once with why: the command passed the permission check.
     "retry": Case("retry 1", {"job_id": 1}, says("#1 succeeded; there is nothing to retry"), server_only=True),
@@ -378,6 +441,13 @@ CASES: dict[str, Case] = {
         server_only=True,
     ),
     "archive": Case("archive notes", {"directory": "notes"}, archived, server_only=True),
+    "config": Case("config", {}, says("This server's settings", "admin roles"), server_only=True),
+    "config <setting>": Case(
+        "config admin-roles Trainer, Keepers{token}",
+        {"setting": "admin-roles Trainer, Keepers{token}"},
+        config_set,
+        server_only=True,
+    ),
     "sync": Case("sync", {}, synced("every server", lambda s: s.global_commands), refusal=OWNER_ONLY, server_only=True),
     "sync here": Case(
         "sync here",
@@ -400,7 +470,8 @@ def snapshot(session: Session, user: FakeUser) -> dict[str, Any]:
         "turns": [tuple(r) for r in db.query("SELECT id, conversation_id, user_id FROM chat_turns ORDER BY id")],
         "personas": [tuple(r) for r in db.query("SELECT conversation_id, text FROM personas ORDER BY 1")],
         "rolled back": [r["id"] for r in db.query("SELECT id FROM model_versions WHERE status = 'rolled_back'")],
-        "selected": session.services.store.selected_dataset_id(),
+        "selected": session.services.store.knowledge.selected_dataset_id(session.server.guild_id),
+        "settings": session.services.store.knowledge.settings(session.server.guild_id),
         "files": sorted(
             path.relative_to(data).as_posix()
             for path in data.rglob("*")
@@ -423,13 +494,15 @@ async def run_cell(session: Session, name: str, role: str, place: str) -> tuple[
     run.since = server.ids.next()
     allowed = role in TABLE[name][0 if place == "server" else 1]
     count = case.replies(session) if allowed else 1
+
+    def fill(text: str) -> str:
+        return text.replace("{token}", token).replace("{reply}", str(run.reply_id))
+
     if session.form == "prefix":
-        sent = await server.send_message(
-            session.prefix + case.text.replace("{token}", token), author=user, channel_id=channel_id
-        )
+        sent = await server.send_message(session.prefix + fill(case.text), author=user, channel_id=channel_id)
         run.messages = await server.wait_for_bot_messages(channel_id, after=sent["id"], count=count)
     else:
-        options = {k: v.replace("{token}", token) if isinstance(v, str) else v for k, v in case.slash.items()}
+        options = {k: fill(v) if isinstance(v, str) else v for k, v in case.slash.items()}
         handle = await server.invoke_slash(case.command, options, user=user, dm=place == "dm")
         run.messages = await handle.wait_messages(count)
     assert len(run.messages) == count, [m["content"] for m in run.messages]
@@ -453,7 +526,7 @@ async def test_permission(session: Session, name: str, role: str, place: str) ->
     if place == "dm" and case.server_only:
         expected = f"`{session.prefix}{case.command}` {SERVER_ONLY}"
     elif place == "dm":
-        expected = f"{ADMIN_ONLY} clear everyone's messages from my memory, and only in a server."
+        expected = case.dm_refusal
     else:
         expected = case.refusal
     [message] = run.messages
