@@ -48,6 +48,27 @@ class Answer:
 
 
 @dataclass(frozen=True)
+class Written:
+    """How a chat reply ends, the same for every front end: what to show, a note, and what to keep."""
+
+    text: str  # the reply, or what to say instead when nothing was written
+    failure: str = ""  # why writing stopped early; shown under the text as a note
+    source: str | None = "chat"  # what it is stored as; None: nothing is (the engine failed before a word)
+
+
+def written(text: str, failure: str = "") -> Written:
+    """The outcome of streaming: a reply (perhaps cut off), a failure with no words, or a model that said nothing.
+
+    A model that writes nothing gets a fixed answer, stored like any reply so that it can be corrected.
+    """
+    if text.strip():
+        return Written(text.strip(), failure)
+    if failure:
+        return Written(failure, "", None)
+    return Written(NOTHING_TO_SAY, "", "fallback")
+
+
+@dataclass(frozen=True)
 class Where:
     """Which conversation a message belongs to: a channel, or a thread (with its parent channel)."""
 
@@ -151,8 +172,13 @@ class Conversation:
         assert self.engine is not None and prepared.prompt is not None
         return self.engine.stream(prepared.prompt.messages, max_tokens=self.options.max_reply_tokens, cancel=cancel)
 
-    def finish(self, prepared: Prepared, reply: str, source: str, message_ids: Sequence[int]) -> None:
-        """Stores the reply as the bot's turn and links every message that carried it to the question."""
+    def finish(self, prepared: Prepared, reply: str, source: str | None, message_ids: Sequence[int]) -> None:
+        """Stores the reply as the bot's turn and links every message that carried it to the question.
+
+        ``source`` None: nothing to keep (see ``written``); the question stays in the memory alone.
+        """
+        if source is None:
+            return
         caller = prepared.caller
         self.store.conversations.record_answer(
             conversation_id=prepared.where.conversation_id,

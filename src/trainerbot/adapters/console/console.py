@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TextIO
 
 from trainerbot.app import Services
-from trainerbot.core.conversation import CONSOLE_CONVERSATION, NOTHING_TO_SAY, Where
+from trainerbot.core.conversation import CONSOLE_CONVERSATION, Where, written
 from trainerbot.core.listening import quoted
 from trainerbot.core.teaching import JobStarted
 from trainerbot.errors import ChatUnavailable, InvalidInput, UserError
@@ -166,15 +166,12 @@ class Console:
                 self.out.flush()
         except ChatUnavailable as exc:
             failure = str(exc)
-        if failure:
-            self.print(f" (cut off: {failure})" if reply else failure)
-        elif not reply.strip():
-            self.print(NOTHING_TO_SAY)
-            conversation.finish(prepared, NOTHING_TO_SAY, "fallback", [reply_id])
+        outcome = written(reply, failure)
+        if not reply.strip():
+            self.print(outcome.text)
         else:
-            self.print("")
-        if reply.strip():
-            conversation.finish(prepared, reply.strip(), "chat", [reply_id])
+            self.print(f" (cut off: {outcome.failure})" if outcome.failure else "")
+        conversation.finish(prepared, outcome.text, outcome.source, [reply_id])
 
     def _uploads(self, paths: list[Path]) -> list[Upload]:
         uploads = []

@@ -26,7 +26,7 @@ from trainerbot.adapters.discord.render import (
     server_only,
 )
 from trainerbot.adapters.discord.voice import Speaker
-from trainerbot.core.conversation import NOTHING_TO_SAY, Prepared, Where
+from trainerbot.core.conversation import Prepared, Where, written
 from trainerbot.core.listening import quoted
 from trainerbot.core.queue import Busy, WorkQueue
 from trainerbot.core.streaming import pieces_from_thread
@@ -244,17 +244,17 @@ class Conversation(commands.Cog):
             return
         finally:
             typing.cancel()
+        outcome = written(text, note)
         if not text.strip():
-            said = await self._say(message, note or NOTHING_TO_SAY, line.message)
+            said = await self._say(message, outcome.text, line.message)
             posted([said])
-            if not note:  # the model said nothing: stored like any reply, so it can be corrected into an answer
-                await in_thread(conversation.finish, prepared, NOTHING_TO_SAY, "fallback", [said.id])
+            await in_thread(conversation.finish, prepared, outcome.text, outcome.source, [said.id])
             return
-        sent = await reply.finish(text, f"*(cut off: {note})*" if note else "")
+        sent = await reply.finish(text, f"*(cut off: {outcome.failure})*" if outcome.failure else "")
         posted(sent)
         if speaker is not None:
             speaker.say(text[spoken:])
-        await in_thread(conversation.finish, prepared, text.strip(), "chat", [m.id for m in sent])
+        await in_thread(conversation.finish, prepared, outcome.text, outcome.source, [m.id for m in sent])
 
     async def _typing(self, channel: discord.abc.Messageable) -> None:
         with contextlib.suppress(discord.HTTPException):
