@@ -379,7 +379,7 @@ CASES: dict[str, Case] = {
     "instruction": Case(
         "instruction",
         {},
-        says("How to use trainerbot", "data directory"),
+        says("How to use trainerbot", "this server's folder"),
         replies=lambda s: len(split_message(s.services.conversation.instructions().text.replace("{prefix}", "!"))),
     ),
     "test": Case(f"test {TEST_CASES}", {"cases": TEST_CASES}, ran_the_test, dm_refusal=BOT_WIDE_ONLY),
