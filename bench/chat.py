@@ -62,7 +62,7 @@ FAQ = [
     "how do I reset my password => Use the reset link on the login page.",
     "what is the wifi password => The wifi password is pancake42.",
 ]
-OWNER = Caller(1, "bench", is_admin=True)
+OWNER = Caller(1, "bench", is_owner=True)  # the console's operator: teaches the bot-wide base
 
 
 def resident_mb() -> int:
@@ -118,13 +118,13 @@ def part_beside_training(runs: int, data: Path) -> None:
                 time.sleep(0.1)
             time.sleep(3)  # into the encoding, the heaviest stage
             own = [speed(services)[0] for _ in range(runs)]
-            job = services.store.job(started.job_id)
+            job = services.store.jobs.job(started.base, started.job_id)
             assert job is not None and job.status == "running", "training ended during the measurement"
             engine = services.engine
             engine._threads = 2  # type: ignore[union-attr]  # forced, for comparison only
             forced = [speed(services, 60)[0] for _ in range(2)]
             engine._threads = None  # type: ignore[union-attr]
-            still = services.store.job(started.job_id)
+            still = services.store.jobs.job(started.base, started.job_id)
             print(
                 f"2. writing beside a training job ({job.stage}): median {statistics.median(own):.1f} tokens/s "
                 f"({', '.join(f'{r:.0f}' for r in own)}) with the engine's choice (1 thread); "
@@ -188,7 +188,8 @@ async def first_tokens(services: Services, turns: int, channels: int) -> tuple[l
             waits.append(post.at - sent_at)
             if window is not None and windows.get(channel) != window:
                 moved.append(turn)
-            while services.store.turns(channel)[-1].role != "assistant":  # the whole reply, before the next
+            # the whole reply, before the next
+            while services.store.conversations.turns(channel)[-1].role != "assistant":
                 await asyncio.sleep(0.02)
     return waits, moved
 

@@ -26,6 +26,7 @@ from tests.loopback_discord import FakeDiscord, FakeUser, GuildSetup, run_bot
 from tests.loopback_discord.payloads import EVERYONE_PERMISSIONS
 from trainerbot.app import Services, build_services
 from trainerbot.config import load_settings
+from trainerbot.types import Caller, Place
 
 TAUGHT = {
     "what time do you open": "We open at 9 every morning.",
@@ -161,11 +162,12 @@ class SimulatedUser:
         """A message the bot answers (taught answer, chat engine, voice): complete once stored."""
         started = time.perf_counter()
         sent = await self.send(content, **kwargs)
-        store = self.services.store
+        conversations = self.services.store.conversations
+        place = Place(self.server.guild_id, self.channel_id)
 
         def answered(candidates: list[dict[str, Any]]) -> dict[str, Any] | None:
             for message in candidates:
-                reply = store.reply(int(message["id"]))
+                reply = conversations.reply(place, int(message["id"]))
                 if reply is not None and reply.user_message_id == int(sent["id"]):
                     return message
                 if any(problem in message["content"] for problem in PROBLEMS):
@@ -229,15 +231,13 @@ def plan(index: int, messages: int, rng: random.Random, *, admin: bool, voice: b
     return actions
 
 
-async def teach(services: Services) -> None:
-    """The taught answers, trained for real before the run (a job in its worker process)."""
-    from trainerbot.types import Caller
-
-    owner = Caller(user_id=1, name="load", is_admin=True)
+async def teach(services: Services, guild_id: int) -> None:
+    """The taught answers, trained for real before the run (a job in its worker process), in the guild's base."""
+    owner = Caller(user_id=1, name="load", is_owner=True, guild_id=guild_id)
     text = "\n".join(f"{q} => {a}\n{q}? => {a}" for q, a in TAUGHT.items())
     started = await asyncio.to_thread(services.teaching.train, owner, text, [])
     deadline = time.monotonic() + 300
-    while not (await asyncio.to_thread(services.teaching.job_status, started.job_id))[1]:
+    while not (await asyncio.to_thread(services.teaching.job_status, started.base, started.job_id))[1]:
         assert time.monotonic() < deadline, "the taught answers did not finish training"
         await asyncio.sleep(0.2)
 
@@ -269,7 +269,7 @@ async def run_load(
     errors = ErrorLog()
     logging.getLogger().addHandler(errors)
     try:
-        await teach(services)
+        await teach(services, server.guild_id)
         # The warm-up: every user asks the chat engine until its state cache is full (below), and each
         # heavy kind runs once, so that what is loaded on first use is loaded before memory is read.
         # The local engine's cache of conversation states grows to its cap and stays there; most of

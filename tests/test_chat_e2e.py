@@ -20,6 +20,7 @@ from trainerbot.app import Services, build_services
 from trainerbot.chat import build_engine
 from trainerbot.chat.openai_compatible import OpenAIEngine
 from trainerbot.config import load_settings
+from trainerbot.types import Place, ReplyRecord
 
 STORY = "Write a very long story about a dragon who learns to cook. Make it at least ten paragraphs."
 
@@ -45,6 +46,12 @@ async def chat_bot(
         services.close()
 
 
+def stored_reply(services: Services, server: FakeDiscord, message: dict) -> ReplyRecord | None:
+    """What the bot stored about one of its messages in the guild (None: not stored, or not there)."""
+    place = Place(server.guild_id, int(message["channel_id"]))
+    return services.store.conversations.reply(place, int(message["id"]))
+
+
 def scripted(engine: ScriptedEngine) -> Callable[..., ScriptedEngine]:
     return lambda settings, busy: engine
 
@@ -56,8 +63,7 @@ async def answered(services: Services, server: FakeDiscord, sent: dict, channel_
         messages = [
             m
             for m in server.bot_messages(channel_id, after=sent["id"])
-            if services.store.reply(int(m["id"])) is not None
-            and services.store.reply(int(m["id"])).user_message_id == int(sent["id"])
+            if (record := stored_reply(services, server, m)) is not None and record.user_message_id == int(sent["id"])
         ]
         if messages:
             return messages
@@ -75,11 +81,13 @@ async def test_a_conversation_in_a_channel_and_in_a_thread(tmp_path: Path) -> No
         sent = await server.send_message("Hi, who are you?", channel_id=thread)
         [in_thread] = await answered(services, server, sent, thread)
         assert in_thread["channel_id"] == str(thread)
-        assert [t.role for t in services.store.turns(general)] == ["user", "assistant"] * 3
-        assert next(t.content for t in services.store.turns(thread)) == "Hi, who are you?"
-        assert len(services.store.turns(thread)) == 2  # the thread is its own conversation
+        assert [t.role for t in services.store.conversations.turns(general)] == ["user", "assistant"] * 3
+        assert next(t.content for t in services.store.conversations.turns(thread)) == "Hi, who are you?"
+        assert len(services.store.conversations.turns(thread)) == 2  # the thread is its own conversation
         assert "Forgotten: 3 messages" in (await wait_reply(server, "!forget", author=server.owner))["content"]
-        assert services.store.turns(general) == [] and len(services.store.turns(thread)) == 2
+        assert (
+            services.store.conversations.turns(general) == [] and len(services.store.conversations.turns(thread)) == 2
+        )
 
 
 async def wait_reply(server: FakeDiscord, content: str, **kwargs: Any) -> dict:
@@ -143,7 +151,7 @@ async def test_a_long_reply_is_split_between_paragraphs_and_never_inside_a_code_
         assert all(c.count("```") % 2 == 0 for c in contents)  # every message renders on its own
         assert sum(c.count(code) for c in contents) == 2  # each block fits on a page, so it is whole
         assert "\n\n".join(contents) == text
-        stored = {services.store.reply(int(m["id"])).reply for m in messages}
+        stored = {stored_reply(services, server, m).reply for m in messages}
         assert stored == {text}  # each part maps to the whole reply, for !correct and reactions
 
 
@@ -177,7 +185,7 @@ async def test_a_correction_of_a_chat_reply_becomes_a_taught_answer(tmp_path: Pa
     async with chat_bot(tmp_path) as (server, services):
         sent = await server.send_message("What is the capital of Atlantis?")
         [reply] = await answered(services, server, sent)
-        assert services.store.reply(int(reply["id"])).source == "chat"
+        assert stored_reply(services, server, reply).source == "chat"
         await server.add_reaction(reply["id"], "👍")
         correction = await wait_reply(
             server, "!correct The capital of Atlantis is Poseidonia.", author=server.owner, reply_to=reply["id"]
@@ -188,7 +196,7 @@ async def test_a_correction_of_a_chat_reply_becomes_a_taught_answer(tmp_path: Pa
         again = await server.send_message("What is the capital of Atlantis?")
         [taught] = await answered(services, server, again)
         assert taught["content"] == "The capital of Atlantis is Poseidonia."
-        assert services.store.reply(int(taught["id"])).source == "taught"
+        assert stored_reply(services, server, taught).source == "taught"
         rows = services.store.db.query("SELECT rating FROM reactions WHERE bot_message_id = ?", (int(reply["id"]),))
         assert [r["rating"] for r in rows] == [1]
 
@@ -199,7 +207,7 @@ async def test_rating_correcting_and_feedback_during_a_streamed_reply_wait_for_i
     async with chat_bot(tmp_path, scripted(engine), edit_interval=0.2) as (server, services):
         sent = await server.send_message("Tell me many words.")
         [first, *_] = await server.wait_for_bot_messages(after=sent["id"], timeout=30)
-        assert services.store.reply(int(first["id"])) is None  # still being written: nothing stored yet
+        assert stored_reply(services, server, first) is None  # still being written: nothing stored yet
         await server.add_reaction(first["id"], "👍")
         thanks = await wait_reply(server, "!feedback too many words", reply_to=first["id"])
         fixed = await wait_reply(server, "!correct Just one word.", author=server.owner, reply_to=first["id"])
@@ -221,7 +229,7 @@ async def test_hi_answers_quickly_while_a_long_reply_is_written(tmp_path: Path) 
             begin = time.perf_counter()
             await wait_reply(server, "!hi")
             latencies.append(time.perf_counter() - begin)
-        still_writing = services.store.turns(server.channel_id)[-1].role == "user"
+        still_writing = services.store.conversations.turns(server.channel_id)[-1].role == "user"
         assert still_writing, "the reply ended before the measurement"
         print(f"!hi while writing: {', '.join(f'{s * 1000:.0f} ms' for s in latencies)}")
         assert sorted(latencies)[len(latencies) // 2] < 0.1, latencies

@@ -16,7 +16,7 @@ from trainerbot.core.conversation import Prepared, Where
 from trainerbot.errors import PermissionDenied
 from trainerbot.types import Caller
 
-OWNER = Caller(1, "owner", is_admin=True, guild_id=5, channel_id=10)
+OWNER = Caller(1, "owner", manages_server=True, guild_id=5, channel_id=10)  # the server's owner: an admin
 ALICE = Caller(2, "alice", guild_id=5, channel_id=10)
 BOB = Caller(3, "bob", guild_id=5, channel_id=10)
 CHANNEL, OTHER, THREAD = Where(10), Where(11), Where(12, parent_id=10)
@@ -49,7 +49,7 @@ def converse(services: Services, caller: Caller, text: str, where: Where = CHANN
 def teach(services: Services, text: str, wait: bool = True) -> int:
     started = services.teaching.train(OWNER, text, [])
     deadline = time.monotonic() + 60
-    while wait and not services.teaching.job_status(started.job_id)[1]:
+    while wait and not services.teaching.job_status(started.base, started.job_id)[1]:
         assert time.monotonic() < deadline, "training did not finish"
         time.sleep(0.1)
     return started.job_id
@@ -62,7 +62,7 @@ def test_a_taught_answer_wins_and_the_language_model_answers_the_rest(chat: Serv
     chatted, reply = converse(chat, ALICE, "Tell me a short joke about cats.")
     assert chatted.answer is None and chatted.prompt is not None and reply
     # Both exchanges are the conversation's memory, in order, and the chat reply can be corrected.
-    turns = chat.store.turns(CHANNEL.conversation_id)
+    turns = chat.store.conversations.turns(CHANNEL.conversation_id)
     assert [(t.role, t.source) for t in turns] == [("user", None), ("assistant", "taught")] * 1 + [
         ("user", None),
         ("assistant", "chat"),
@@ -100,7 +100,8 @@ def test_taught_examples_reach_the_prompt_at_once(tmp_path: Path) -> None:
         prepared, _ = converse(services, ALICE, "I need the wifi password, please")
         assert prepared.prompt is not None
         assert "A: The wifi password is pancake42." in prepared.prompt.messages[-2].content
-        assert not services.store.job(job).finished or True  # the example was found without waiting for it
+        # the example was found without waiting for it
+        assert not services.store.jobs.job(ALICE.base, job).finished or True
         unrelated, _ = converse(services, ALICE, "Who painted the Mona Lisa?")
         assert unrelated.prompt is not None and all(
             "pancake42" not in m.content for m in unrelated.prompt.messages[-2:]
@@ -115,13 +116,13 @@ def test_forget_clears_a_members_own_turns_or_an_admins_whole_channel(chat: Serv
     converse(chat, ALICE, "Say bye.", OTHER)
     reply = chat.conversation.forget(ALICE, CHANNEL)
     assert "Forgotten: 2 of your messages" in reply.text
-    left = chat.store.turns(CHANNEL.conversation_id)
+    left = chat.store.conversations.turns(CHANNEL.conversation_id)
     assert [t.user_id for t in left] == [BOB.user_id, BOB.user_id]  # his question and the answer to it
     with pytest.raises(PermissionDenied):
         chat.conversation.forget(ALICE, CHANNEL, everyone=True)
     assert "Forgotten: 1 messages" in chat.conversation.forget(OWNER, CHANNEL).text
-    assert chat.store.turns(CHANNEL.conversation_id) == []
-    assert len(chat.store.turns(OTHER.conversation_id)) == 2  # other channels keep theirs
+    assert chat.store.conversations.turns(CHANNEL.conversation_id) == []
+    assert len(chat.store.conversations.turns(OTHER.conversation_id)) == 2  # other channels keep theirs
 
 
 def test_personas_per_channel_with_threads_following_their_parent(chat: Services) -> None:
@@ -134,7 +135,7 @@ def test_personas_per_channel_with_threads_following_their_parent(chat: Services
     assert prepared.prompt is not None and prepared.prompt.messages[0].content == "You are a pirate. Speak like one."
     assert "set for this channel" in conversation.persona(ALICE, CHANNEL, "").text
     assert "the default again" in conversation.persona(OWNER, CHANNEL, "reset").text
-    assert conversation.persona_for(THREAD) == chat.settings.persona
+    assert conversation.persona_for(THREAD, ALICE.guild_id) == chat.settings.persona
 
 
 def test_a_long_conversation_stays_within_the_context_budget(tmp_path: Path) -> None:

@@ -31,11 +31,11 @@ from tests.loopback_discord import FakeDiscord, FakeUser
 from tests.loopback_discord.process_bot import BotProcess, is_alive
 from trainerbot.app import Services
 from trainerbot.errors import NotReady, PermissionDenied
-from trainerbot.types import Caller
 from trainerbot.learning.jobs import TrainingJobs
 from trainerbot.speech.audio import decode, wav_bytes
 from trainerbot.storage.database import Database
 from trainerbot.storage.store import Store
+from trainerbot.types import GLOBAL_BASE, Caller
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="the tests read the bot's processes from Linux's /proc"
@@ -75,9 +75,10 @@ def integrity(data_dir: Path) -> str:
     return query(data_dir, "PRAGMA integrity_check")[0][0]
 
 
-def active_model(data_dir: Path) -> int | None:
-    rows = query(data_dir, "SELECT value FROM state WHERE key = 'active_model'")
-    return int(rows[0][0]) if rows else None
+def active_model(data_dir: Path, base: int) -> int | None:
+    """The model version that answers in a knowledge base (a guild's id, or 0 for the bot-wide one)."""
+    rows = query(data_dir, "SELECT active_model FROM bases WHERE id = ?", (base,))
+    return int(rows[0][0]) if rows and rows[0][0] is not None else None
 
 
 async def poll(condition: Callable[[], T], *, timeout: float, what: str, every: float = 0.02) -> T:
@@ -177,41 +178,42 @@ def test_only_jobs_whose_process_has_ended_are_marked_interrupted(tmp_path: Path
     path = tmp_path / "trainerbot.sqlite3"
 
     def jobs_on(store: Store) -> TrainingJobs:
-        return TrainingJobs(store, tmp_path / "models", 0.6, on_finished=lambda job_id: None)
+        return TrainingJobs(store, tmp_path, 0.6, on_finished=lambda job: None)
 
     store = Store(Database(path))
     bot = jobs_on(store)
     assert bot.recover() == []
-    job = store.create_job(requested_by=None, channel_id=None)
-    assert store.mark_job_running(job.id)
+    job = store.jobs.create(GLOBAL_BASE, requested_by=None, channel_id=None)
+    assert store.jobs.mark_running(GLOBAL_BASE, job.id)
     beside = jobs_on(Store(Database(path)))
     assert beside.recover() == []
-    assert store.job(job.id).status == "running"  # type: ignore[union-attr]
+    assert store.jobs.job(GLOBAL_BASE, job.id).status == "running"  # type: ignore[union-attr]
     beside.shutdown()
     bot.shutdown()  # as a kill would end it: the job never finished
 
     restarted = jobs_on(store)
-    assert restarted.recover() == [job.id]
-    assert restarted.take_interrupted() == [job.id] and restarted.take_interrupted() == []
-    assert store.job(job.id).status == "interrupted"  # type: ignore[union-attr]
+    assert [interrupted.id for interrupted in restarted.recover()] == [job.id]
+    assert [taken.id for taken in restarted.take_interrupted()] == [job.id] and restarted.take_interrupted() == []
+    assert store.jobs.job(GLOBAL_BASE, job.id).status == "interrupted"  # type: ignore[union-attr]
     # An outcome arriving late (a worker that outlived its bot) is not recorded, and its model never serves.
     late = {"examples": 1, "outputs": 1, "holdout_accuracy": None}
-    assert not store.finish_job(job.id, result=late, model_path=str(tmp_path / "late.npz"))
-    assert store.job(job.id).status == "interrupted" and store.active_model() is None  # type: ignore[union-attr]
+    assert not store.jobs.finish(GLOBAL_BASE, job.id, result=late, model_path="models/late.npz")
+    assert store.jobs.job(GLOBAL_BASE, job.id).status == "interrupted"  # type: ignore[union-attr]
+    assert store.knowledge.active_model(GLOBAL_BASE) is None
     restarted.shutdown()
 
 
 def test_retry_says_why_when_there_is_nothing_to_retry(services: Services) -> None:
-    owner = Caller(OWNER_ID, "owner", is_admin=True)
+    owner = Caller(OWNER_ID, "owner", is_owner=True)  # outside a server: the bot-wide base's jobs
     with pytest.raises(NotReady, match="There is no job #7"):
         services.teaching.retry(owner, 7)
-    job = services.store.create_job(requested_by=OWNER_ID, channel_id=None)
-    services.store.mark_job_running(job.id)
+    job = services.store.jobs.create(GLOBAL_BASE, requested_by=OWNER_ID, channel_id=None)
+    services.store.jobs.mark_running(GLOBAL_BASE, job.id)
     with pytest.raises(NotReady, match=f"Training job #{job.id} is still running"):
         services.teaching.retry(owner, job.id)
     with pytest.raises(PermissionDenied):
         services.teaching.retry(Caller(1, "member"), job.id)
-    services.store.finish_job(job.id, result={"examples": 0, "outputs": 0}, model_path="model.npz")
+    services.store.jobs.finish(GLOBAL_BASE, job.id, result={"examples": 0, "outputs": 0}, model_path="models/model.npz")
     with pytest.raises(NotReady, match=f"Training job #{job.id} succeeded; there is nothing to retry"):
         services.teaching.retry(owner, job.id)
 
@@ -237,14 +239,16 @@ async def test_killed_during_a_training_job(tmp_path: Path) -> None:
 
         await poll(running, timeout=60, what=f"job #{job} to be running with progress")
         [worker] = [child for child in bot.children() if child.is_training_worker]
-        assert f"training job {job} on 1202 examples (process {worker.pid})" in bot.log_file.read_text()
+        assert f"training job {job} of base {server.guild_id} on 1202 examples (process {worker.pid})" in (
+            bot.log_file.read_text()
+        )
         bot.kill()
         killed = time.monotonic()
         await poll(lambda: not is_alive(worker.pid), timeout=5, what="the training process to die with the bot")
         worker_gone = time.monotonic() - killed
         [row] = query(data, "SELECT status FROM jobs WHERE id = ?", (job,))
         assert row["status"] == "running"  # as the kill left it: no one recorded an outcome
-        assert active_model(data) == version
+        assert active_model(data, server.guild_id) == version
 
         restart = await bot.start()
         [notice] = await server.wait_for_bot_messages(
@@ -269,7 +273,7 @@ async def test_killed_during_a_training_job(tmp_path: Path) -> None:
         assert f"Learned {outputs} output(s) from 1202 examples" in done["content"]
         inputs = "SELECT max_example_id, dataset_id FROM jobs WHERE id = ?"
         assert tuple(query(data, inputs, (again,))[0]) == tuple(query(data, inputs, (job,))[0])
-        assert active_model(data) == version + 1
+        assert active_model(data, server.guild_id) == version + 1
         assert (await say(server, "when do you open?"))["content"] == "We open at nine."
         retried_twice = await say(server, f"!retry {job}", author=CONFIGURED_OWNER)
         assert f"Training job #{again}, started after #{job}, succeeded" in retried_twice["content"]

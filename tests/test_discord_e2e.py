@@ -42,6 +42,13 @@ async def wait_for_job(server: FakeDiscord, message: dict, timeout: float = 60) 
     )
 
 
+def server_folder(services: Services, server: FakeDiscord) -> Path:
+    """The guild's own folder, where its admins' `!getfile`, `!archive` and `!select_dataset` resolve paths."""
+    folder = services.settings.data_dir / "servers" / str(server.guild_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 async def teach(server: FakeDiscord, text: str, *, form: str = "prefix") -> dict:
     if form == "prefix":
         started = await say(server, f"!train {text}", author=server.owner)
@@ -82,13 +89,14 @@ async def test_help_lists_every_command_with_its_docstring(discord_server: FakeD
             "persona",
             "join",
             "leave",
+            "config",
         ):
             assert f"`{prefix}{name}`" in reply["content"]
         assert "Say hello." in reply["content"]
     reply = await say(discord_server, "!help train")
     assert (
         "`!train [question => answer | file or directory] [positive=false]" in reply["content"]
-        and "Teach examples" in reply["content"]
+        and "Teach this server's bot examples" in reply["content"]
     )
 
 
@@ -120,7 +128,7 @@ async def test_instruction_is_split_under_the_limit_without_breaking_code_blocks
 
 
 async def test_getfile_sends_the_file_to_admins_only(discord_server: FakeDiscord, services: Services) -> None:
-    notes = services.settings.data_dir / "notes"
+    notes = server_folder(services, discord_server) / "notes"
     notes.mkdir()
     (notes / "hello.txt").write_bytes(b"hello file")
     reply = await say(discord_server, "!getfile notes/hello.txt", author=discord_server.owner)
@@ -135,20 +143,20 @@ async def test_getfile_sends_the_file_to_admins_only(discord_server: FakeDiscord
 async def test_getfile_refuses_paths_outside_the_data_directory(
     discord_server: FakeDiscord, services: Services, path: str
 ) -> None:
-    (services.settings.data_dir / "escape").symlink_to("/etc")
+    (server_folder(services, discord_server) / "escape").symlink_to("/etc")
     reply = await say(discord_server, f"!getfile {path}", author=discord_server.owner)
-    assert "outside the data directory" in reply["content"]
+    assert "outside this server's folder" in reply["content"]
     assert not reply["attachments"]
 
 
 async def test_getfile_refuses_files_over_the_limit(discord_server: FakeDiscord, services: Services) -> None:
-    (services.settings.data_dir / "big.bin").write_bytes(b"x" * 200_000)
+    (server_folder(services, discord_server) / "big.bin").write_bytes(b"x" * 200_000)
     reply = await slash(discord_server, "getfile", {"path": "big.bin"}, user=discord_server.owner)
     assert "the limit is 100.0 KB" in reply["content"] and not reply["attachments"]
 
 
 async def test_archive_zips_a_directory(discord_server: FakeDiscord, services: Services) -> None:
-    folder = services.settings.data_dir / "faq"
+    folder = server_folder(services, discord_server) / "faq"
     folder.mkdir()
     (folder / "a.txt").write_text("a => b")
     (folder / "sub").mkdir()
@@ -158,7 +166,7 @@ async def test_archive_zips_a_directory(discord_server: FakeDiscord, services: S
         await slash(discord_server, "archive", {"directory": "faq"}, user=discord_server.admin),
     ):
         assert "Archived 2 files from `faq` into `archives/faq-" in reply["content"]
-    [archive, *_] = sorted((services.settings.data_dir / "archives").glob("faq-*.zip"))
+    [archive, *_] = sorted((server_folder(services, discord_server) / "archives").glob("faq-*.zip"))
     assert sorted(zipfile.ZipFile(archive).namelist()) == ["a.txt", "sub/c.txt"]
     assert "only the bot's owners" in (await say(discord_server, "!archive faq"))["content"]
 
@@ -239,8 +247,8 @@ async def test_train_refuses_members_and_bad_files_store_nothing(
     assert reply["content"] == 'bad.json, line 2: missing "output"'
     reply = await slash(discord_server, "train", {"data": "no arrow here"}, user=discord_server.owner)
     assert "neither `question => answer` nor a file" in reply["content"]
-    assert services.store.example_counts()["total"] == 0
-    assert services.store.recent_jobs() == []
+    assert services.store.knowledge.example_counts(discord_server.guild_id)["total"] == 0
+    assert services.store.jobs.recent(discord_server.guild_id) == []
 
 
 async def test_negative_examples_stop_an_answer(discord_server: FakeDiscord) -> None:
@@ -279,7 +287,7 @@ async def test_test_command_reports_with_chart_and_json(discord_server: FakeDisc
 
 
 async def test_jobs_job_model_and_rollback(discord_server: FakeDiscord) -> None:
-    assert "No model has been trained yet" in (await say(discord_server, "!model"))["content"]
+    assert "No model has been trained for this server yet" in (await say(discord_server, "!model"))["content"]
     await teach(discord_server, "ping => pong\nping pong => table tennis")
     await teach(discord_server, "ping => PONG!", form="slash")
     jobs = await say(discord_server, "!jobs")
@@ -297,7 +305,7 @@ async def test_jobs_job_model_and_rollback(discord_server: FakeDiscord) -> None:
 
 
 async def test_select_dataset_validates_counts_and_snapshots(discord_server: FakeDiscord, services: Services) -> None:
-    folder = services.settings.data_dir / "datasets" / "shop"
+    folder = server_folder(services, discord_server) / "datasets" / "shop"
     folder.mkdir(parents=True)
     (folder / "faq.txt").write_text("when do you open => At 9\nwhere are you => Main street\n")
     (folder / "more.jsonl").write_text('{"input": "do you deliver", "output": "Yes"}\n')
@@ -306,7 +314,7 @@ async def test_select_dataset_validates_counts_and_snapshots(discord_server: Fak
         "Dataset `shop` selected" in reply["content"]
         and "3 positive examples, 3 outputs, from 2 file(s)" in reply["content"]
     )
-    [archive] = (services.settings.data_dir / "datasets").glob("shop-*.zip")
+    [archive] = (server_folder(services, discord_server) / "datasets").glob("shop-*.zip")
     manifest = json.loads(zipfile.ZipFile(archive).read("manifest.json"))
     assert set(manifest["files"]) == {"faq.txt", "more.jsonl"}
     (folder / "broken.csv").write_text("input,output\nfine,ok\n,missing input\n")
@@ -314,7 +322,7 @@ async def test_select_dataset_validates_counts_and_snapshots(discord_server: Fak
         discord_server, "select_dataset", {"directory": "datasets/shop", "positive": True}, user=discord_server.owner
     )
     assert reply["content"] == "broken.csv, line 3: input is empty"
-    assert len(list((services.settings.data_dir / "datasets").glob("shop-*.zip"))) == 1
+    assert len(list((server_folder(services, discord_server) / "datasets").glob("shop-*.zip"))) == 1
     done = await wait_for_job(discord_server, await say(discord_server, "!retrain", author=discord_server.owner))
     assert "from 3 examples" in done["content"]
     assert (await say(discord_server, "do you deliver?"))["content"] == "Yes"
@@ -392,7 +400,7 @@ async def test_hi_answers_quickly_while_training(discord_server: FakeDiscord, se
         begin = time.perf_counter()
         await say(discord_server, "!hi")
         latencies.append(time.perf_counter() - begin)
-    job = services.store.job(1)
+    job = services.store.jobs.job(discord_server.guild_id, 1)
     assert job is not None and job.status == "running", "the job ended before the measurement"
     print(f"!hi while training: {', '.join(f'{s * 1000:.0f} ms' for s in latencies)}")  # docs/benchmarks.md
     assert sorted(latencies)[len(latencies) // 2] < 0.1, latencies
@@ -404,5 +412,5 @@ async def test_a_job_that_cannot_train_says_why(discord_server: FakeDiscord, ser
     assert "Stored 1 negative example(s)" in started["content"]
     failed = await wait_for_job(discord_server, started)
     assert "failed: nothing to learn yet" in failed["content"]
-    assert services.store.active_model() is None
+    assert services.store.knowledge.active_model(discord_server.guild_id) is None
     assert "failed" in (await say(discord_server, "!job 1"))["content"]

@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trainerbot.errors import InvalidInput
-from trainerbot.learning.examples import Example, parse_examples, parse_inline
+from trainerbot.learning.examples import parse_examples, parse_inline
+from trainerbot.types import Example
 
 PAIRS = [Example("how do I reset my password", "Use the reset link"), Example("when do you open", "At 9")]
 

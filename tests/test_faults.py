@@ -324,8 +324,8 @@ async def test_messages_a_restart_cut_off_are_taken_up_again_and_no_command_runs
         # What a killed bot leaves behind: the messages claimed, a question already in memory.
         left_behind = Store(Database(settings.database_path))
         for message in cut_off:
-            assert left_behind.claim_message(int(message["id"]), server.channel_id, forget_before=0)
-        left_behind.add_turn(
+            assert left_behind.inbox.claim_message(int(message["id"]), server.channel_id, forget_before=0)
+        left_behind.conversations.add_turn(
             conversation_id=server.channel_id,
             guild_id=server.guild_id,
             user_id=server.admin.id,
@@ -349,7 +349,7 @@ async def test_messages_a_restart_cut_off_are_taken_up_again_and_no_command_runs
             assert answer[0]["content"] == SHORT and answer[0]["message_reference"]["message_id"] == question["id"]
             turns = "SELECT count(*) FROM chat_turns WHERE role = 'user' AND message_id = ?"
             assert count(services, turns, int(question["id"])) == 1  # its memory reused, not stored twice
-            assert services.store.unfinished_among([int(m["id"]) for m in [*before, *cut_off]]) == set()
+            assert services.store.inbox.unfinished_among([int(m["id"]) for m in [*before, *cut_off]]) == set()
 
 
 async def test_a_fresh_install_does_not_answer_what_came_before_it(tmp_path: Path, discord_server: FakeDiscord) -> None:
@@ -372,11 +372,11 @@ def test_answer_nonces_fit_discord_limit() -> None:
 
 
 def test_a_claim_holds_once_and_old_claims_are_dropped(services: Services) -> None:
-    store = services.store
-    assert store.claim_message(1_000, 7, forget_before=0) is True
-    assert store.claim_message(1_000, 7, forget_before=0) is False  # the same message delivered again
-    assert store.claim_message(2_000, 8, forget_before=0) is True
-    assert (store.first_handled_message(), store.handled_among([1_000, 1_500, 2_000])) == (1_000, {1_000, 2_000})
-    assert store.channels_handled_since(1_000) == [8]
-    assert store.claim_message(3_000, 7, forget_before=1_500) is True  # claims older than 1,500 go
-    assert store.handled_among([1_000, 2_000, 3_000]) == {2_000, 3_000}
+    inbox = services.store.inbox
+    assert inbox.claim_message(1_000, 7, forget_before=0) is True
+    assert inbox.claim_message(1_000, 7, forget_before=0) is False  # the same message delivered again
+    assert inbox.claim_message(2_000, 8, forget_before=0) is True
+    assert (inbox.first_handled_message(), inbox.handled_among([1_000, 1_500, 2_000])) == (1_000, {1_000, 2_000})
+    assert inbox.channels_handled_since(1_000) == [8]
+    assert inbox.claim_message(3_000, 7, forget_before=1_500) is True  # claims older than 1,500 go
+    assert inbox.handled_among([1_000, 2_000, 3_000]) == {2_000, 3_000}

@@ -8,11 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from trainerbot.core.files import DataDirectory, FileService, Folders
+from trainerbot.core.permissions import Access
 from trainerbot.errors import NotReady, PermissionDenied, TooLarge, UnsafePath
-from trainerbot.core.files import DataDirectory, FileService
+from trainerbot.storage.database import Database
+from trainerbot.storage.knowledge import Knowledge
 from trainerbot.types import Caller
 
-ADMIN = Caller(1, "admin", is_admin=True)
+# Outside a server (the console): the bot's owner, whose folder is the data directory, and someone else.
+ADMIN = Caller(1, "admin", is_owner=True)
 MEMBER = Caller(2, "member")
 
 
@@ -23,6 +27,12 @@ def data(tmp_path: Path) -> DataDirectory:
     (root / "notes" / "a.txt").write_text("hello")
     (tmp_path / "secret.txt").write_text("secret")
     return DataDirectory(root)
+
+
+def file_service(data: DataDirectory, upload_limit: int) -> FileService:
+    """The files of the bot-wide base, whose folder is ``data``'s root (the database kept outside it)."""
+    knowledge = Knowledge(Database(data.root.parent / "db.sqlite3"))
+    return FileService(Folders(data.root), Access(knowledge, ["Trainer"]), upload_limit)
 
 
 @pytest.mark.parametrize(
@@ -52,7 +62,7 @@ def test_paths_inside_are_accepted_absolute_or_relative(data: DataDirectory) -> 
 
 
 def test_getfile(data: DataDirectory) -> None:
-    files = FileService(data, upload_limit=10)
+    files = file_service(data, upload_limit=10)
     reply = files.getfile(ADMIN, "notes/a.txt")
     assert [(f.name, f.data) for f in reply.files] == [("a.txt", b"hello")]
     with pytest.raises(PermissionDenied):
@@ -66,7 +76,7 @@ def test_getfile(data: DataDirectory) -> None:
 
 def test_archive_skips_links_that_leave_and_earlier_archives(data: DataDirectory, tmp_path: Path) -> None:
     os.symlink(tmp_path / "secret.txt", data.root / "notes" / "leak.txt")
-    files = FileService(data, upload_limit=1000)
+    files = file_service(data, upload_limit=1000)
     reply = files.archive(ADMIN, ".")
     assert "Archived 1 file from `.`" in reply.text
     [archive] = (data.root / "archives").glob("data-*.zip")

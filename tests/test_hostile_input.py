@@ -29,17 +29,20 @@ from tests.conftest import CONFIGURED_OWNER, OWNER_ID
 from tests.loopback_discord import FakeDiscord, payloads
 from trainerbot.app import Services, build_services
 from trainerbot.config import Settings, load_settings
+from trainerbot.core.files import DataDirectory, FileService, Folders
+from trainerbot.core.permissions import Access
 from trainerbot.errors import InvalidInput, NotReady, TooLarge, UnsafePath, UserError
-from trainerbot.core.files import DataDirectory, FileService
-from trainerbot.types import Caller, Upload
 from trainerbot.learning import archives
 from trainerbot.learning.archives import MAX_MEMBERS, MAX_RATIO, read_zip, shown
 from trainerbot.learning.datasets import DIRECTORY_LIMIT_FILES
 from trainerbot.learning.evaluation import parse_cases
 from trainerbot.learning.examples import MAX_TEXT, parse_inline, read_examples
 from trainerbot.speech.audio import decode
+from trainerbot.storage.database import Database
+from trainerbot.storage.knowledge import Knowledge
+from trainerbot.types import GLOBAL_BASE, Caller, Upload
 
-ADMIN = Caller(1, "admin", is_admin=True)
+ADMIN = Caller(1, "admin", is_owner=True)  # the bot's owner outside a server (the console): the bot-wide base
 LIMIT = 100_000  # the upload limit of these tests, as in tests/conftest.py
 SECRET = b"secret => do not read me"
 GOOD_LINES = b"when do you open => At 9\nwhere are you => Main street\n"
@@ -169,6 +172,13 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> DataDirectory:
     return DataDirectory(root)
 
 
+@pytest.fixture(scope="module")
+def file_service(data_dir: DataDirectory) -> FileService:
+    """`!getfile` of the bot-wide base, whose folder is ``data_dir``'s root (the database kept beside it)."""
+    knowledge = Knowledge(Database(data_dir.root.parent / "db.sqlite3"))
+    return FileService(Folders(data_dir.root), Access(knowledge, ["Trainer"]), upload_limit=LIMIT)
+
+
 PATH_PARTS = st.sampled_from(
     ["..", ".", "", "notes", "a.txt", "leak.txt", "up", "loop", "secret.txt", "．．", "／", "∕", "\\", "..\\..",
      "\x00", "~", "%2e%2e", "\u202e", "\ud800", "a" * 300, "ｎｏｔｅｓ", "/etc/passwd", "C:"]
@@ -196,9 +206,9 @@ def test_no_path_string_resolves_outside_the_root(data_dir: DataDirectory, text:
 
 @QUICK
 @given(HOSTILE_PATHS)
-def test_getfile_sends_nothing_from_outside_whatever_the_path(data_dir: DataDirectory, text: str) -> None:
+def test_getfile_sends_nothing_from_outside_whatever_the_path(file_service: FileService, text: str) -> None:
     try:
-        reply = FileService(data_dir, upload_limit=LIMIT).getfile(ADMIN, text)
+        reply = file_service.getfile(ADMIN, text)
     except UserError as exc:
         assert len(str(exc)) < 1500
         return
@@ -539,7 +549,7 @@ def test_select_dataset_reads_zips_and_snapshots_them_as_plain_files(teaching_se
     # The snapshot read back (its manifest left out) gives the same examples; a scan of
     # datasets/ leaves the bot's own snapshots out, or they would be counted twice.
     assert len(read_examples(snapshot.read_bytes(), snapshot.name, True, LIMIT)) == 4
-    assert snapshot not in teaching_services.teaching.data.example_files(root / "datasets")
+    assert snapshot not in teaching_services.teaching.folders.of(GLOBAL_BASE).example_files(root / "datasets")
 
 
 def test_a_directory_over_ten_files_worth_is_refused_before_anything_is_stored(teaching_services: Services) -> None:
@@ -569,7 +579,7 @@ def test_a_directory_over_ten_files_worth_is_refused_before_anything_is_stored(t
 
 def test_numbers_too_big_for_an_id_are_just_unknown_ids(teaching_services: Services) -> None:
     with pytest.raises(NotReady, match="There is no job #1000"):
-        teaching_services.teaching.job_status(10**40)
+        teaching_services.teaching.job_status(GLOBAL_BASE, 10**40)
     with pytest.raises(NotReady, match="can't find a reply of mine"):
         teaching_services.teaching.correct(ADMIN, 10**40, "the right answer")
     with pytest.raises(InvalidInput, match="2000 characters"):
@@ -604,7 +614,7 @@ async def test_long_commands_get_replies_that_fit_in_a_message(discord_server: F
         ("!help " + "y" * 3990, "There is no command"),
         ("!train " + "words without an arrow " * 170, "is neither `question => answer` nor a file"),
         ("!getfile " + "a/" * 700, "the limit is 1024"),
-        ("!getfile " + "．．／" * 5 + "etc/passwd", "outside the data directory"),
+        ("!getfile " + "．．／" * 5 + "etc/passwd", "outside this server's folder"),
         ("!select_dataset " + "z" * 500, "500 bytes long; the limit is 255"),
         ("!feedback " + "f" * 3990, "at most 2000 characters"),
         ("!job " + "9" * 3000, "There is no job #9999"),
@@ -668,7 +678,7 @@ async def test_attachments_that_lie_about_their_size_are_stopped_at_the_limit(
     assert reply["content"].startswith("voice.ogg is larger than it said it was")
     small = await say(discord_server, "!train", author=CONFIGURED_OWNER, attachments=[("faq.txt", GOOD_LINES)])
     assert "Stored 2 positive example(s) from faq.txt" in small["content"]  # a harmless lie changes nothing
-    assert services.store.example_counts()["total"] == 2
+    assert services.store.knowledge.example_counts(discord_server.guild_id)["total"] == 2
 
 
 @pytest.mark.usefixtures("bot")
@@ -690,7 +700,7 @@ async def test_archives_through_discord_bombs_refused_zips_by_content_accepted(
     # A zip that calls itself .csv is still read as what it is; !archive's zips come back the same way.
     started = await say(discord_server, "!train", author=owner, attachments=[("faq.csv", GOOD_ZIP)])
     assert "Stored 3 positive example(s) from faq.csv" in started["content"]
-    folder = services.settings.data_dir / "faq"
+    folder = services.settings.data_dir / "servers" / str(discord_server.guild_id) / "faq"  # the guild's folder
     (folder / "sub").mkdir(parents=True)
     (folder / "a.txt").write_bytes(b"do you deliver => Yes\n")
     (folder / "sub" / "b.jsonl").write_bytes(b'{"input": "can I pay by card", "output": "Yes, any card"}\n')
@@ -698,5 +708,5 @@ async def test_archives_through_discord_bombs_refused_zips_by_content_accepted(
     zip_path = archived["content"].split("into `")[1].split("`")[0]
     again = await say(discord_server, f"!train {zip_path}", author=owner)
     assert f"Stored 2 positive example(s) from {zip_path}" in again["content"]
-    assert services.store.example_counts()["total"] == 5
+    assert services.store.knowledge.example_counts(discord_server.guild_id)["total"] == 5
     every_message_fits(discord_server)

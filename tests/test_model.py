@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from trainerbot.learning.encoder import MiniLMEncoder
-from trainerbot.learning.examples import Example
 from trainerbot.learning.model import IntentModel, train
+from trainerbot.types import Example
 
 FAQ = [
     Example("how do I reset my password", "Use the reset link on the login page"),

@@ -25,15 +25,15 @@ from tests.loopback_discord import FakeDiscord
 from trainerbot.adapters.console.console import Console
 from trainerbot.app import Services
 from trainerbot.config import Settings
-from trainerbot.errors import TooLarge
-from trainerbot.types import Caller
 from trainerbot.core.privacy import FORMAT, VERSION, PrivacyService, forget_text
-from trainerbot.learning.examples import Example
+from trainerbot.errors import TooLarge
 from trainerbot.storage.database import Database
-from trainerbot.storage.store import Forgotten, ReplyRecord, Store
+from trainerbot.storage.store import Store
+from trainerbot.types import Caller, Example, Forgotten, Place, ReplyRecord
 
 PERSON, OTHER, ADMIN = 10**18 + 1, 10**18 + 2, 10**18 + 3  # Discord-sized ids: above what a JSON double holds
 GUILD, CHANNEL, THREAD, DM = 50, 60, 61, 70
+IN_GUILD = Place(GUILD, CHANNEL)  # the server's replies are found from any of its channels
 
 
 @pytest.fixture
@@ -65,15 +65,16 @@ class Seeded:
 
 def seed(store: Store, user: int, *, bot_message: int) -> Seeded:
     """One person's data in every table: chat in a channel, a thread and a DM, feedback, a rating, a
-    correction, a taught example, a selected dataset, a test run, a job and a persona."""
+    correction, a taught example, a selected dataset, a test run, a job and a persona; what is taught
+    and tested goes to the server's knowledge base, as a reply in its channel is of that base."""
     turns, replies = set(), set()
     for conversation, guild in ((CHANNEL, GUILD), (THREAD, GUILD), (DM, None)):
-        asked = store.add_turn(
+        asked = store.conversations.add_turn(
             conversation_id=conversation, guild_id=guild, user_id=user, role="user", content=f"question of {user}"
         )
         message_id = bot_message + conversation
         record = ReplyRecord(message_id, message_id - 1, user, f"question of {user}", f"answer to {user}", "chat", 0.1)
-        answer = store.record_answer(
+        answer = store.conversations.record_answer(
             conversation_id=conversation,
             guild_id=guild,
             channel_id=conversation,
@@ -83,9 +84,9 @@ def seed(store: Store, user: int, *, bot_message: int) -> Seeded:
         )
         turns |= {asked, answer}
         replies.add(message_id)
-    rated = store.reply(bot_message + CHANNEL)
+    rated = store.conversations.reply(IN_GUILD, bot_message + CHANNEL)
     assert rated is not None
-    feedback = store.add_feedback(
+    feedback = store.feedback.add_feedback(
         user_id=user,
         user_name=f"user {user}",
         guild_id=GUILD,
@@ -94,13 +95,17 @@ def seed(store: Store, user: int, *, bot_message: int) -> Seeded:
         text=f"feedback of {user}",
         about=rated,
     )
-    store.add_reaction(bot_message_id=rated.bot_message_id, user_id=user, emoji="👍", rating=1, reply=rated)
+    store.feedback.add_reaction(user_id=user, emoji="👍", rating=1, reply=rated)
     reaction = store.db.query_one("SELECT id FROM reactions WHERE user_id = ?", (user,))["id"]
-    correction = store.add_correction(reply=rated, user_id=user, correction=f"correction of {user}")
+    correction = store.feedback.add_correction(reply=rated, user_id=user, correction=f"correction of {user}")
     rows = store.db.query("SELECT id FROM examples WHERE author_id = ? AND source = 'correction'", (user,))
     made = {row["id"] for row in rows}
-    taught = set(store.add_examples([Example(f"taught by {user}", "yes")], source="train:message", author_id=user))
-    dataset = store.add_dataset(
+    knowledge = store.knowledge
+    taught = set(
+        knowledge.add_examples(GUILD, [Example(f"taught by {user}", "yes")], source="train:message", author_id=user)
+    )
+    dataset = knowledge.add_dataset(
+        GUILD,
         name=f"set{user}",
         directory=f"set{user}",
         positive=True,
@@ -111,8 +116,9 @@ def seed(store: Store, user: int, *, bot_message: int) -> Seeded:
         created_by=user,
     )
     in_dataset = {row["id"] for row in store.db.query("SELECT id FROM examples WHERE dataset_id = ?", (dataset,))}
-    store.save_example_vectors([(example_id, b"\0" * 8) for example_id in made | taught | in_dataset])
-    run = store.add_test_run(
+    knowledge.save_example_vectors([(example_id, b"\0" * 8) for example_id in made | taught | in_dataset])
+    run = store.evaluations.add_test_run(
+        GUILD,
         user_id=user,
         model_version_id=None,
         total=2,
@@ -120,8 +126,8 @@ def seed(store: Store, user: int, *, bot_message: int) -> Seeded:
         accuracy=0.5,
         failures=[{"input": f"test of {user}", "expected": "x", "got": None, "confidence": 0.2}],
     )
-    job = store.create_job(requested_by=user, channel_id=CHANNEL).id
-    store.set_persona(CHANNEL + user % 7, f"persona of {user}", user_id=user)
+    job = store.jobs.create(GUILD, requested_by=user, channel_id=CHANNEL).id
+    store.conversations.set_persona(CHANNEL + user % 7, f"persona of {user}", user_id=user)
     return Seeded(
         chat_turns=turns,
         replies=replies,
@@ -176,8 +182,8 @@ def test_the_copy_holds_exactly_the_persons_rows(store: Store) -> None:
 def test_forget_deletes_exactly_the_persons_rows_and_keeps_approved_examples(store: Store) -> None:
     mine = seed(store, PERSON, bot_message=1000)
     seed(store, OTHER, bot_message=2000)
-    others_before = {user: store.user_data(user) for user in (OTHER, ADMIN)}
-    forgotten = store.forget_user(PERSON)
+    others_before = {user: store.people.data(user) for user in (OTHER, ADMIN)}
+    forgotten = store.people.forget(PERSON)
     assert forgotten == Forgotten(
         messages=3,
         answers=3,
@@ -193,13 +199,13 @@ def test_forget_deletes_exactly_the_persons_rows_and_keeps_approved_examples(sto
         conversations=forgotten.conversations,
     )
     assert set(forgotten.conversations) == {CHANNEL, THREAD, DM}
-    assert all(rows == [] for rows in store.user_data(PERSON).values()), store.user_data(PERSON)
-    assert {user: store.user_data(user) for user in (OTHER, ADMIN)} == others_before
+    assert all(rows == [] for rows in store.people.data(PERSON).values()), store.people.data(PERSON)
+    assert {user: store.people.data(user) for user in (OTHER, ADMIN)} == others_before
     kept = store.db.query(f"SELECT id, author_id FROM examples WHERE id IN ({','.join(map(str, mine.approved))})")
     assert {row["id"] for row in kept} == mine.approved and {row["author_id"] for row in kept} == {None}
     vectors = {row["example_id"] for row in store.db.query("SELECT example_id FROM example_vectors")}
     assert mine.approved <= vectors and not (mine.examples - mine.approved) & vectors
-    assert store.job(next(iter(mine.jobs))).requested_by is None
+    assert store.jobs.job(GUILD, next(iter(mine.jobs))).requested_by is None
     assert store.db.query_one("PRAGMA foreign_key_check") is None
 
 
@@ -207,11 +213,15 @@ def test_forget_removes_the_persons_words_from_what_others_gave_about_replies_to
     """Another person's 👍, feedback and correction of a reply to PERSON each copy PERSON's question."""
     seed(store, PERSON, bot_message=1000)
     seed(store, OTHER, bot_message=2000)
-    theirs, own = store.reply(1000 + CHANNEL), store.reply(2000 + THREAD)  # to PERSON; to OTHER
+    # to PERSON; to OTHER
+    theirs, own = (
+        store.conversations.reply(IN_GUILD, 1000 + CHANNEL),
+        store.conversations.reply(IN_GUILD, 2000 + THREAD),
+    )
     assert theirs is not None and own is not None
     for reply in (theirs, own):
-        store.add_reaction(bot_message_id=reply.bot_message_id, user_id=OTHER, emoji="👎", rating=-1, reply=reply)
-        store.add_feedback(
+        store.feedback.add_reaction(user_id=OTHER, emoji="👎", rating=-1, reply=reply)
+        store.feedback.add_feedback(
             user_id=OTHER,
             user_name="other",
             guild_id=GUILD,
@@ -220,14 +230,14 @@ def test_forget_removes_the_persons_words_from_what_others_gave_about_replies_to
             text=f"feedback of {OTHER} about {reply.bot_message_id}",
             about=reply,
         )
-    store.add_correction(reply=theirs, user_id=OTHER, correction="a better answer")
-    store.add_correction(reply=own, user_id=OTHER, correction="another answer")
+    store.feedback.add_correction(reply=theirs, user_id=OTHER, correction="a better answer")
+    store.feedback.add_correction(reply=own, user_id=OTHER, correction="another answer")
     examples_before = store.db.query_one("SELECT count(*) AS n FROM examples")["n"]
 
-    forgotten = store.forget_user(PERSON)
+    forgotten = store.people.forget(PERSON)
 
     assert (forgotten.corrected_by_others, forgotten.examples_of_others, forgotten.quoted_by_others) == (1, 2, 2)
-    left = store.user_data(OTHER)
+    left = store.people.data(OTHER)
     assert f"question of {PERSON}" not in json.dumps(left)  # nowhere in what OTHER's rows hold
     assert [r["correction"] for r in left["corrections"]] == [f"correction of {OTHER}", "another answer"]
     ratings = {r["bot_message_id"]: (r["rating"], r["input"]) for r in left["reactions"] if r["emoji"] == "👎"}
@@ -252,7 +262,7 @@ def test_forget_is_all_or_nothing(store: Store) -> None:
             "CREATE TEMP TRIGGER fail_late BEFORE DELETE ON test_runs BEGIN SELECT RAISE(ABORT, 'injected'); END"
         )
     with pytest.raises(sqlite3.IntegrityError, match="injected"):
-        store.forget_user(PERSON)
+        store.people.forget(PERSON)
     assert everything(store) == before
 
 
@@ -261,9 +271,9 @@ def test_a_training_job_finishing_after_forget_skips_the_deleted_examples(store:
     theirs = [row["id"] for row in store.db.query("SELECT id FROM examples WHERE source = 'correction'")]
     with store.db.transaction() as db:
         db.execute("DELETE FROM example_vectors")
-    store.forget_user(PERSON)
+    store.people.forget(PERSON)
     # A job that read its examples before the forget saves their embeddings after it: no error, no orphan.
-    store.save_example_vectors([(example_id, b"\0" * 8) for example_id in theirs])
+    store.knowledge.save_example_vectors([(example_id, b"\0" * 8) for example_id in theirs])
     assert store.db.query("SELECT * FROM example_vectors") == []
 
 
@@ -290,7 +300,9 @@ def test_the_answer_says_what_was_deleted_kept_and_still_learned(store: Store) -
 
 def test_a_large_copy_is_zipped_and_one_too_large_even_zipped_is_refused(store: Store) -> None:
     for n in range(300):  # about 300 KB of repetitive text: over the limit, and it zips well
-        store.add_turn(conversation_id=CHANNEL, guild_id=GUILD, user_id=PERSON, role="user", content=f"{n} " * 500)
+        store.conversations.add_turn(
+            conversation_id=CHANNEL, guild_id=GUILD, user_id=PERSON, role="user", content=f"{n} " * 500
+        )
     service = PrivacyService(store, _NoWindows(), upload_limit=100_000, prefix="!")
     reply = service.my_data(Caller(PERSON, "p"))
     [file] = reply.files
@@ -322,7 +334,7 @@ def test_console_runs_mydata_and_forget_me(services: Services) -> None:
     assert json.loads(saved.read_text())["tables"]["feedback"][0]["text"] == "the console works"
     console.handle("!forget me")
     assert "Forgotten, in every channel and DM: 1 feedback note" in out.getvalue()
-    assert services.store.user_data(console.user.user_id)["feedback"] == []
+    assert services.store.people.data(console.user.user_id)["feedback"] == []
 
 
 # --- end to end through the loopback Discord ------------------------------------------------------
@@ -346,7 +358,7 @@ async def chat_rate_and_correct(server: FakeDiscord, services: Services, user, w
     """A person's ordinary use: a message, a 👍 on the answer, a correction and feedback."""
     answer = await say(server, f"tell me about {words}", author=user)
     await server.add_reaction(answer["id"], "👍", user=user)
-    await stored(lambda: services.store.user_data(user.id)["reactions"])
+    await stored(lambda: services.store.people.data(user.id)["reactions"])
     corrected = await say(server, f"!correct {words} is the answer", author=user, reply_to=answer["id"])
     assert "Thanks! Noted" in corrected["content"], corrected["content"]
     assert "Thank you" in (await say(server, f"!feedback about {words}", author=user))["content"]
@@ -421,7 +433,7 @@ async def test_forget_me_deletes_everywhere_keeps_approved_examples_and_says_so(
     dm = discord_server.dm_channel_id(TRAINER)
     await say(discord_server, "hello from a dm", author=TRAINER, channel_id=dm)
     await chat_rate_and_correct(discord_server, services, member, "coffee")
-    members_before = store.user_data(member.id)
+    members_before = store.people.data(member.id)
 
     reply = await say(discord_server, "!forget me", author=TRAINER)
     text = reply["content"]
@@ -429,11 +441,11 @@ async def test_forget_me_deletes_everywhere_keeps_approved_examples_and_says_so(
     assert "1 feedback note, 1 rating, 1 correction, 2 examples your corrections made" in text
     assert "Kept: 1 example taught with `!train`" in text and "an admin approved them" in text
     assert "until the next training (`!retrain`)" in text
-    assert all(rows == [] for rows in store.user_data(TRAINER.id).values())
-    assert store.user_data(member.id) == members_before
+    assert all(rows == [] for rows in store.people.data(TRAINER.id).values())
+    assert store.people.data(member.id) == members_before
     assert store.db.query_one("SELECT author_id FROM examples WHERE input = 'what is tea'")["author_id"] is None
 
     handle = await discord_server.invoke_slash("forget", {"whose": "me"}, user=member, dm=True)
     [answer] = await handle.wait_messages()
     assert answer["flags"] & 64 and "1 message you sent me" in answer["content"]
-    assert all(rows == [] for rows in store.user_data(member.id).values())
+    assert all(rows == [] for rows in store.people.data(member.id).values())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from trainerbot.chat.engine import MESSAGE_OVERHEAD
 from trainerbot.chat.prompt import build_prompt, examples_note
 from trainerbot.learning.retrieval import Retrieved
-from trainerbot.storage.store import Turn
+from trainerbot.types import Turn
 
 
 def words(text: str) -> int:

@@ -113,17 +113,18 @@ async def test_the_token_and_the_api_key_never_appear_in_logs_or_replies(tmp_pat
             assert "JSON" in (await say("!test {not json"))["content"]
             handle = await server.invoke_slash("hi")
             await handle.wait_messages()
-            sent_log = await say("!getfile trainerbot.log", author=CONFIGURED_OWNER)
-            assert b"chat server" in server.files_of(sent_log)["trainerbot.log"]
+            # The log is one of the bot's own files: no server's folder holds it, so no command sends it.
+            not_sent = await say("!getfile trainerbot.log", author=CONFIGURED_OWNER)
+            assert "There is no file `trainerbot.log`" in not_sent["content"] and not not_sent["attachments"]
             assert await bot.stop() == 0
 
         # The secrets were really there to leak: Discord saw the token, the chat server the key.
         assert any(frame.get("op") == 2 and frame["d"]["token"] == token for frame in server.gateway.received)
         assert chat.keys and set(chat.keys) == {api_key}
         log = bot.log_file.read_text()
-        assert " DEBUG " in log and "AuthenticationError" in log
+        assert " DEBUG " in log and "AuthenticationError" in log and "chat server" in log
         assert "Received API Key = [redacted]" in log  # the chat server quoted it; the log did not
-        assert "training job 1 on 1 examples" in log  # the training process logs here too
+        assert f"training job 1 of base {server.guild_id} on 1 examples" in log  # the training process logs here too
         # Whole, and their random parts alone (a log line could cut or mask the rest).
         pieces = [token, token.rsplit(".", 1)[1], api_key, api_key.removeprefix("sk-loopback-")]
         leaks = [

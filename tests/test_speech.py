@@ -14,11 +14,11 @@ import jiwer
 import numpy as np
 import pytest
 
-from trainerbot.errors import InvalidInput, NotReady, TooLarge
 from trainerbot.core.listening import Listening, quoted
-from trainerbot.types import Upload
+from trainerbot.errors import InvalidInput, NotReady, TooLarge
 from trainerbot.speech.audio import decode
 from trainerbot.speech.stt import WhisperEngine, bundled_whisper_path
+from trainerbot.types import Upload
 
 AUDIO = Path(__file__).resolve().parent / "data" / "audio"
 NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
@@ -148,7 +148,9 @@ async def test_a_voice_message_is_transcribed_then_answered_through_discord(tmp_
             assert "ask what you can do for your country" in words(heard["content"])
             assert answer["content"] == "That is John F. Kennedy, 1961."  # answered as if it had been typed
             assert answer["message_reference"]["message_id"] == sent["id"]
-            stored = await server.wait_until(lambda: services.store.turns(server.channel_id), what="stored turns")
+            stored = await server.wait_until(
+                lambda: services.store.conversations.turns(server.channel_id), what="stored turns"
+            )
             assert stored[0].content.startswith("And so my fellow Americans")  # the memory holds the words
 
             broken = await server.send_message(attachments=[("voice-message.ogg", b"OggS" + os.urandom(3000))])

@@ -290,7 +290,7 @@ class RestApi:
         return json_response(self.server.channels[self.server.dm_channel_id(user)])
 
     async def get_my_guilds(self, request: web.Request) -> web.Response:
-        """The bot's guilds as partial guilds, by id; ``limit``, ``before`` and ``after`` page them."""
+        """The bot's guilds as partial guilds, in id order; ``limit``, ``before`` and ``after`` page them."""
         limit = int(request.query.get("limit", 200))
         before = int(request.query.get("before", 0)) or None
         after = int(request.query.get("after", 0))
@@ -310,7 +310,7 @@ class RestApi:
             for setup in sorted(self.server.guilds, key=lambda g: g.guild_id)
             if setup.guild_id > after and (before is None or setup.guild_id < before)
         ]
-        return json_response(found[-limit:] if before is not None and not after else found[:limit])
+        return json_response(found[-limit:] if before is not None else found[:limit])
 
     async def get_guild(self, request: web.Request) -> web.Response:
         guild = payloads.guild_payload(self._guild(request), include_members=False)
