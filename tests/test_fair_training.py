@@ -11,7 +11,10 @@ from pathlib import Path
 
 from trainerbot.app import build_services
 from trainerbot.config import load_settings
-from trainerbot.types import Caller, Job
+from trainerbot.learning.jobs import TrainingJobs
+from trainerbot.storage.database import Database
+from trainerbot.storage.store import Store
+from trainerbot.types import Caller, Example, Job
 
 SERVER_A, SERVER_B = 501, 502
 BIG = "\n".join(f"question number {n} about topic {n % 7} => answer {n % 7}" for n in range(200))
@@ -29,10 +32,10 @@ def _services(tmp_path: Path, workers: int):  # type: ignore[no-untyped-def]
     return build_services(settings, chat=False)
 
 
-def _wait_all(services, jobs: list[tuple[int, int]], timeout: float = 300) -> list[Job]:  # type: ignore[no-untyped-def]
+def _wait_all(store: Store, jobs: list[tuple[int, int]], timeout: float = 300) -> list[Job]:
     deadline = time.monotonic() + timeout
     while True:
-        done = [services.store.jobs.job(base, job_id) for base, job_id in jobs]
+        done = [store.jobs.job(base, job_id) for base, job_id in jobs]
         if all(job is not None and job.finished for job in done):
             return done
         assert time.monotonic() < deadline, done
@@ -47,7 +50,7 @@ def test_a_servers_small_job_does_not_wait_behind_anothers_queue_of_big_ones(tmp
         b_jobs = [services.teaching.train(owner_b, BIG if n == 0 else "", []).job_id for n in range(3)]
         a_job = services.teaching.train(admin_a, "hi => hello\nhey => hello\nbye => goodbye", []).job_id
         assert services.teaching.job_status(SERVER_A, a_job)[0].endswith("queued, 1 ahead of it.")
-        b1, b2, b3, a = _wait_all(services, [*((SERVER_B, j) for j in b_jobs), (SERVER_A, a_job)])
+        b1, b2, b3, a = _wait_all(services.store, [*((SERVER_B, j) for j in b_jobs), (SERVER_A, a_job)])
         assert {job.status for job in (b1, b2, b3, a)} == {"succeeded"}
         started = services.store.db.query("SELECT id, started_at FROM jobs ORDER BY started_at")
         # B's first job had the worker; A waited for it alone, not for B's other two.
@@ -66,10 +69,34 @@ def test_with_two_workers_a_servers_job_runs_beside_anothers(tmp_path: Path) -> 
         a_job = services.teaching.train(admin_a, "hi => hello\nhey => hello\nbye => goodbye", []).job_id
         # One job of a server at a time: B's second waits, A's starts at once on the free worker.
         assert "queued" in services.teaching.job_status(SERVER_B, b_jobs[1])[0]
-        b1, b2, a = _wait_all(services, [*((SERVER_B, j) for j in b_jobs), (SERVER_A, a_job)])
+        b1, b2, a = _wait_all(services.store, [*((SERVER_B, j) for j in b_jobs), (SERVER_A, a_job)])
         assert a.finished_at is not None and b1.finished_at is not None
         rows = {r["id"]: r for r in services.store.db.query("SELECT id, started_at, finished_at FROM jobs")}
         assert rows[a.id]["started_at"] < rows[b1.id]["finished_at"]  # beside B's first job
         assert rows[b2.id]["started_at"] >= rows[b1.id]["finished_at"]  # B's second only after its first
     finally:
         services.close()
+
+
+def test_a_failure_after_a_job_does_not_hold_up_the_jobs_behind_it(tmp_path: Path) -> None:
+    """What runs when a job ends (loading its model) may fail; the next job starts all the same."""
+    store = Store(Database(tmp_path / "db.sqlite3"))
+    store.knowledge.add_examples(SERVER_A, [Example("hi", "hello"), Example("bye", "goodbye")], source="t", author_id=1)
+    ended: list[int] = []
+
+    def fails(job: Job) -> None:
+        ended.append(job.id)
+        raise OSError("the model file cannot be read")
+
+    jobs = TrainingJobs(store, tmp_path, 0.6, on_finished=fails, workers=1)
+    try:
+        started = [jobs.start(SERVER_A, requested_by=1, channel_id=None).id for _ in range(2)]
+        done = _wait_all(store, [(SERVER_A, job_id) for job_id in started])
+        assert [job.status for job in done] == ["succeeded", "succeeded"]
+        deadline = time.monotonic() + 30  # the job's row is written before the pool calls back
+        while ended != started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ended == started
+    finally:
+        jobs.shutdown()
+        store.db.close()

@@ -347,18 +347,24 @@ class TrainingJobs:
     def _finished(self, waited: _Waiting, future: Future[None]) -> None:
         with self._lock:
             self._running.pop(waited.job_id, None)
-        if not future.cancelled():  # cancelled: shut down before it started; the next start marks it interrupted
-            error = future.exception()
-            if isinstance(error, BrokenProcessPool):
-                with self._lock:
-                    self._pool = None  # a fresh process is started for the next job
-            if error is not None:  # the process died (killed, out of memory) before it could record anything
-                log.error("training process for job %d died: %r", waited.job_id, error)
-                self._store.jobs.finish(waited.base, waited.job_id, error="the training process stopped unexpectedly")
-            job = self._store.jobs.job(waited.base, waited.job_id)
-            if job is not None:
-                self._on_finished(job)
-        self._dispatch()
+        try:
+            if not future.cancelled():  # cancelled: shut down before it started; the next start marks it interrupted
+                error = future.exception()
+                if isinstance(error, BrokenProcessPool):
+                    with self._lock:
+                        self._pool = None  # a fresh process is started for the next job
+                if error is not None:  # the process died (killed, out of memory) before it could record anything
+                    log.error("training process for job %d died: %r", waited.job_id, error)
+                    self._store.jobs.finish(
+                        waited.base, waited.job_id, error="the training process stopped unexpectedly"
+                    )
+                job = self._store.jobs.job(waited.base, waited.job_id)
+                if job is not None:
+                    self._on_finished(job)
+        except Exception:
+            log.exception("after training job %d", waited.job_id)
+        finally:  # whatever happened here, the jobs waiting behind this one start
+            self._dispatch()
 
     def shutdown(self) -> None:
         with self._lock:
