@@ -414,3 +414,14 @@ async def test_a_job_that_cannot_train_says_why(discord_server: FakeDiscord, ser
     assert "failed: nothing to learn yet" in failed["content"]
     assert services.store.knowledge.active_model(discord_server.guild_id) is None
     assert "failed" in (await say(discord_server, "!job 1"))["content"]
+
+
+async def test_registered_slash_commands_keep_within_discords_limits(discord_server: FakeDiscord) -> None:
+    """Discord refuses a whole registration if one description is over 100 characters or a name over 32."""
+    await say(discord_server, "!sync", author=CONFIGURED_OWNER)
+    commands = discord_server.global_commands
+    assert len(commands) > 20
+    for command in commands:
+        assert 1 <= len(command["name"]) <= 32 and 1 <= len(command["description"]) <= 100, command
+        for option in command.get("options", []):
+            assert 1 <= len(option["name"]) <= 32 and 1 <= len(option["description"]) <= 100, (command["name"], option)

@@ -49,8 +49,8 @@ HELP = {
     "forget": "Clear the conversation's memory; forget me: delete everything stored about you.",
     "mydata": "Save everything stored about you (as the console's user) to the outbox as JSON.",
     "persona": "Show the persona, set it (persona <text>) or go back to the default (persona reset).",
-    "getfile": "Save a file of the data directory to the outbox: getfile <path>.",
-    "archive": "Zip a directory of the data directory: archive <dir>.",
+    "getfile": "Save a file of the folder (the data directory, or the server's) to the outbox: getfile <path>.",
+    "archive": "Zip a directory of the folder: archive <dir>.",
     "config": "A server's settings: config, config admin-roles <roles>, config bot-wide on|off, config persona <text>.",
 }
 

@@ -39,11 +39,18 @@ def is_owner(bot: TrainerBot, user_id: int) -> bool:
     return user_id in bot.settings.owner_ids or user_id == bot.owner_id or user_id in (bot.owner_ids or ())
 
 
-def person(bot: TrainerBot, user: discord.abc.User, guild: discord.Guild | None, **where: int | None) -> Caller:
+def person(
+    bot: TrainerBot,
+    user: discord.abc.User,
+    guild: discord.Guild | None,
+    *,
+    channel_id: int,
+    message_id: int | None,
+) -> Caller:
     """What the core needs to know of someone: owner or not, and in a server, whether they run it and their roles.
 
-    Whether their roles make them an admin is the core's to decide, with the roles that server
-    configured. In direct messages only the owners have rights: those come with a server.
+    Whether their roles make them an admin there is the core's to decide, with the roles that
+    server configured. In a direct message there is no server: only the bot's owners have rights.
     """
     member = user if isinstance(user, discord.Member) and guild is not None else None
     return Caller(
@@ -53,7 +60,8 @@ def person(bot: TrainerBot, user: discord.abc.User, guild: discord.Guild | None,
         manages_server=member is not None and (guild.owner_id == user.id or member.guild_permissions.administrator),
         roles=frozenset(role.name for role in member.roles if not role.is_default()) if member else frozenset(),
         guild_id=guild.id if guild is not None else None,
-        **where,
+        channel_id=channel_id,
+        message_id=message_id,
     )
 
 

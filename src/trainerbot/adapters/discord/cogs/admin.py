@@ -45,8 +45,7 @@ class Admin(commands.Cog):
 
     @commands.hybrid_command()
     @app_commands.describe(
-        setting="`admin-roles <role>, <role>` (or `default`), `bot-wide on|off`, `persona <text>` (or `reset`); "
-        "leave out to see them"
+        setting="`admin-roles <roles>`, `bot-wide on|off` or `persona <text>`; leave out to see them"
     )
     @server_only()
     async def config(self, ctx: commands.Context[TrainerBot], *, setting: str = "") -> None:

@@ -19,19 +19,19 @@ class Files(commands.Cog):
         self.bot = bot
 
     @commands.hybrid_command()
-    @app_commands.describe(path="A file inside the data directory, e.g. archives/faq.zip")
+    @app_commands.describe(path="A file in this server's folder, e.g. archives/faq.zip")
     @per_person(5, 60)
     @server_only()
     async def getfile(self, ctx: commands.Context[TrainerBot], *, path: str) -> None:
-        """Send a file from the data directory (owners and admins)."""
+        """Send a file from this server's folder (owners and admins)."""
         await ctx.defer()
         await send_reply(ctx, await in_thread(self.bot.services.files.getfile, caller_of(ctx), path))
 
     @commands.hybrid_command()
-    @app_commands.describe(directory="A directory inside the data directory")
+    @app_commands.describe(directory="A directory in this server's folder")
     @per_person(2, 60)
     @server_only()
     async def archive(self, ctx: commands.Context[TrainerBot], *, directory: str) -> None:
-        """Zip a directory of the data directory (owners and admins)."""
+        """Zip a directory of this server's folder (owners and admins)."""
         await ctx.defer()
         await send_reply(ctx, await in_thread(self.bot.services.files.archive, caller_of(ctx), directory))

@@ -66,7 +66,7 @@ class Teaching(commands.Cog):
     @commands.hybrid_command(usage="[question => answer | file or directory] [positive=false] (+ attached file)")
     @app_commands.describe(
         file="A .json, .jsonl, .csv or .txt file of examples, or a .zip of them",
-        data="`question => answer` (one a line), or a file or directory in the data directory",
+        data="`question => answer` (one a line), or a file or directory in this server's folder",
         positive="False: these are answers the bot must not give",
         bot_wide="Owners: teach the bot-wide knowledge (every server and DM) instead of this server's",
     )
@@ -153,7 +153,7 @@ class Teaching(commands.Cog):
 
     @commands.hybrid_command()
     @app_commands.describe(
-        directory="A directory of example files in the data directory",
+        directory="A directory of example files in this server's folder",
         positive="False: its examples are answers not to give",
     )
     @per_person(2, 60)
