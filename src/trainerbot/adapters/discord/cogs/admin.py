@@ -30,6 +30,7 @@ class Admin(commands.Cog):
         self.bot = bot
 
     @commands.hybrid_command()
+    @app_commands.describe(scope="`global` (every server, the default) or `here` (this server only, at once)")
     @server_only()
     @commands.check(owner_in_a_server)
     async def sync(self, ctx: commands.Context[TrainerBot], scope: str = "global") -> None:

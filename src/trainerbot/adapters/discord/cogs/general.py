@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from discord import app_commands
 from discord.ext import commands
 
 from trainerbot.adapters.discord.limits import per_person
@@ -30,6 +31,7 @@ class General(commands.Cog):
         await send_reply(ctx, await in_thread(self.bot.services.conversation.instructions))
 
     @commands.hybrid_command(name="help")
+    @app_commands.describe(command="A command to explain, e.g. train; leave out for the list")
     async def help_command(self, ctx: commands.Context[TrainerBot], command: str | None = None) -> None:
         """List the commands, or explain one."""
         prefix = ctx.clean_prefix
