@@ -130,6 +130,10 @@ def test_quotas_refuse_with_a_clear_message_and_store_nothing(services: Services
         services.teaching.train(ADMIN_A, "\n".join(f"q{n} => {long_answer}{n}" for n in range(6)), [])
     assert services.store.knowledge.stored(A) == (0, 0)
     teach(services, OWNER_IN_A, many)  # the bot's owners are not held to a server's quotas
+    prepared = services.conversation.prepare(MEMBER_A, "something new", IN_A)
+    services.conversation.finish(prepared, "no idea", "fallback", [777])
+    with pytest.raises(QuotaReached, match="would hold 15 examples"):  # a correction adds two
+        services.teaching.correct(MEMBER_A, 777, "a better answer")
     for n in range(3):
         services.teaching.train(ADMIN_B, f"b{n} => B", [])
     with pytest.raises(QuotaReached, match="started 3 training jobs in the last hour"):

@@ -444,6 +444,9 @@ class TeachingService:
                 "I can't find a reply of mine with that message id here. Reply to my message, "
                 "or copy its id (Developer Mode → Copy Message ID)."
             )
+        self._check_room(
+            caller, reply.base, [Example(reply.input, correction), Example(reply.input, reply.reply, False)]
+        )
         self.store.feedback.add_correction(reply=reply, user_id=caller.user_id, correction=correction)
         return Reply(
             f"Thanks! Noted: to `{_short(reply.input)}` the answer is `{_short(correction)}`, "
