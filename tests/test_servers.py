@@ -184,6 +184,13 @@ def test_each_servers_folder_and_the_bots_own_files(services: Services) -> None:
             services.files.getfile(OWNER, own)
     archived = services.files.archive(OWNER, ".").text
     assert archived.startswith("Archived 1 file from `.`"), archived  # notes.txt only
+    # Links to folders elsewhere (another server's, the models) are left out of a scan, not followed.
+    (data / "servers" / str(A) / "elsewhere").symlink_to(data / "servers" / str(B), target_is_directory=True)
+    (data / "servers" / str(B)).mkdir(exist_ok=True)
+    (data / "servers" / str(B) / "b.txt").write_text("B's")
+    (data / "models-link").symlink_to(data / "models", target_is_directory=True)
+    assert services.files.archive(ADMIN_A, ".").text.startswith("Archived 1 file from `.`")
+    assert services.files.archive(OWNER, ".").text.startswith("Archived 1 file from `.`")  # still notes.txt alone
 
 
 def test_backup_is_consistent_while_the_bot_writes(services: Services, tmp_path: Path) -> None:

@@ -48,9 +48,15 @@ class DataDirectory:
     called: str = "the data directory"  # how replies name it
 
     def is_hidden(self, real: Path) -> bool:
-        """Whether a real path inside the folder is, or is inside, one of the bot's own files."""
-        parts = real.relative_to(self.root.resolve()).parts
-        return bool(parts) and any(fnmatch(parts[0], pattern) for pattern in self.hidden)
+        """Whether a real path inside the folder is, or is inside, one of the bot's own files.
+
+        A path outside the folder is not hidden: it is refused for being outside, wherever it is checked.
+        """
+        root = self.root.resolve()
+        if not self.hidden or root not in real.parents:
+            return False
+        name = real.relative_to(root).parts[0]
+        return any(fnmatch(name, pattern) for pattern in self.hidden)
 
     def resolve(self, user_path: str) -> Path:
         """The real path a user's argument names, or UnsafePath; nothing is read here."""
