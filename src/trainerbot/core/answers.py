@@ -55,7 +55,7 @@ class TaughtAnswers:
         """Every text answered as ``answer`` would; with the version of the first base that has a model."""
         chosen: list[Prediction | None] = [None] * len(texts)
         version: int | None = None
-        trained = False
+        vectors: np.ndarray | None = None  # encoded once, for every base asked
         for base in bases:
             pending = [i for i, p in enumerate(chosen) if p is None or p.output is None]
             if not pending:
@@ -63,14 +63,14 @@ class TaughtAnswers:
             base_version, model = self.models.model(base)
             if model is None:
                 continue
-            trained = True
-            version = version if version is not None else base_version
-            for i, prediction in zip(
-                pending, model.predict_many([texts[i] for i in pending], self.threshold), strict=True
-            ):
+            if vectors is None:
+                vectors = self.models.encoder.encode(texts)
+                version = base_version
+            found = model.predict_many([texts[i] for i in pending], self.threshold, vectors=vectors[pending])
+            for i, prediction in zip(pending, found, strict=True):
                 current = chosen[i]
                 if current is None or prediction.output is not None or prediction.confidence > current.confidence:
                     chosen[i] = prediction
-        if not trained:
+        if vectors is None:  # no base here has a model
             return None
         return [p for p in chosen if p is not None], version

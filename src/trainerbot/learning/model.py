@@ -129,11 +129,15 @@ class IntentModel:
             return self.predict_many([text], threshold)[0]
         return self._predict_chunk([text], vector[None, :], threshold)[0]
 
-    def predict_many(self, texts: Sequence[str], threshold: float, batch: int = 512) -> list[Prediction]:
+    def predict_many(
+        self, texts: Sequence[str], threshold: float, batch: int = 512, vectors: np.ndarray | None = None
+    ) -> list[Prediction]:
+        """``vectors``: the texts' embeddings, when the caller has already computed them."""
         results: list[Prediction] = []
         for start in range(0, len(texts), batch):
             chunk = list(texts[start : start + batch])
-            results.extend(self._predict_chunk(chunk, self.encoder.encode(chunk), threshold))
+            encoded = self.encoder.encode(chunk) if vectors is None else vectors[start : start + batch]
+            results.extend(self._predict_chunk(chunk, encoded, threshold))
         return results
 
     def _probabilities(self, texts: list[str], vectors: np.ndarray) -> np.ndarray:
