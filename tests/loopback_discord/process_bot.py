@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import os
 import re
 import signal
@@ -50,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True, help="the FakeDiscord's port on 127.0.0.1")
     parser.add_argument("--progress-interval", type=float, default=0.2, help="seconds between job progress edits")
     args = parser.parse_args(argv)
+    # A test whose bot does not stop in time asks, with SIGUSR1, where every thread is (to stderr).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     import discord
     import yarl
@@ -196,8 +199,13 @@ class BotProcess:
         try:
             return await asyncio.to_thread(self.process.wait, timeout)
         except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGUSR1)  # every thread's stack, to its stderr, before the kill
+            await asyncio.sleep(1)
             self.kill()
-            raise
+            raise TimeoutError(
+                f"the bot did not stop within {timeout} s of Ctrl-C; where its threads were:\n"
+                + self.outputs[-1].read_text(errors="replace")[-6000:]
+            ) from None
 
     def output(self) -> str:
         """Everything every start wrote to stdout and stderr."""
