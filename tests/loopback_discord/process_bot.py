@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # A test whose bot does not stop in time asks, with SIGUSR1, where every thread is (to stderr).
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # Ctrl-C as at a terminal, however the tests were started: a shell starts a command run with `&`
+    # with SIGINT ignored, Python then leaves it ignored, and `stop()` would wait in vain.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     import discord
     import yarl
