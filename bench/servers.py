@@ -4,7 +4,7 @@
 
 Each server is taught its own 50-example FAQ (ten Banking77 intents drawn for it, five questions
 each, answers naming the server) and has its own model version, as a training job leaves it. The
-models are made first, in a child process, with the embeddings of the shared question pool
+models are made first, in two child processes, with the embeddings of the shared question pool
 computed once: this benchmark measures serving, not training (bench/banking77.py times that).
 
 Then, in this process, the bot's services are built on that data directory as `make run` builds
