@@ -26,7 +26,7 @@ import pytest
 
 from tests.conftest import CONFIGURED_OWNER, OWNER_ID, TRAINER, guild_setup
 from tests.doubles import ScriptedEngine
-from tests.loopback_discord import FakeDiscord, run_bot
+from tests.loopback_discord import FakeDiscord, GuildSetup, run_bot
 from trainerbot.adapters.discord.delivery import MAX_NONCE, answer_nonce
 from trainerbot.app import Services, build_services
 from trainerbot.config import Settings, load_settings
@@ -362,6 +362,33 @@ async def test_a_fresh_install_does_not_answer_what_came_before_it(tmp_path: Pat
         await asyncio.sleep(0.5)
         assert int(old["id"]) not in answers(discord_server)
         assert_answered_once(discord_server, services, [question], SHORT)
+
+
+async def test_a_catch_up_reads_only_the_channels_with_something_new(tmp_path: Path) -> None:
+    """Across many servers most channels are quiet: a catch-up asks Discord for none of their history."""
+    a, b, c = guild_setup(), GuildSetup.nth(1), GuildSetup.nth(2)
+    async with (
+        FakeDiscord([a, b, c]) as server,
+        bot_session(chat_settings(tmp_path), ScriptedEngine(SHORT), server) as services,
+    ):
+        first = await server.send_message("Hello there!")
+        await all_answered(server, services, [first])
+        quiet_b = b.text_channels["general"]
+        busy_b = b.text_channels["bot-commands"]
+        async with server.hold_reconnects():
+            await disconnected(server, GATEWAY_FAULTS["op 9 not resumable"])
+            missed = await server.send_message("Anyone here?", author=b.member, channel_id=busy_b)
+            began = time.monotonic()
+        await all_answered(server, services, [first, missed])  # only the catch-up finds it
+        read = {
+            int(r.path.split("/")[2])
+            for r in server.requests
+            if r.method == "GET" and r.path.endswith("/messages") and r.at >= began
+        }
+        # A's channel had the first exchange, B's busy channel the missed message; nothing else was read.
+        assert read == {a.channel_id, busy_b}, read
+        assert quiet_b not in read and not read & set(c.text_channels.values())
+        assert_answered_once(server, services, [first, missed], SHORT)
 
 
 def test_answer_nonces_fit_discord_limit() -> None:

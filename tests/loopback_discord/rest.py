@@ -441,7 +441,7 @@ class RestApi:
             server.add_reference(message, int(reference["message_id"]))
         if interaction is not None:
             self._mark_as_interaction_response(message, interaction)
-        server.messages[message_id] = message
+        server.record_message(message)
         server.message_bodies[message_id] = [body]
         if nonce is not None:
             server.nonces[(channel_id, str(nonce))] = (message_id, time.monotonic())

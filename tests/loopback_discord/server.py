@@ -268,9 +268,16 @@ class FakeDiscord:
         if voice_seconds is not None:
             message["flags"] |= payloads.FLAG_VOICE_MESSAGE
             message["attachments"][0].update(duration_secs=voice_seconds, waveform="AAAAAAAAAAAA")
-        self.messages[message_id] = message
+        self.record_message(message)
         await self.dispatch("MESSAGE_CREATE", message)
         return message
+
+    def record_message(self, message: dict[str, Any]) -> None:
+        """Keeps a new message, and makes it its channel's last, as a later GUILD_CREATE tells."""
+        self.messages[int(message["id"])] = message
+        channel = self.channels.get(int(message["channel_id"]))
+        if channel is not None:
+            channel["last_message_id"] = message["id"]
 
     async def send_dm(self, content: str = "", *, author: UserRef = None, **kwargs: Any) -> dict[str, Any]:
         """``send_message`` in the DM channel between ``author`` and the bot."""
@@ -709,7 +716,10 @@ class FakeDiscord:
                     for state in self.voice_states[setup.guild_id].values()
                 ]
             guild = payloads.guild_payload(setup, include_members=include_members, voice_states=voice_states)
-            guild["channels"] = [c for c in self.channels.values() if c.get("guild_id") == str(setup.guild_id)]
+            # Channels and threads as they are now (their last messages included), each in its own list.
+            own = [c for c in self.channels.values() if c.get("guild_id") == str(setup.guild_id)]
+            guild["channels"] = [c for c in own if c["type"] != payloads.CHANNEL_PUBLIC_THREAD]
+            guild["threads"] = [c for c in own if c["type"] == payloads.CHANNEL_PUBLIC_THREAD]
             found.append(guild)
         return found
 

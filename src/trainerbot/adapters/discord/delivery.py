@@ -151,11 +151,13 @@ class Inbox:
         keep: timedelta = timedelta(days=2),
         window: timedelta = timedelta(minutes=15),
         per_channel: int = 50,
+        reading_at_once: int = 4,
     ) -> None:
         self.store = store
         self.keep = keep  # how long a claim is remembered: far longer than any replay or catch-up reaches
         self.window = window  # how far back a catch-up looks
         self.per_channel = per_channel  # the newest messages a catch-up reads in each channel
+        self.reading_at_once = reading_at_once  # channel histories read at once: Discord limits the bot's requests
         # One thread for every claim: they finish in the order messages arrived, so the handlers that
         # wait on them go on in that order too (a conversation's turns must not swap places).
         self._claims = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inbox")
@@ -196,17 +198,28 @@ class Inbox:
         if first is None:
             return 0
         since = max(first, time_snowflake(utcnow() - self.window))
-        channels = [*self._readable_channels(client), *await self._direct_channels(client, since)]
-        missed = await asyncio.gather(
-            *(self._catch_up_channel(channel, since, handle, take_up) for channel in channels)
-        )
+        channels = [*self._readable_channels(client, since), *await self._direct_channels(client, since)]
+        reading = asyncio.Semaphore(self.reading_at_once)
+
+        async def catch_up_channel(channel: discord.abc.Messageable) -> int:
+            async with reading:
+                return await self._catch_up_channel(channel, since, handle, take_up)
+
+        missed = await asyncio.gather(*(catch_up_channel(channel) for channel in channels))
         if sum(missed):
             log.info("caught up with %d message(s) sent while the bot was not connected", sum(missed))
         return sum(missed)
 
-    def _readable_channels(self, client: discord.Client) -> Iterable[discord.abc.Messageable]:
+    def _readable_channels(self, client: discord.Client, since: int) -> Iterable[discord.abc.Messageable]:
+        """The servers' channels and threads with a message newer than ``since`` that the bot may read.
+
+        Discord says which message is each channel's last (in GUILD_CREATE, kept up to date by
+        the events after it), so a quiet channel costs no request: across many servers, most are.
+        """
         for guild in client.guilds:
             for channel in [*guild.text_channels, *guild.threads]:
+                if channel.last_message_id is None or channel.last_message_id <= since:
+                    continue
                 allowed = channel.permissions_for(guild.me)
                 if allowed.view_channel and allowed.read_message_history:
                     yield channel
