@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from trainerbot.storage.database import Database
+
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "banking77"
 FIRST_SERVER = 1_000_000_000_000_000_000  # Discord-like ids: the n-th server is this plus n
 
@@ -111,8 +113,6 @@ def answer_time(services: object, base: int, text: str, message_id: int) -> tupl
 
 
 def main() -> None:
-    from trainerbot.storage.database import Database
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--servers", type=int, default=1000)
     parser.add_argument("--examples", type=int, default=50)

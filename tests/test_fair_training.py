@@ -18,6 +18,16 @@ from trainerbot.types import Caller, Example, Job
 
 SERVER_A, SERVER_B = 501, 502
 BIG = "\n".join(f"question number {n} about topic {n % 7} => answer {n % 7}" for n in range(200))
+SMALL = "hi => hello\nhey => hello\nbye => goodbye"
+OWNER_B = Caller(1, "owner", is_owner=True, guild_id=SERVER_B, channel_id=1)  # not held to quotas: a big job
+ADMIN_A = Caller(2, "admin", manages_server=True, guild_id=SERVER_A, channel_id=2)
+
+
+def _start(services, b_jobs: int) -> tuple[list[int], int]:  # type: ignore[no-untyped-def]
+    """B's big job and ``b_jobs - 1`` more on the same examples, then A's small one: their job ids."""
+    teaching = services.teaching
+    b = [teaching.train(OWNER_B, BIG if n == 0 else "", []).job_id for n in range(b_jobs)]
+    return b, teaching.train(ADMIN_A, SMALL, []).job_id
 
 
 def _services(tmp_path: Path, workers: int):  # type: ignore[no-untyped-def]
@@ -45,10 +55,7 @@ def _wait_all(store: Store, jobs: list[tuple[int, int]], timeout: float = 300) -
 def test_a_servers_small_job_does_not_wait_behind_anothers_queue_of_big_ones(tmp_path: Path) -> None:
     services = _services(tmp_path, workers=1)
     try:
-        owner_b = Caller(1, "owner", is_owner=True, guild_id=SERVER_B, channel_id=1)
-        admin_a = Caller(2, "admin", manages_server=True, guild_id=SERVER_A, channel_id=2)
-        b_jobs = [services.teaching.train(owner_b, BIG if n == 0 else "", []).job_id for n in range(3)]
-        a_job = services.teaching.train(admin_a, "hi => hello\nhey => hello\nbye => goodbye", []).job_id
+        b_jobs, a_job = _start(services, b_jobs=3)
         assert services.teaching.job_status(SERVER_A, a_job)[0].endswith("queued, 1 ahead of it.")
         b1, b2, b3, a = _wait_all(services.store, [*((SERVER_B, j) for j in b_jobs), (SERVER_A, a_job)])
         assert {job.status for job in (b1, b2, b3, a)} == {"succeeded"}
@@ -63,10 +70,7 @@ def test_a_servers_small_job_does_not_wait_behind_anothers_queue_of_big_ones(tmp
 def test_with_two_workers_a_servers_job_runs_beside_anothers(tmp_path: Path) -> None:
     services = _services(tmp_path, workers=2)
     try:
-        owner_b = Caller(1, "owner", is_owner=True, guild_id=SERVER_B, channel_id=1)
-        admin_a = Caller(2, "admin", manages_server=True, guild_id=SERVER_A, channel_id=2)
-        b_jobs = [services.teaching.train(owner_b, BIG if n == 0 else "", []).job_id for n in range(2)]
-        a_job = services.teaching.train(admin_a, "hi => hello\nhey => hello\nbye => goodbye", []).job_id
+        b_jobs, a_job = _start(services, b_jobs=2)
         # One job of a server at a time: B's second waits, A's starts at once on the free worker.
         assert "queued" in services.teaching.job_status(SERVER_B, b_jobs[1])[0]
         b1, b2, a = _wait_all(services.store, [*((SERVER_B, j) for j in b_jobs), (SERVER_A, a_job)])

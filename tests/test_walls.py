@@ -70,8 +70,7 @@ class Seeded:
     reply_id: int = 0  # a reply of the bot in A
     failed_job: int = 0
     succeeded_job: int = 0
-    versions: list[int] = field(default_factory=list)
-    b_version: int = 0
+    trained: list[int] = field(default_factory=list)  # jobs that made A's three model versions
 
 
 # --- the table ------------------------------------------------------------------------------------
@@ -210,7 +209,7 @@ def seed(services: Services) -> Seeded:
     faq += [Example(q, A_WHERE) for q in ("where are you", "address please", "how to find you")]
     encoder = services.models.encoder
 
-    def version(base: int, examples: list[Example]) -> int:
+    def trained(base: int, examples: list[Example]) -> int:
         store.knowledge.add_examples(base, examples, source="train:message", author_id=A.owner.id)
         job = store.jobs.create(base, requested_by=A.owner.id, channel_id=None)
         model, report = train(examples, encoder, threshold=services.settings.confidence_threshold)
@@ -219,16 +218,16 @@ def seed(services: Services) -> Seeded:
         store.jobs.finish(base, job.id, result=report.as_dict(), model_path=model_file(job.id))
         return job.id
 
-    seeded.versions = [version(A.guild_id, faq) for _ in range(3)]
-    seeded.succeeded_job = seeded.versions[-1]
+    seeded.trained = [trained(A.guild_id, faq) for _ in range(3)]
+    seeded.succeeded_job = seeded.trained[-1]
     failed = store.jobs.create(A.guild_id, requested_by=A.owner.id, channel_id=A.channel_id)
     store.jobs.finish(A.guild_id, failed.id, error="the training process stopped unexpectedly")
     seeded.failed_job = failed.id
-    seeded.b_version = version(B.guild_id, [Example("when do you open?", B_ANSWER), Example("hours", B_ANSWER)])
+    trained(B.guild_id, [Example("when do you open?", B_ANSWER), Example("hours", B_ANSWER)])
     store.evaluations.add_test_run(
         A.guild_id,
         user_id=A.owner.id,
-        model_version_id=seeded.versions[0],
+        model_version_id=store.jobs.job(A.guild_id, seeded.trained[0]).model_version_id,  # type: ignore[union-attr]
         total=1,
         passed=0,
         accuracy=0.0,

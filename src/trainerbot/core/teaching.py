@@ -47,11 +47,11 @@ def take_global_flag(text: str) -> tuple[str, bool]:
 
 @dataclass(frozen=True)
 class Quotas:
-    """What one server may keep and start; the bot's owners are not held to them."""
+    """What one server may keep and start (settings ``TRAINERBOT_SERVER_*``); the bot's owners are not held to them."""
 
-    examples: int = 20_000
-    stored_bytes: int = 50_000_000  # examples' text and the files in the server's folder
-    jobs_per_hour: int = 20
+    examples: int
+    stored_bytes: int  # examples' text and the files in the server's folder
+    jobs_per_hour: int
 
 
 def check_upload(upload: Upload, limit: int) -> None:
@@ -111,7 +111,7 @@ class TeachingService:
         jobs: TrainingJobs,
         answers: TaughtAnswers,
         upload_limit: int,
-        quotas: Quotas | None = None,
+        quotas: Quotas,
     ) -> None:
         self.store = store
         self.folders = folders
@@ -120,7 +120,7 @@ class TeachingService:
         self.answers = answers
         self.threshold = answers.threshold
         self.upload_limit = upload_limit
-        self.quotas = quotas or Quotas()
+        self.quotas = quotas
 
     # --- where and who ------------------------------------------------------------------------
 
