@@ -4,6 +4,7 @@ folders, and the operator's backup. The same rules through Discord are in test_w
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from trainerbot.app import Services, build_services
 from trainerbot.config import load_settings
 from trainerbot.core.conversation import Where
 from trainerbot.errors import PermissionDenied, QuotaReached, UnsafePath
-from trainerbot.types import GLOBAL_BASE, Caller, Place
+from trainerbot.types import GLOBAL_BASE, Caller, Place, Upload
 
 A, B = 1_001, 1_002
 OWNER = Caller(1, "owner", is_owner=True)  # the console's operator: the bot-wide base
@@ -270,3 +271,23 @@ def test_the_command_line_and_console_take_a_server_and_a_role(tmp_path: Path) -
     assert "Server A opens at seven." not in as_operator.stdout and "No model has been trained" in as_operator.stdout
     wrong = run_cli(["console", "--role", "king"], data)
     assert wrong.returncode == 2 and "invalid choice" in wrong.stderr
+
+
+def test_what_a_server_uploads_stays_in_its_folder(services: Services) -> None:
+    faq = b"input,output\nwhen do you open,We open at seven.\nwhere are you,At the harbour.\n"
+    sent = [Upload("faq.csv", faq, len(faq)), Upload("../../escape.csv", faq, len(faq))]
+    reply = services.teaching.train(ADMIN_A, "", sent).text
+    kept = re.findall(r"`(uploads/[^`]+)`", reply)
+    assert len(kept) == 2 and kept[0].endswith("-faq.csv") and kept[1].endswith("-escape.csv"), reply
+    folder = services.settings.data_dir / "servers" / str(A)
+    assert sorted(p.relative_to(folder).as_posix() for p in (folder / "uploads").iterdir()) == sorted(kept)
+    assert services.files.getfile(ADMIN_A, kept[0]).files[0].data == faq
+    with pytest.raises(Exception, match="There is no file"):
+        services.files.getfile(ADMIN_B, kept[0])
+    assert (
+        "selected for the next training: 4 positive examples"
+        in services.teaching.select_dataset(ADMIN_A, "uploads").text
+    )
+    # The bot-wide base (the console, the command line) keeps no copies: its files are the operator's own.
+    services.teaching.train(OWNER, "", [Upload("faq.csv", faq, len(faq))])
+    assert not (services.settings.data_dir / "uploads").exists()

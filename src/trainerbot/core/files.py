@@ -21,7 +21,7 @@ from trainerbot.core.permissions import Access
 from trainerbot.errors import NotReady, TooLarge, UnsafePath
 from trainerbot.learning.archives import write_zip
 from trainerbot.learning.examples import READABLE_SUFFIXES
-from trainerbot.types import GLOBAL_BASE, Caller, OutFile, Reply, human_size
+from trainerbot.types import GLOBAL_BASE, Caller, OutFile, Reply, Upload, human_size
 
 log = logging.getLogger(__name__)
 MAX_PATH_LENGTH = 1024
@@ -31,6 +31,7 @@ SLASH_LOOK_ALIKES = ("∕", "⁄", "⧸", "\\")  # division slash, fraction slas
 # every `!select_dataset datasets` would read the earlier snapshots' examples again.
 BOT_ZIP = re.compile(r".+-\d{8}-\d{6}\.zip")
 SERVERS = "servers"  # the servers' folders, in the data directory
+UPLOADS = "uploads"  # in a server's folder: the example files it sent with `!train`
 # The bot's own files at the top of the data directory: never a user's to read, whoever asks.
 BOT_FILES = ("trainerbot.sqlite3*", "*.jobs-lock", "trainerbot.log*", "models", SERVERS, "outbox", "backups")
 
@@ -167,6 +168,19 @@ class Folders:
         root = self.data_dir / SERVERS / str(base)
         root.mkdir(parents=True, exist_ok=True)
         return DataDirectory(root, called="this server's folder")
+
+    def keep(self, base: int, upload: Upload) -> str:
+        """Saves a file a server sent into its folder's ``uploads``; returns its path there."""
+        folder = self.of(base)
+        stem = re.sub(r"[^\w.\- ]", "_", Path(upload.name).name).strip(" .")[:100] or "upload"
+        target = folder.root / UPLOADS / f"{timestamp()}-{stem}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for n in range(2, 1000):  # two files of one name in the same second both stay
+            if not target.exists():
+                break
+            target = target.with_name(f"{timestamp()}-{n}-{stem}")
+        target.write_bytes(upload.data)
+        return folder.relative(target)
 
     def size(self, base: int) -> int:
         """Bytes of the files a base keeps (the bot-wide base: without the bot's own)."""

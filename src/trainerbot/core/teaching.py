@@ -132,8 +132,8 @@ class TeachingService:
         self.access.require_admin(caller, "train the model")
         return caller.base
 
-    def _check_room(self, caller: Caller, base: int, examples: list[Example]) -> None:
-        """Refuses what would take a server past its quotas, before anything is stored."""
+    def _check_room(self, caller: Caller, base: int, examples: list[Example], files: int = 0) -> None:
+        """Refuses what would take a server past its quotas, before anything is stored (``files``: bytes to keep)."""
         if caller.is_owner or base == GLOBAL_BASE:
             return
         held, held_bytes = self.store.knowledge.stored(base)
@@ -142,7 +142,7 @@ class TeachingService:
                 f"This server's knowledge would hold {held + len(examples):,} examples; it may hold "
                 f"{self.quotas.examples:,} (it has {held:,}). Remove a dataset or ask the bot's owners."
             )
-        adding = sum(len(ex.input.encode()) + len(ex.output.encode()) for ex in examples)
+        adding = sum(len(ex.input.encode()) + len(ex.output.encode()) for ex in examples) + files
         total = held_bytes + adding + self.folders.size(base)
         if adding and total > self.quotas.stored_bytes:
             raise QuotaReached(
@@ -215,7 +215,8 @@ class TeachingService:
         base = self._teaching_base(caller, everywhere or global_flag)
         positive = positive if flag is None else flag
         examples, source = self._examples_from(self.folders.of(base), text, uploads, positive)
-        self._check_room(caller, base, examples)
+        kept = uploads if base != GLOBAL_BASE else []  # a server's files stay in its folder, for `!getfile` & co
+        self._check_room(caller, base, examples, sum(len(upload.data) for upload in kept))
         self._check_job_quota(caller, base)
         added = ""
         if examples:
@@ -223,9 +224,22 @@ class TeachingService:
             kind = "positive" if positive else "negative"
             where = " to the bot-wide knowledge" if base == GLOBAL_BASE and caller.guild_id is not None else ""
             added = f"Stored {len(examples)} {kind} example(s) from {source}{where}. "
+            added += self._keep(base, kept)
         elif self.store.knowledge.example_counts(base)["total"] == 0:
             raise InvalidInput(f"There is nothing to train on yet. {TRAIN_USAGE}")
         return self._start(caller, base, added)
+
+    def _keep(self, base: int, uploads: list[Upload]) -> str:
+        """Copies of the files a server sent, in its folder; what the reply says of them."""
+        paths = []
+        for upload in uploads:
+            try:
+                paths.append(self.folders.keep(base, upload))
+            except OSError:  # the examples are stored: a copy that cannot be written is only logged
+                log.exception("could not keep a copy of %s for base %d", upload.name, base)
+        if not paths:
+            return ""
+        return "Kept as " + ", ".join(f"`{_short(path, 120)}`" for path in paths) + ". "
 
     def retrain(self, caller: Caller) -> JobStarted:
         base = self._teaching_base(caller, False)
