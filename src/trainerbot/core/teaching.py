@@ -229,6 +229,10 @@ class TeachingService:
             raise InvalidInput(f"There is nothing to train on yet. {TRAIN_USAGE}")
         return self._start(caller, base, added)
 
+    def taught(self, base: int) -> None:
+        """New examples were stored in ``base``: they answer from the next message on (the serving layer
+        reads them at once); the model is refitted in the background, coalesced with later teaching."""
+
     def _keep(self, base: int, uploads: list[Upload]) -> str:
         """Copies of the files a server sent, in its folder; what the reply says of them."""
         paths = []
