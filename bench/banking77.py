@@ -4,8 +4,9 @@
 
 Prints the figures quoted in docs/benchmarks.md. Training runs in this process the
 way a training job runs it (two encoder threads), from a cold start: nothing is
-reused between the timed runs. The "unknown" part caches embeddings across its
-splits, since it measures answers, not time.
+reused between the timed runs. Each model answers at the threshold it chose from its own
+training examples (``--threshold`` overrides it, as TRAINERBOT_CONFIDENCE_THRESHOLD does).
+The "unknown" part caches embeddings across its splits, since it measures answers, not time.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from trainerbot.config import Settings
 from trainerbot.learning.encoder import MiniLMEncoder
 from trainerbot.learning.examples import Example
 from trainerbot.learning.model import IntentModel, train
@@ -49,14 +49,17 @@ class MemoEncoder:
         return np.stack([self.cache[s] for s in sentences])
 
 
-def timed_training(training: list[Example], runs: int, threshold: float) -> IntentModel:
+def timed_training(training: list[Example], runs: int, threshold: float | None) -> IntentModel:
     durations = []
     for run in range(runs):
         encoder = MiniLMEncoder()  # a fresh encoder each run: nothing cached
         started = time.perf_counter()
         model, report = train(training, encoder, threshold=threshold)
         durations.append(time.perf_counter() - started)
-        print(f"run {run + 1}: trained in {durations[-1]:.1f} s (held-out accuracy {report.holdout_accuracy:.4f})")
+        print(
+            f"run {run + 1}: trained in {durations[-1]:.1f} s; threshold {report.threshold:.3f}, "
+            f"held-out accuracy at it {report.holdout_accuracy:.4f} ({report.holdout_size} questions)"
+        )
     print(
         f"training time: median {statistics.median(durations):.1f} s of {runs} runs "
         f"({', '.join(f'{d:.1f}' for d in durations)})"
@@ -64,7 +67,7 @@ def timed_training(training: list[Example], runs: int, threshold: float) -> Inte
     return model
 
 
-def accuracy_and_latency(model: IntentModel, testing: list[Example], threshold: float) -> None:
+def accuracy_and_latency(model: IntentModel, testing: list[Example], threshold: float | None) -> None:
     texts = [ex.input for ex in testing]
     expected = [ex.output for ex in testing]
     with threadpool_limits(1):  # as in the bot process
@@ -77,7 +80,8 @@ def accuracy_and_latency(model: IntentModel, testing: list[Example], threshold: 
     top1 = np.mean([p.best_guess == e for p, e in zip(predictions, expected, strict=True)])
     answered = np.mean([p.output == e for p, e in zip(predictions, expected, strict=True)])
     print(f"accuracy (top-1 on test.csv, {len(testing)} queries): {top1:.4f}")
-    print(f"answered correctly at the threshold {threshold}: {answered:.4f}")
+    used = model.answers_with if threshold is None else threshold
+    print(f"answered correctly at the threshold {used:.3f}: {answered:.4f}")
     print(
         f"prediction: median {statistics.median(latencies):.1f} ms, p90 {np.percentile(latencies, 90):.1f} ms "
         f"over {len(latencies)} single queries"
@@ -85,7 +89,7 @@ def accuracy_and_latency(model: IntentModel, testing: list[Example], threshold: 
 
 
 def unknown_answers(
-    training: list[Example], testing: list[Example], held_out: int, splits: int, threshold: float
+    training: list[Example], testing: list[Example], held_out: int, splits: int, threshold: float | None
 ) -> None:
     memo = MemoEncoder(MiniLMEncoder())
     intents = sorted({ex.output for ex in training})
@@ -94,7 +98,7 @@ def unknown_answers(
     recalls, in_scope = [], []
     for split in range(splits):
         held = set(random.Random(split).sample(intents, held_out))
-        model, _ = train([ex for ex in training if ex.output not in held], memo, threshold=threshold)
+        model, report = train([ex for ex in training if ex.output not in held], memo, threshold=threshold)
         guesses = model.predict_many(texts, threshold)
         outside = np.array([e in held for e in expected])
         unknown = np.array([g.output is None for g in guesses])
@@ -102,8 +106,8 @@ def unknown_answers(
         recalls.append(float(unknown[outside].mean()))
         in_scope.append(float(correct[~outside].mean()))
         print(
-            f"split {split}: without {', '.join(sorted(held))}: unknown recall {recalls[-1]:.3f}, "
-            f"in-scope accuracy {in_scope[-1]:.3f}"
+            f"split {split}: without {', '.join(sorted(held))}: threshold {report.threshold:.3f}, "
+            f"unknown recall {recalls[-1]:.3f}, in-scope accuracy {in_scope[-1]:.3f}"
         )
     print(
         f"unknown recall: mean {np.mean(recalls):.3f} (min {min(recalls):.3f}); "
@@ -117,7 +121,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="cold training runs (the median is reported)")
     parser.add_argument("--held-out", type=int, default=5, help="intents left out in the unknown test")
     parser.add_argument("--splits", type=int, default=5, help="random choices of held-out intents")
-    parser.add_argument("--threshold", type=float, default=Settings.model_fields["confidence_threshold"].default)
+    parser.add_argument("--threshold", type=float, default=None, help="an override; default: each model's own")
     args = parser.parse_args()
     threshold = args.threshold
     training, testing = load(args.data / "train.csv"), load(args.data / "test.csv")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -11,6 +12,10 @@ from tests.loopback_discord import FakeDiscord, FakeUser, GuildSetup, run_bot
 from tests.loopback_discord.payloads import EVERYONE_PERMISSIONS
 from trainerbot.app import Services, build_services
 from trainerbot.config import Settings, load_settings
+
+# Tests wait for training jobs: the refit after teaching starts at once, not after the usual quiet
+# spell, unless a test sets it (test_live_teaching.py does).
+os.environ.setdefault("TRAINERBOT_AUTO_TRAIN_QUIET_SECONDS", "0")
 
 OWNER_ID = 900_000_000_000_000_999  # a configured owner who holds no role in the guild
 TRAINER = FakeUser(900_000_000_000_000_204, "trainer", role_names=("Trainer",))

@@ -190,7 +190,7 @@ async def test_a_correction_of_a_chat_reply_becomes_a_taught_answer(tmp_path: Pa
         correction = await wait_reply(
             server, "!correct The capital of Atlantis is Poseidonia.", author=server.owner, reply_to=reply["id"]
         )
-        assert "Thanks! Noted" in correction["content"]
+        assert "Thanks! From now on" in correction["content"]
         started = await wait_reply(server, "!retrain", author=server.owner)
         await server.wait_for_message(started["id"], lambda m: "now answers" in m["content"], timeout=60)
         again = await server.send_message("What is the capital of Atlantis?")
@@ -211,7 +211,7 @@ async def test_rating_correcting_and_feedback_during_a_streamed_reply_wait_for_i
         await server.add_reaction(first["id"], "👍")
         thanks = await wait_reply(server, "!feedback too many words", reply_to=first["id"])
         fixed = await wait_reply(server, "!correct Just one word.", author=server.owner, reply_to=first["id"])
-        assert "which reply" in thanks["content"] and "Thanks! Noted" in fixed["content"]
+        assert "which reply" in thanks["content"] and "Thanks! From now on" in fixed["content"]
         [reply] = await answered(services, server, sent)
         assert reply["id"] == first["id"]
         [feedback] = services.store.db.query("SELECT about_message_id, about_reply FROM feedback")
@@ -241,5 +241,7 @@ async def test_a_model_that_writes_nothing_still_gets_a_reply_that_can_be_correc
         sent = await server.send_message("What is the password of the staff room?")
         [reply] = await answered(services, server, sent)
         assert reply["content"] == "I couldn't think of a reply to that. Try saying it another way?"
-        fixed = await wait_reply(server, "!correct It is written on the whiteboard.", reply_to=reply["id"])
-        assert "Thanks! Noted" in fixed["content"]
+        fixed = await wait_reply(
+            server, "!correct It is written on the whiteboard.", author=server.owner, reply_to=reply["id"]
+        )
+        assert "Thanks! From now on" in fixed["content"]

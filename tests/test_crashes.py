@@ -57,6 +57,7 @@ def bot_env(**settings: str) -> dict[str, str]:
         "TRAINERBOT_STT_ENGINE": "none",
         "TRAINERBOT_TTS_ENGINE": "none",
         "TRAINERBOT_UPLOAD_LIMIT_BYTES": "5000000",
+        "TRAINERBOT_AUTO_TRAIN_QUIET_SECONDS": "0",
         **settings,
     }
 
@@ -270,7 +271,7 @@ async def test_killed_during_a_training_job(tmp_path: Path) -> None:
         assert f"started in place of #{job}, on the same 1202 examples ({outputs} outputs)" in retried["content"]
         again = job_number(retried)
         done = await server.wait_for_message(retried["id"], lambda m: "now answers" in m["content"], timeout=120)
-        assert f"Learned {outputs} output(s) from 1202 examples" in done["content"]
+        assert f"Learned {outputs} answer(s) from 1202 examples" in done["content"]
         inputs = "SELECT max_example_id, dataset_id FROM jobs WHERE id = ?"
         assert tuple(query(data, inputs, (again,))[0]) == tuple(query(data, inputs, (job,))[0])
         assert active_model(data, server.guild_id) == version + 1
@@ -319,7 +320,7 @@ async def test_killed_during_a_burst_of_feedback_and_corrections(tmp_path: Path)
             return [
                 m
                 for m in server.bot_messages(after=first["id"])
-                if m["content"].startswith(("Thank you for the feedback", "Thanks! Noted"))
+                if m["content"].startswith(("Thank you for the feedback", "Thanks! I passed your correction"))
             ]
 
         sender = asyncio.create_task(burst())
@@ -328,10 +329,10 @@ async def test_killed_during_a_burst_of_feedback_and_corrections(tmp_path: Path)
         acknowledged = confirmations()
         sender.cancel()
         feedback_acks = sum(m["content"].startswith("Thank you") for m in acknowledged)
-        corrections_acked = {
-            re.search(r"the answer is `(burst correction \d+)`", m["content"]).group(1)  # type: ignore[union-attr]
+        corrections_acked = {  # the crowd are members: their corrections are suggestions for the admins
+            re.search(r"correction \(`(burst correction \d+)`\)", m["content"]).group(1)  # type: ignore[union-attr]
             for m in acknowledged
-            if m["content"].startswith("Thanks! Noted")
+            if m["content"].startswith("Thanks! I passed")
         }
         sent = sum(
             1 for m in server.messages.values() if m["content"].startswith(("!feedback burst", "!correct burst"))
@@ -344,18 +345,20 @@ async def test_killed_during_a_burst_of_feedback_and_corrections(tmp_path: Path)
         assert len(stored_feedback) >= feedback_acks
         assert len(set(stored_feedback)) == len(stored_feedback), "a feedback was stored twice"
         assert all(re.fullmatch(r"burst feedback \d+", text) for text in stored_feedback)
-        stored_corrections = [r["correction"] for r in query(data, "SELECT correction FROM corrections")]
+        stored_corrections = [
+            r["suggestion"] for r in query(data, "SELECT suggestion FROM review_items WHERE kind = 'suggestion'")
+        ]
         assert corrections_acked <= set(stored_corrections)
-        assert len(set(stored_corrections)) == len(stored_corrections), "a correction was stored twice"
-        # A correction is its row and two examples, together or not at all.
+        assert len(set(stored_corrections)) == len(stored_corrections), "a suggestion was stored twice"
+        # A suggestion is its item and its own open topic, together or not at all, and it teaches nothing.
         whole = query(
             data,
-            "SELECT count(*) FROM corrections c JOIN examples good ON good.id = c.positive_example_id"
-            " AND good.positive = 1 AND good.output = c.correction JOIN examples bad"
-            " ON bad.id = c.negative_example_id AND bad.positive = 0",
+            "SELECT count(*) FROM review_items i JOIN review_topics t ON t.id = i.topic_id"
+            " AND t.kind = 'suggestion' AND t.status = 'open' WHERE i.kind = 'suggestion'",
         )[0][0]
+        topics = query(data, "SELECT count(*) FROM review_topics WHERE kind = 'suggestion'")[0][0]
         from_corrections = query(data, "SELECT count(*) FROM examples WHERE source = 'correction'")[0][0]
-        assert whole == len(stored_corrections) and from_corrections == 2 * whole
+        assert whole == topics == len(stored_corrections) and from_corrections == 0
         ratings = query(data, "SELECT count(*), count(DISTINCT bot_message_id || ' ' || user_id) FROM reactions")[0]
         assert ratings[0] == ratings[1]  # once per person and reply
         # Elsewhere: in the burst's channel the bot may still be catching up on what it missed.

@@ -90,6 +90,9 @@ async def test_help_lists_every_command_with_its_docstring(discord_server: FakeD
             "join",
             "leave",
             "config",
+            "review",
+            "answer",
+            "dismiss",
         ):
             assert f"`{prefix}{name}`" in reply["content"]
         assert "Say hello." in reply["content"]
@@ -188,10 +191,13 @@ async def test_train_then_answer_then_correct_and_rate(discord_server: FakeDisco
     unknown = await say(discord_server, "What is the capital of Peru?")
     assert "haven't learned that yet" in unknown["content"]
 
-    thanks = await say(discord_server, "!correct The capital of Peru is Lima", reply_to=unknown["id"])
-    assert "Noted" in thanks["content"]
-    with_id = await slash(discord_server, "correct", {"message_id": str(answer["id"]), "correction": "Click reset"})
-    assert "Noted" in with_id["content"]
+    thanks = await say(
+        discord_server, "!correct The capital of Peru is Lima", author=discord_server.owner, reply_to=unknown["id"]
+    )
+    assert "From now on" in thanks["content"]
+    options = {"message_id": str(answer["id"]), "correction": "Click reset"}
+    with_id = await slash(discord_server, "correct", options, user=TRAINER)
+    assert "From now on" in with_id["content"]
     rows = services.store.db.query("SELECT input, bad_reply, correction FROM corrections ORDER BY id")
     assert tuple(rows[0]) == (
         "What is the capital of Peru?",

@@ -24,9 +24,13 @@ ADMIN_A = Caller(2, "admin", manages_server=True, guild_id=SERVER_A, channel_id=
 
 
 def _start(services, b_jobs: int) -> tuple[list[int], int]:  # type: ignore[no-untyped-def]
-    """B's big job and ``b_jobs - 1`` more on the same examples, then A's small one: their job ids."""
+    """B's big job and ``b_jobs - 1`` more queued behind it, then A's small one: their job ids.
+
+    B's others are queued directly, as `!retry` queues them: teaching again would join one waiting job.
+    """
     teaching = services.teaching
-    b = [teaching.train(OWNER_B, BIG if n == 0 else "", []).job_id for n in range(b_jobs)]
+    b = [teaching.train(OWNER_B, BIG, []).job_id]
+    b += [services.jobs.start(SERVER_B, requested_by=1, channel_id=1).id for _ in range(b_jobs - 1)]
     return b, teaching.train(ADMIN_A, SMALL, []).job_id
 
 

@@ -100,3 +100,97 @@ def test_examples_without_a_two_letter_word_still_train(encoder: MiniLMEncoder, 
         "a question mark",
     ]
     assert train(FAQ, encoder, threshold=0.6)[0].token_pattern is None  # ordinary examples keep ordinary words
+
+
+# --- each model's own threshold, and the word rules (issue 12) ----------------------------------
+
+
+def test_choose_threshold_keeps_the_right_answers_and_refuses_the_rest() -> None:
+    from trainerbot.learning.model import KEEP, Calibration, choose_threshold
+
+    known = np.array([0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5, 0.45] * 10)
+    right = np.ones(len(known), dtype=bool)
+    chosen = choose_threshold(Calibration(known, right, np.array([0.3, 0.4])))
+    assert chosen is not None
+    kept = (known >= chosen).mean()
+    assert kept >= KEEP and (known >= chosen + 0.05).mean() < KEEP  # the highest threshold that keeps enough
+    assert choose_threshold(Calibration(known[:3], right[:3], np.zeros(0))) is None  # too few to say
+
+
+def test_training_chooses_a_threshold_and_saves_it(encoder: MiniLMEncoder, tmp_path: Path) -> None:
+    faq = [
+        *FAQ,
+        Example("how do I change my password", "Use the reset link on the login page"),
+        Example("are you open on sunday", "We open at 9"),
+        Example("how do I find the shop", "Main street 1"),
+    ]
+    model, report = train(faq, encoder)
+    assert report.threshold_chosen and 0.45 <= report.threshold <= 0.9
+    assert model.threshold == report.threshold and report.holdout_size >= 5
+    model.save(tmp_path / "m.npz")
+    loaded = IntentModel.load(tmp_path / "m.npz", encoder)
+    assert loaded.threshold == report.threshold and loaded.stems == model.stems
+    overridden, report = train(faq, encoder, threshold=0.95)
+    assert report.threshold == 0.95 and overridden.threshold is not None  # the model still records its own
+
+
+def test_a_model_saved_before_thresholds_still_loads(encoder: MiniLMEncoder, tmp_path: Path) -> None:
+    import json
+
+    model, _ = train(FAQ, encoder, threshold=0.6)
+    model.save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz") as data:  # rewritten as format 1: no threshold, no content words
+        arrays = {key: data[key] for key in data.files}
+    meta = json.loads(str(arrays.pop("meta")))
+    meta = {k: v for k, v in meta.items() if k not in ("threshold", "stems")} | {"format": 1}
+    np.savez(tmp_path / "old.npz", meta=np.array(json.dumps(meta)), **arrays)
+    old = IntentModel.load(tmp_path / "old.npz", encoder)
+    assert old.threshold is None and old.stems is None and old.answers_with == 0.6
+    assert old.predict("when do you open?").output == "We open at 9"
+
+
+def test_examples_without_words_answer_only_their_own_text(encoder: MiniLMEncoder) -> None:
+    model, _ = train([*FAQ, Example("🍕", "pizza emoji question"), Example("?", "Ask away!")], encoder)
+    assert model.predict("🍕").output == "pizza emoji question"
+    assert model.predict("?").output == "Ask away!"
+    for other in ("👍", "😀😀", "🍕🍕", "??", "!!!"):
+        assert model.predict(other).output is None, other
+    assert model.predict("when do you open").output == "We open at 9"
+    alone, _ = train([Example("🍕", "pizza")], encoder)  # nothing with words at all
+    assert alone.predict("🍕").output == "pizza" and alone.predict("pizza please").output is None
+
+
+def test_no_content_word_in_common_needs_a_very_close_meaning(encoder: MiniLMEncoder) -> None:
+    model, _ = train([Example("where are you", "12 Main Street."), *FAQ], encoder)
+    assert model.predict("Hello! Who are you?").output is None
+    assert model.predict("where are you?").output == "12 Main Street."
+    assert model.predict("what time do you open").output == "We open at 9"  # "open" in common
+
+
+def test_content_words_are_stemmed_and_filler_is_not_one() -> None:
+    from trainerbot.learning.matching import content_stems, has_words
+
+    assert content_stems("What are your opening hours?") == {"open", "hour"}
+    assert content_stems("Hello! Who are you? thanks") == frozenset()
+    assert content_stems("my 4 digit pin") == {"4", "digit", "pin"}
+    assert not has_words("👍 ?!") and has_words("a")
+
+
+def test_fresh_examples_answer_and_their_negatives_stop_the_old_answer(encoder: MiniLMEncoder) -> None:
+    from trainerbot.learning.live import Fresh, LiveModel
+
+    model, _ = train(FAQ, encoder)
+    taught = [
+        Example("when do you open", "We open at 10 now"),
+        Example("when do you open", "We open at 9", positive=False),
+        Example("do you sell gift cards", "Yes, at the counter."),
+    ]
+    live = LiveModel(model, Fresh.of(taught, encoder.encode([ex.input for ex in taught])), encoder)
+    assert live.predict("When do you open?").output == "We open at 10 now"
+    assert live.predict("what time do you open").output == "We open at 10 now"
+    assert live.predict("can I buy a gift card").output == "Yes, at the counter."
+    assert live.predict("where is the shop").output == "Main street 1"  # the model's answers stay
+    assert live.predict("tell me a joke").output is None
+    nothing_trained = LiveModel(None, Fresh.of(taught[2:], encoder.encode([taught[2].input])), encoder)
+    assert nothing_trained.predict("do you sell gift cards?").output == "Yes, at the counter."
+    assert nothing_trained.predict("👍").output is None

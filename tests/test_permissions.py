@@ -7,7 +7,7 @@ to tell that it ran: a command that is allowed must do what it does (a job creat
 a row stored), and one that is refused must say why and change nothing (no row, no file, no job,
 no DM, no registration). A command the table does not cover fails ``test_the_table_covers_every_command``.
 
-Each form runs in one bot session (module-scoped, one event loop), so the 270 cells of a form
+Each form runs in one bot session (module-scoped, one event loop), so the 340 cells of a form
 share one start-up; each cell checks only what it changed itself.
 """
 
@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pytest
 import pytest_asyncio
 
@@ -27,10 +28,11 @@ from tests.conftest import CONFIGURED_OWNER, OWNER_ID, TRAINER, guild_setup
 from tests.loopback_discord import FakeDiscord, FakeUser, run_bot
 from trainerbot.app import Services, build_services
 from trainerbot.config import load_settings
+from trainerbot.core.review import SAME_TOPIC
 from trainerbot.core.text import split_message
 from trainerbot.learning.examples import Example
 from trainerbot.learning.model import train
-from trainerbot.types import GLOBAL_BASE, ReplyRecord
+from trainerbot.types import GLOBAL_BASE, ReplyRecord, ReviewItem
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -46,7 +48,8 @@ NOBODY: frozenset[str] = frozenset()
 # Administrator permission. server owner: owns the guild. configured owner: in TRAINERBOT_OWNER_IDS,
 # holds no role. In a server, commands act on its knowledge base. In a DM only the bot's owners are
 # admins: what the bot knows there is the bot-wide base, which only owners see (test, errors, jobs,
-# job, model) and change (correct); server-only commands are refused there for everyone.
+# job, model) and change (correct; review, answer, dismiss: its review inbox); server-only commands
+# are refused there for everyone. In a server, a member's correction is a suggestion for the admins.
 #
 #   case                who may use it in a server    who may use it in a DM
 TABLE: dict[str, tuple[frozenset[str], frozenset[str]]] = {
@@ -60,6 +63,9 @@ TABLE: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "model": (EVERYONE, OWNERS),
     "feedback": (EVERYONE, EVERYONE),
     "correct": (EVERYONE, OWNERS),
+    "review": (ADMINS, OWNERS),
+    "answer": (ADMINS, OWNERS),
+    "dismiss": (ADMINS, OWNERS),
     "forget": (EVERYONE, EVERYONE),  # members: their own messages; admins: the whole channel
     "forget mine": (EVERYONE, EVERYONE),
     "forget all": (ADMINS, OWNERS),
@@ -88,6 +94,7 @@ OWNER_ONLY = "Sorry, only the bot's owners can use this command."
 SERVER_ONLY = "only works in a server, not in direct messages."
 BOT_WIDE_ONLY = "In direct messages this would show the bot-wide knowledge"
 DM_CORRECT = "In direct messages only the bot's owners can correct me"
+DM_REVIEW = "In direct messages the review inbox is the bot-wide knowledge's"
 
 BYSTANDER = 900_000_000_000_000_777  # someone else whose data must survive every cell
 
@@ -179,6 +186,7 @@ class Run:
     messages: list[dict[str, Any]] = field(default_factory=list)
     bystander_turns: int = 0  # someone else's messages in the conversation before the command
     reply_id: int = 0  # a reply of the bot where the command is used, for `correct`
+    topic_id: int = 0  # an open topic of the review inbox where the command is used
 
     @property
     def guild_id(self) -> int | None:
@@ -275,9 +283,16 @@ def trained(base: Callable[[Run], int]) -> Callable[[Run], None]:
         assert "Training job #" in run.text, run.text
         example = run.newest("examples")
         assert (example["input"], example["author_id"], example["base"]) == (f"q{run.token}", run.user.id, base(run))
-        assert run.newest("jobs")["requested_by"] == run.user.id
+        assert job_named(run)["base"] == base(run)  # the refit that takes them in (perhaps joined, not new)
 
     return check
+
+
+def job_named(run: Run) -> dict[str, Any]:
+    """The job a reply names: teaching in a row joins one waiting job, so it need not be the caller's own."""
+    named = re.search(r"Training job #(\d+)", run.text)
+    assert named, run.text
+    return dict(run.store.db.query_one("SELECT * FROM jobs WHERE id = ?", (int(named[1]),)))
 
 
 def a_reply_here(run: Run) -> None:
@@ -297,9 +312,52 @@ def a_reply_here(run: Run) -> None:
     )
 
 
+def corrected(run: Run) -> None:
+    """An admin's correction is stored as one; anyone else's is a suggestion in the review inbox."""
+    if run.role in ADMINS:
+        stored("corrections", "correction", "{token}")(run)
+        assert run.text.startswith("Thanks! From now on"), run.text
+        return
+    item = run.newest("review_items")
+    assert (item["kind"], item["suggestion"], item["user_id"]) == ("suggestion", run.token, run.user.id), item
+    assert run.text.startswith("Thanks! I passed your correction"), run.text
+
+
+def a_topic_here(run: Run) -> None:
+    """An open topic in the review inbox of the base where the command is used: a bystander's question."""
+    vector = np.random.default_rng(list(run.token.encode())).standard_normal(384).astype(np.float32)
+    item = ReviewItem("unknown", f"question {run.token}", BYSTANDER, asked_by=BYSTANDER)
+    base = run.guild_id if run.guild_id is not None else GLOBAL_BASE
+    run.topic_id = run.store.review.add(base, item, vector / np.linalg.norm(vector), SAME_TOPIC)
+
+
+def reviewed(run: Run) -> None:
+    assert run.text.startswith("Review inbox (") and f"**#{run.topic_id}**" in run.text, run.text
+    assert set(run.files(run.messages[-1])) == {"review-topics.png"}
+
+
+def answered(run: Run) -> None:
+    assert run.text.startswith(f"Topic #{run.topic_id} answered"), run.text
+    example = run.newest("examples")
+    base = run.guild_id if run.guild_id is not None else GLOBAL_BASE
+    assert (example["input"], example["output"], example["author_id"], example["base"], example["source"]) == (
+        f"question {run.token}",
+        f"answer {run.token}",
+        run.user.id,
+        base,
+        f"review:{run.topic_id}",
+    )
+
+
+def dismissed(run: Run) -> None:
+    assert run.text.startswith(f"Topic #{run.topic_id} dismissed"), run.text
+    row = run.store.db.query_one("SELECT status, closed_by FROM review_topics WHERE id = ?", (run.topic_id,))
+    assert (row["status"], row["closed_by"]) == ("dismissed", run.user.id)
+
+
 def retrained(run: Run) -> None:
-    assert "Training job #" in run.text, run.text
-    assert run.newest("jobs")["requested_by"] == run.user.id
+    job = job_named(run)
+    assert job["base"] == run.guild_id and job["status"] in ("queued", "running", "succeeded"), job
 
 
 def rolled_back(run: Run) -> None:
@@ -398,10 +456,19 @@ CASES: dict[str, Case] = {
     "correct": Case(
         "correct {reply} {token}",
         {"message_id": "{reply}", "correction": "{token}"},
-        stored("corrections", "correction", "{token}"),
+        corrected,
         dm_refusal=DM_CORRECT,
         arrange=a_reply_here,
     ),
+    "review": Case("review", {}, reviewed, dm_refusal=DM_REVIEW, arrange=a_topic_here),
+    "answer": Case(
+        "answer {topic} answer {token}",
+        {"topic": "{topic}", "answer": "answer {token}"},
+        answered,
+        dm_refusal=DM_REVIEW,
+        arrange=a_topic_here,
+    ),
+    "dismiss": Case("dismiss {topic}", {"topic": "{topic}"}, dismissed, dm_refusal=DM_REVIEW, arrange=a_topic_here),
     "forget": Case(
         "forget",
         {},
@@ -464,11 +531,13 @@ def snapshot(session: Session, user: FakeUser) -> dict[str, Any]:
     be running: what they write (progress, model versions, embeddings, model files) is left out."""
     db = session.services.store.db
     counted = ("examples", "datasets", "jobs", "feedback", "reactions", "corrections", "test_runs", "replies")
+    counted += ("review_items", "review_topics", "review_examples")
     data = session.services.settings.data_dir
     return {
         "rows": {table: db.query_one(f"SELECT count(*) AS n FROM {table}")["n"] for table in counted},
         "turns": [tuple(r) for r in db.query("SELECT id, conversation_id, user_id FROM chat_turns ORDER BY id")],
         "personas": [tuple(r) for r in db.query("SELECT conversation_id, text FROM personas ORDER BY 1")],
+        "topics": [tuple(r) for r in db.query("SELECT id, status, closed_by FROM review_topics ORDER BY id")],
         "rolled back": [r["id"] for r in db.query("SELECT id FROM model_versions WHERE status = 'rolled_back'")],
         "selected": session.services.store.knowledge.selected_dataset_id(session.server.guild_id),
         "settings": session.services.store.knowledge.settings(session.server.guild_id),
@@ -496,7 +565,9 @@ async def run_cell(session: Session, name: str, role: str, place: str) -> tuple[
     count = case.replies(session) if allowed else 1
 
     def fill(text: str) -> str:
-        return text.replace("{token}", token).replace("{reply}", str(run.reply_id))
+        return (
+            text.replace("{token}", token).replace("{reply}", str(run.reply_id)).replace("{topic}", str(run.topic_id))
+        )
 
     if session.form == "prefix":
         sent = await server.send_message(session.prefix + fill(case.text), author=user, channel_id=channel_id)

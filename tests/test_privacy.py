@@ -355,12 +355,13 @@ async def stored(condition: Callable[[], object], timeout: float = 10.0) -> None
 
 
 async def chat_rate_and_correct(server: FakeDiscord, services: Services, user, words: str) -> dict:
-    """A person's ordinary use: a message, a 👍 on the answer, a correction and feedback."""
+    """A person's ordinary use: a message, a 👍 on the answer, a correction (a member's: a suggestion) and feedback."""
     answer = await say(server, f"tell me about {words}", author=user)
     await server.add_reaction(answer["id"], "👍", user=user)
     await stored(lambda: services.store.people.data(user.id)["reactions"])
     corrected = await say(server, f"!correct {words} is the answer", author=user, reply_to=answer["id"])
-    assert "Thanks! Noted" in corrected["content"], corrected["content"]
+    thanks = ("Thanks! I passed your correction", "Thanks! From now on")
+    assert corrected["content"].startswith(thanks), corrected["content"]
     assert "Thank you" in (await say(server, f"!feedback about {words}", author=user))["content"]
     return answer
 
@@ -390,9 +391,10 @@ async def test_mydata_in_a_server_comes_by_dm_and_holds_only_the_persons_data(
     assert [t["content"] for t in tables["chat_turns"] if t["role"] == "user"] == ["tell me about apples"]
     assert len([t for t in tables["chat_turns"] if t["role"] == "assistant"]) == 1
     assert [r["emoji"] for r in tables["reactions"]] == ["👍"]
-    assert [c["correction"] for c in tables["corrections"]] == ["apples is the answer"]
+    # A member's correction is a suggestion in the review inbox: no correction, no example
+    assert [(i["kind"], i["suggestion"]) for i in tables["review_items"]] == [("suggestion", "apples is the answer")]
+    assert tables["corrections"] == [] and tables["examples"] == []
     assert [f["text"] for f in tables["feedback"]] == ["about apples"]
-    assert len(tables["examples"]) == 2  # the correction's two examples
     assert "pears" not in json.dumps(copy) and str(admin.id) not in json.dumps(copy)
 
 

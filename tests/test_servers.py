@@ -133,13 +133,13 @@ def test_quotas_refuse_with_a_clear_message_and_store_nothing(services: Services
     teach(services, OWNER_IN_A, many)  # the bot's owners are not held to a server's quotas
     prepared = services.conversation.prepare(MEMBER_A, "something new", IN_A)
     services.conversation.finish(prepared, "no idea", "fallback", [777])
-    with pytest.raises(QuotaReached, match="would hold 15 examples"):  # a correction adds two
-        services.teaching.correct(MEMBER_A, 777, "a better answer")
-    for n in range(3):
-        services.teaching.train(ADMIN_B, f"b{n} => B", [])
+    with pytest.raises(QuotaReached, match="would hold 15 examples"):  # an admin's correction adds two
+        services.teaching.correct(ADMIN_A, 777, "a better answer")
+    for _ in range(3):  # three jobs this hour (teaching in a row joins one waiting job instead)
+        services.jobs.start(B, requested_by=None, channel_id=21)
     with pytest.raises(QuotaReached, match="started 3 training jobs in the last hour"):
         services.teaching.train(ADMIN_B, "b3 => B", [])
-    assert services.store.knowledge.stored(B)[0] == 3  # the refused one stored nothing
+    assert services.store.knowledge.stored(B)[0] == 0  # the refused one stored nothing
     services.teaching.train(Caller(1, "owner", is_owner=True, guild_id=B, channel_id=21), "b4 => B", [])
 
 
@@ -162,7 +162,7 @@ def test_job_and_reply_ids_are_found_only_in_their_own_server(services: Services
     assert services.teaching.rate(4, Place(A, 12), 555, "👍")  # another channel of A: the same server
     with pytest.raises(Exception, match="can't find a reply of mine with that message id here"):
         services.teaching.correct(ADMIN_B, 555, "B's idea")
-    assert "Thanks! Noted" in services.teaching.correct(ADMIN_A, 555, "We open at 7am.").text
+    assert "Thanks! From now on" in services.teaching.correct(ADMIN_A, 555, "We open at 7am.").text
     assert "I noted which reply" not in services.conversation.feedback(MEMBER_B, "what?", 555).text
     assert "I noted which reply" in services.conversation.feedback(MEMBER_A, "great", 555).text
 

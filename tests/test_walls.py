@@ -2,8 +2,9 @@
 of people, against A's data and files, through the real bot on a loopback Discord hosting two guilds.
 
 Server A has taught its bot an FAQ, trained three model versions, run a test, corrected a reply,
-set a persona and its own admin roles, and keeps files in its folder; every piece of it carries
-a secret word. The people, none of whom is an admin of A:
+set a persona and its own admin roles, keeps files in its folder, and has a question and a member's
+suggestion waiting in its review inbox; every piece of it carries a secret word. The people, none
+of whom is an admin of A:
 
 - ``owner``: a bot owner (TRAINERBOT_OWNER_IDS), a member of both guilds, acting in server B;
 - ``B's admin``: holds B's Administrator role, and is a plain member of A; acting in B;
@@ -37,10 +38,11 @@ from tests.doubles import ScriptedEngine
 from tests.loopback_discord import FakeDiscord, FakeUser, GuildSetup, run_bot
 from trainerbot.app import Services, build_services
 from trainerbot.config import load_settings
+from trainerbot.core.review import SAME_TOPIC
 from trainerbot.core.text import split_message
 from trainerbot.learning.jobs import model_file
 from trainerbot.learning.model import train
-from trainerbot.types import Example, Place, ReplyRecord
+from trainerbot.types import Example, Place, ReplyRecord, ReviewItem
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -71,6 +73,8 @@ class Seeded:
     failed_job: int = 0
     succeeded_job: int = 0
     trained: list[int] = field(default_factory=list)  # jobs that made A's three model versions
+    topic: int = 0  # an open question topic of A's review inbox
+    suggestion: int = 0  # a member's suggestion waiting there
 
 
 # --- the table ------------------------------------------------------------------------------------
@@ -81,6 +85,8 @@ OWNER_ONLY = "Sorry, only the bot's owners can"
 SERVER_ONLY = "only works in a server, not in direct messages."
 BOT_WIDE_ONLY = "In direct messages this would show the bot-wide knowledge"
 DM_CORRECT = "In direct messages only the bot's owners can correct me"
+DM_REVIEW = "In direct messages the review inbox is the bot-wide knowledge's"
+NO_TOPIC = "There is no topic #{a_topic} here."
 OUTSIDE = "is outside this server's folder"
 NO_REPLY = "I can't find a reply of mine with that message id here."
 NOT_TRAINED = "No model has been trained for this server yet."
@@ -149,6 +155,23 @@ TABLE: dict[str, tuple[str, dict[str, Any], dict[str, Expect]]] = {
         {"message_id": "{a_reply}", "correction": "{token}"},
         each(NO_REPLY, NO_REPLY, NO_REPLY, DM_CORRECT),
     ),
+    "review": ("review", {}, admins(("Nothing to review in this server's", "Review inbox (this server's)"), DM_REVIEW)),
+    "answer A's topic": (
+        "answer {a_topic} {token}",
+        {"topic": "{a_topic}", "answer": "{token}"},
+        admins(NO_TOPIC, DM_REVIEW),
+    ),
+    "answer A's topic like A's answer": (
+        "answer {a_topic} like Guild A opens",
+        {"topic": "{a_topic}", "answer": "like Guild A opens"},
+        admins(NO_TOPIC, DM_REVIEW),
+    ),
+    "accept A's suggestion": (
+        "answer {a_suggestion}",
+        {"topic": "{a_suggestion}"},
+        admins("There is no topic #{a_suggestion} here.", DM_REVIEW),
+    ),
+    "dismiss A's topic": ("dismiss {a_topic}", {"topic": "{a_topic}"}, admins(NO_TOPIC, DM_REVIEW)),
     "feedback": ("feedback {token}", {"text": "{token}"}, each(*["Thank you for the feedback!"] * 4)),
     "forget": ("forget", {}, each(*["Forgotten:"] * 4)),
     "forget mine": ("forget mine", {"whose": "mine"}, each(*["Forgotten:"] * 4)),
@@ -251,6 +274,13 @@ def seed(services: Services) -> Seeded:
     store.feedback.add_correction(reply=reply, user_id=A.owner.id, correction=A_ANSWER)
     store.conversations.set_persona(A.channel_id, A_PERSONA, user_id=A.owner.id)
     store.knowledge.change_settings(A.guild_id, A.owner.id, admin_roles=[A_ROLE], persona=A_PERSONA)
+    [vector] = encoder.encode([A_QUESTION])
+    item = ReviewItem("unknown", A_QUESTION, A.member.id, asked_by=A.member.id)
+    seeded.topic = store.review.add(A.guild_id, item, vector, SAME_TOPIC)
+    suggestion = ReviewItem(
+        "suggestion", A_QUESTION, A.member.id, "member", A.owner.id, A_ANSWER, "secret-answer suggested", 5
+    )
+    seeded.suggestion = store.review.add(A.guild_id, suggestion, vector, SAME_TOPIC)
     return seeded
 
 
@@ -297,6 +327,12 @@ def a_snapshot(session: Session) -> dict[str, Any]:
     rows["replies"] = [tuple(r) for r in db.query("SELECT * FROM replies WHERE guild_id = ?", (a,))]
     rows["personas"] = [tuple(r) for r in db.query("SELECT * FROM personas WHERE conversation_id = ?", (A.channel_id,))]
     rows["bases"] = [tuple(r) for r in db.query("SELECT * FROM bases WHERE id = ?", (a,))]
+    for table in ("review_topics", "review_items"):
+        rows[table] = [tuple(r) for r in db.query(f"SELECT * FROM {table} WHERE base = ? ORDER BY id", (a,))]
+    examples = "SELECT id FROM examples WHERE base = ?"
+    rows["review_examples"] = [
+        tuple(r) for r in db.query(f"SELECT * FROM review_examples WHERE example_id IN ({examples})", (a,))
+    ]
     folder = session.folder_a
     rows["files"] = sorted((p.relative_to(folder).as_posix(), p.read_bytes()) for p in folder.rglob("*") if p.is_file())
     return rows
@@ -324,6 +360,8 @@ def fill(text: str, session: Session, token: str) -> str:
         .replace("{a_job}", str(seeded.succeeded_job))
         .replace("{a_failed}", str(seeded.failed_job))
         .replace("{a_reply}", str(seeded.reply_id))
+        .replace("{a_topic}", str(seeded.topic))
+        .replace("{a_suggestion}", str(seeded.suggestion))
         .replace("{a_id}", str(A.guild_id))
     )
 

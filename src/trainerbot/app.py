@@ -20,8 +20,9 @@ from trainerbot.core.listening import Listening
 from trainerbot.core.permissions import Access
 from trainerbot.core.privacy import PrivacyService
 from trainerbot.core.queue import WorkQueue
+from trainerbot.core.review import ReviewIntake, ReviewService
 from trainerbot.core.servers import ServerConfig
-from trainerbot.core.teaching import Quotas, TeachingService
+from trainerbot.core.teaching import Quotas, Refit, TeachingService
 from trainerbot.learning.encoder import MiniLMEncoder
 from trainerbot.learning.jobs import ServingModels, TrainingJobs
 from trainerbot.learning.retrieval import ExampleIndexes
@@ -50,6 +51,7 @@ class Services:
     access: Access
     files: FileService
     teaching: TeachingService
+    review: ReviewService
     conversation: Conversation
     privacy: PrivacyService
     servers: ServerConfig
@@ -119,6 +121,7 @@ def build_services(
     access = Access(store.knowledge, settings.admin_roles)
     answers = TaughtAnswers(store.knowledge, models, settings.confidence_threshold)
     quotas = Quotas(settings.server_max_examples, settings.server_max_bytes, settings.server_jobs_per_hour)
+    intake = ReviewIntake(store, encoder)  # what the bot could not answer, for each server's admins
     options = ChatOptions(
         persona=settings.persona,
         max_reply_tokens=settings.chat_max_reply_tokens,
@@ -134,13 +137,26 @@ def build_services(
         options,
         instructions=settings.instructions_path,
         prefix=settings.command_prefix,
+        review=intake,
+    )
+    teaching = TeachingService(
+        store,
+        folders,
+        access,
+        jobs,
+        answers,
+        settings.upload_limit_bytes,
+        quotas,
+        review=intake,
+        refit=Refit(settings.auto_train_quiet_seconds, settings.auto_train_examples),
     )
     return Services(
         settings=settings,
         store=store,
         access=access,
         files=FileService(folders, access, settings.upload_limit_bytes),
-        teaching=TeachingService(store, folders, access, jobs, answers, settings.upload_limit_bytes, quotas),
+        teaching=teaching,
+        review=ReviewService(store, access, teaching),
         conversation=conversation,
         privacy=PrivacyService(store, conversation, settings.upload_limit_bytes, settings.command_prefix),
         servers=ServerConfig(store, access, folders, quotas, conversation),

@@ -36,12 +36,17 @@ class Settings(BaseSettings):
     upload_limit_bytes: int = Field(default=10_000_000, gt=0)
     dev_guild_id: int | None = None
     instructions_path: Path = DEFAULT_INSTRUCTIONS
-    confidence_threshold: float = Field(default=0.6, ge=0.0, le=1.0)
+    # None: each model answers with the threshold it chose in training; a number overrides them all.
+    confidence_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
 
     # Many servers: each has its own knowledge base, within these quotas (the bot's owners are exempt).
     server_max_examples: int = Field(default=20_000, ge=1)
     server_max_bytes: int = Field(default=50_000_000, ge=1)  # examples' text and the server folder's files
     server_jobs_per_hour: int = Field(default=20, ge=1)
+    # What is taught answers at once; the model is refitted after this many quiet seconds in a
+    # server, or as soon as this many examples wait to be taken in (`!retrain` starts one at once).
+    auto_train_quiet_seconds: float = Field(default=30.0, ge=0.0, le=86_400.0)
+    auto_train_examples: int = Field(default=100, ge=1)
     training_workers: int = Field(default=2, ge=1, le=32)  # training processes at once, one per server at most
     loaded_models: int = Field(default=256, ge=1, le=100_000)  # servers' models (and example indexes) kept loaded
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -90,6 +95,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "dev_guild_id",
+        "confidence_threshold",
         "chat_model_path",
         "chat_threads",
         "openai_base_url",

@@ -6,6 +6,7 @@ the core and the front ends all speak in these types.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,6 +125,12 @@ class ModelVersion:
     holdout_accuracy: float | None
     status: str
     created_at: str
+    trained_through: int = 0  # the newest example its job trained on; later ones are "fresh" (learning/live.py)
+    result: str | None = None  # its job's report, as JSON (the threshold it chose, among others)
+
+    @property
+    def report(self) -> dict:
+        return json.loads(self.result) if self.result else {}
 
 
 @dataclass(frozen=True)
@@ -164,6 +171,38 @@ class IndexedExample:
 
 
 @dataclass(frozen=True)
+class ReviewItem:
+    """One entry of a base's review inbox: a question, and what it is about (see storage/review.py)."""
+
+    kind: str  # "unknown", "disliked", "corrected" or "suggestion"
+    text: str  # the question that was asked
+    user_id: int | None  # whom it came from: who asked, rated the reply 👎, corrected it or suggested an answer
+    user_name: str | None = None  # their name then (a suggestion's, shown to the admins)
+    asked_by: int | None = None  # who asked the question (for a rating or a correction, not who gave it)
+    reply: str | None = None  # the bot's reply it is about
+    suggestion: str | None = None  # the answer suggested (or, corrected, given)
+    bot_message_id: int | None = None  # the reply's message
+    id: int = 0
+    topic_id: int = 0
+    created_at: str = ""
+
+
+@dataclass(frozen=True)
+class ReviewTopic:
+    """Items of a review inbox that mean the same, or one member's suggestion; its id is what `!answer` takes."""
+
+    id: int
+    base: int
+    kind: str  # "questions" (grouped by meaning), "suggestion" (one member's) or "correction" (an admin's, answered)
+    status: str  # "open", "answered" or "dismissed"
+    people: int  # distinct people its items came from
+    items: int
+    disliked: int  # of its items, replies rated 👎
+    answer: str | None
+    created_at: str
+
+
+@dataclass(frozen=True)
 class BaseSettings:
     """What a server's admins set for their server (the bot-wide base has the same row)."""
 
@@ -201,6 +240,8 @@ class Forgotten:
     corrected_by_others: int = 0  # corrections of those replies: deleted, their examples hold the person's question
     examples_of_others: int = 0  # the examples those corrections made
     quoted_by_others: int = 0  # ratings and feedback notes of those replies: kept, without the copied text
+    review_items: int = 0  # entries of review inboxes they gave or that quote their question
+    review_examples: int = 0  # examples admins taught from their questions with `!answer`
 
     @property
     def deleted(self) -> int:
@@ -215,6 +256,8 @@ class Forgotten:
             + self.test_runs
             + self.corrected_by_others
             + self.examples_of_others
+            + self.review_items
+            + self.review_examples
         )
 
 

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trainerbot.chat.engine import ChatEngine
 from trainerbot.chat.prompt import Prompt, build_prompt, examples_note
@@ -24,6 +25,9 @@ from trainerbot.errors import InvalidInput, NotReady
 from trainerbot.learning.retrieval import ExampleIndexes
 from trainerbot.storage.store import Store
 from trainerbot.types import Caller, Reply, ReplyRecord, place_of
+
+if TYPE_CHECKING:
+    from trainerbot.core.review import ReviewIntake
 
 log = logging.getLogger(__name__)
 MAX_FEEDBACK = 2000
@@ -101,8 +105,11 @@ class Conversation:
         *,
         instructions: Path,
         prefix: str,
+        review: ReviewIntake | None = None,
     ) -> None:
+        """``review``: where messages no taught answer was confident about go for the admins (None: nowhere)."""
         self.store = store
+        self.review = review
         self.answers = answers
         self.indexes = indexes
         self.access = access
@@ -147,6 +154,8 @@ class Conversation:
         if found is not None and found.prediction.output is not None:
             answer = Answer(found.prediction.output, "taught", confidence)
             return Prepared(caller, text, where, turn_id, answer, None, confidence)
+        if self.review is not None:  # for the admins' review inbox (it never raises)
+            self.review.unknown(caller, text, vector)
         if self.engine is None:
             return Prepared(caller, text, where, turn_id, self._fallback(text, confidence), None, confidence)
         note = examples_note(self.indexes.nearest(bases, vector, self.options.examples))

@@ -37,12 +37,16 @@ ABOUT = {
     "datasets": "datasets you selected",
     "personas": "personas you set",
     "bases": "settings you last changed for a server with !config",
+    "review_items": "in servers' review inboxes: your messages I could not answer, your 👎 ratings and suggested "
+    "corrections, and others' about my replies to you",
+    "review_examples": "examples an admin taught (!answer) from your questions in a review inbox",
+    "review_topics": "review inbox topics you answered or dismissed",
 }
 NOT_INCLUDED = (
-    "The embeddings of your examples (numbers computed from their text) and the trained model files "
-    "are not included; the model keeps what it learned until the next training."
+    "The embeddings of your examples and review inbox entries (numbers computed from their text) and the "
+    "trained model files are not included; the model keeps what it learned until the next training."
 )
-_PERSON_COLUMNS = {"requested_by", "created_by", "set_by"}
+_PERSON_COLUMNS = {"requested_by", "created_by", "set_by", "asked_by"}
 
 
 def _is_id(column: str) -> bool:
@@ -123,6 +127,8 @@ def forget_text(f: Forgotten, prefix: str = "!") -> str:
             (f.corrections, _count(f.corrections, "correction")),
             (f.examples, _count(f.examples, "example") + " your corrections made"),
             (f.test_runs, _count(f.test_runs, "test run")),
+            (f.review_items, _count(f.review_items, "review inbox entry", "review inbox entries")),
+            (f.review_examples, _count(f.review_examples, "example") + " admins taught from your questions"),
         )
         if n
     ]

@@ -6,6 +6,7 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from trainerbot.core.answers import TaughtAnswers
 from trainerbot.core.files import MAX_PATH_LENGTH, DataDirectory, Folders, timestamp
@@ -18,6 +19,10 @@ from trainerbot.learning.examples import ARROW, MAX_TEXT, parse_inline, read_exa
 from trainerbot.learning.jobs import TrainingJobs
 from trainerbot.storage.store import Store
 from trainerbot.types import GLOBAL_BASE, Caller, Example, Job, OutFile, Place, Reply, Upload, human_size, place_of
+
+if TYPE_CHECKING:
+    from trainerbot.core.review import ReviewIntake
+    from trainerbot.types import ReplyRecord
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +72,33 @@ def fits_id(value: int) -> bool:
 
 
 @dataclass(frozen=True)
+class Refit:
+    """When the model is trained again after teaching (settings ``TRAINERBOT_AUTO_TRAIN_*``).
+
+    What is taught answers at once (``learning/live.py``); the refit waits for ``quiet`` seconds
+    without new teaching in that base, so a burst of teaching makes one job, unless ``examples``
+    or more examples wait to be taken in: then it starts as soon as a worker is free.
+    """
+
+    quiet: float = 30.0
+    examples: int = 100
+
+
+@dataclass(frozen=True)
 class JobStarted:
     job_id: int
     base: int
     text: str
 
 
-def job_text(job: Job, queue_position: int = 0) -> str:
+def job_text(job: Job, queue_position: int = 0, starts_in: float = 0.0) -> str:
     """One message describing a job, edited in place as it progresses."""
     head = f"Training job #{job.id}"
+    if job.status == "queued" and starts_in > 0:
+        return (
+            f"{head}: starts in about {max(1, round(starts_in))} s, once teaching here pauses; "
+            "what is taught meanwhile joins it."
+        )
     if job.status == "queued":
         wait = f", {queue_position} ahead of it" if queue_position else ""
         return f"{head}: queued{wait}."
@@ -86,18 +109,27 @@ def job_text(job: Job, queue_position: int = 0) -> str:
     if job.status == "interrupted":
         return f"{head} was interrupted by a restart. `!retry {job.id}` trains on the same examples again."
     result = job.result or {}
-    accuracy = result.get("holdout_accuracy")
-    checked = (
-        f"{accuracy:.1%} of {result.get('holdout_size')} held-out examples answered correctly"
-        if accuracy is not None
-        else "too few examples for a held-out check"
-    )
     return (
         f"{head} done: {progress_bar(1.0)}\n"
-        f"Learned {result.get('outputs')} output(s) from {result.get('examples')} examples "
-        f"({result.get('positive')} positive, {result.get('negative')} negative); {checked}; "
+        f"Learned {result.get('outputs')} answer(s) from {result.get('examples')} examples "
+        f"({result.get('positive')} positive, {result.get('negative')} negative); {_checked(result)}; "
         f"took {result.get('seconds')} s. Model version {job.model_version_id} now answers."
     )
+
+
+def _checked(result: dict) -> str:
+    """What a job's held-out check found, at the threshold it answers with (older jobs did not record one)."""
+    accuracy, threshold = result.get("holdout_accuracy"), result.get("threshold")
+    at = f" at confidence threshold {threshold:.2f}" if threshold is not None else ""
+    if threshold is not None and not result.get("threshold_chosen", True):
+        at += " (too few examples to choose one: the default)"
+    elif threshold is not None:
+        at += " (chosen from its own examples)"
+    if accuracy is None:
+        return (
+            f"too few examples for a held-out check; it answers{at}" if at else "too few examples for a held-out check"
+        )
+    return f"{accuracy:.1%} of {result.get('holdout_size')} held-out questions answered right{at}"
 
 
 class TeachingService:
@@ -112,15 +144,20 @@ class TeachingService:
         answers: TaughtAnswers,
         upload_limit: int,
         quotas: Quotas,
+        *,
+        review: ReviewIntake | None = None,
+        refit: Refit | None = None,
     ) -> None:
+        """``review``: where members' corrections and 👎 go for the admins (None: a tool that keeps no inbox)."""
         self.store = store
+        self.review = review
         self.folders = folders
         self.access = access
         self.jobs = jobs
         self.answers = answers
-        self.threshold = answers.threshold
         self.upload_limit = upload_limit
         self.quotas = quotas
+        self.refit = refit or Refit()
 
     # --- where and who ------------------------------------------------------------------------
 
@@ -150,11 +187,15 @@ class TeachingService:
                 f"{human_size(self.quotas.stored_bytes)}. Ask the bot's owners for more room."
             )
 
-    def _check_job_quota(self, caller: Caller, base: int) -> None:
-        if caller.is_owner or base == GLOBAL_BASE:
-            return
+    def _may_start_job(self, caller: Caller | None, base: int) -> bool:
+        """Whether the base may start another job this hour (a job waiting to start costs nothing more)."""
+        if (caller is not None and caller.is_owner) or base == GLOBAL_BASE or self.jobs.open_job(base) is not None:
+            return True
         since = (datetime.now(UTC) - timedelta(hours=1)).isoformat(timespec="milliseconds")
-        if self.store.jobs.started_since(base, since) >= self.quotas.jobs_per_hour:
+        return self.store.jobs.started_since(base, since) < self.quotas.jobs_per_hour
+
+    def _check_job_quota(self, caller: Caller, base: int) -> None:
+        if not self._may_start_job(caller, base):
             raise QuotaReached(
                 f"This server has started {self.quotas.jobs_per_hour} training jobs in the last hour, the most "
                 "it may; nothing was stored or started. Try again later."
@@ -217,21 +258,42 @@ class TeachingService:
         examples, source = self._examples_from(self.folders.of(base), text, uploads, positive)
         kept = uploads if base != GLOBAL_BASE else []  # a server's files stay in its folder, for `!getfile` & co
         self._check_room(caller, base, examples, sum(len(upload.data) for upload in kept))
+        if not examples:
+            if self.store.knowledge.example_counts(base)["total"] == 0:
+                raise InvalidInput(f"There is nothing to train on yet. {TRAIN_USAGE}")
+            return self.retrain(caller)
         self._check_job_quota(caller, base)
-        added = ""
-        if examples:
-            self.store.knowledge.add_examples(base, examples, source=f"train:{source}", author_id=caller.user_id)
-            kind = "positive" if positive else "negative"
-            where = " to the bot-wide knowledge" if base == GLOBAL_BASE and caller.guild_id is not None else ""
-            added = f"Stored {len(examples)} {kind} example(s) from {source}{where}. "
-            added += self._keep(base, kept)
-        elif self.store.knowledge.example_counts(base)["total"] == 0:
-            raise InvalidInput(f"There is nothing to train on yet. {TRAIN_USAGE}")
-        return self._start(caller, base, added)
+        self.store.knowledge.add_examples(base, examples, source=f"train:{source}", author_id=caller.user_id)
+        kind = "positive" if positive else "negative"
+        where = " to the bot-wide knowledge" if base == GLOBAL_BASE and caller.guild_id is not None else ""
+        effect = "They answer" if positive else "Those answers stop"
+        added = f"Stored {len(examples)} {kind} example(s) from {source}{where}. {effect} from now on. "
+        added += self._keep(base, kept)
+        return self._start(caller, base, added, self._delay(base))
 
-    def taught(self, base: int) -> None:
+    def taught(self, base: int, caller: Caller | None = None) -> None:
         """New examples were stored in ``base``: they answer from the next message on (the serving layer
-        reads them at once); the model is refitted in the background, coalesced with later teaching."""
+        reads them at once); the model is refitted in the background, coalesced with later teaching.
+
+        The serving layer is brought up to date here, in the teacher's thread, so that the next
+        message does not wait for the new examples' embeddings.
+        """
+        self.taught_now(base)
+        if self.jobs.open_job(base) is None and not self._may_start_job(caller, base):
+            log.info("base %d reached its hourly training quota; its new examples answer, the refit waits", base)
+            return
+        self.jobs.schedule(
+            base,
+            requested_by=caller.user_id if caller else None,
+            channel_id=caller.channel_id if caller else None,
+            delay=self._delay(base),
+        )
+
+    def _delay(self, base: int) -> float:
+        """How long a refit waits for more teaching: none once enough examples wait to be taken in."""
+        version = self.store.knowledge.active_model(base)
+        waiting = self.store.knowledge.fresh_state(base, version.trained_through if version else 0)[0]
+        return 0.0 if waiting >= self.refit.examples else self.refit.quiet
 
     def _keep(self, base: int, uploads: list[Upload]) -> str:
         """Copies of the files a server sent, in its folder; what the reply says of them."""
@@ -246,11 +308,12 @@ class TeachingService:
         return "Kept as " + ", ".join(f"`{_short(path, 120)}`" for path in paths) + ". "
 
     def retrain(self, caller: Caller) -> JobStarted:
+        """Trains on everything collected as soon as a worker is free (a waiting refit starts now)."""
         base = self._teaching_base(caller, False)
         if self.store.knowledge.example_counts(base)["positive"] == 0:
             raise NotReady(f"Nothing has been taught here yet. {TRAIN_USAGE}")
         self._check_job_quota(caller, base)
-        return self._start(caller, base, "")
+        return self._start(caller, base, "", 0.0)
 
     def retry(self, caller: Caller, job_id: int) -> JobStarted:
         """A new job on exactly the examples an interrupted or failed job of this base was given."""
@@ -290,22 +353,33 @@ class TeachingService:
                 notices.setdefault(job.channel_id, []).append(job_text(job))
         return [(channel_id, "\n".join(texts)) for channel_id, texts in notices.items()]
 
-    def _start(self, caller: Caller, base: int, prefix: str) -> JobStarted:
-        job = self.jobs.start(base, requested_by=caller.user_id, channel_id=caller.channel_id)
+    def _start(self, caller: Caller, base: int, prefix: str, delay: float) -> JobStarted:
+        """The base's refit, joined if one is waiting, else queued to start after ``delay`` seconds."""
+        self.taught_now(base)
+        job, made = self.jobs.schedule(base, requested_by=caller.user_id, channel_id=caller.channel_id, delay=delay)
         counts = self.store.knowledge.example_counts(base)
-        return JobStarted(
-            job.id,
-            base,
-            f"{prefix}Training job #{job.id} started on {counts['total']} examples "
-            f"({counts['outputs']} outputs). I will update this message as it goes.",
-        )
+        what = f"{counts['total']} examples ({counts['outputs']} answers)"
+        if made and delay <= 0:
+            head = f"Training job #{job.id} started on {what}."
+        elif made:
+            head = f"Training job #{job.id} will refit the model on {what} and whatever is taught in the next moments."
+        else:
+            head = f"Training job #{job.id}, waiting already, takes these in too ({what} in all)."
+        return JobStarted(job.id, base, f"{prefix}{head} I will update this message as it goes.")
+
+    def taught_now(self, base: int) -> None:
+        """Brings the base's serving layer up to date (its new examples encoded) before replying."""
+        try:
+            self.answers.models.live(base)
+        except Exception:  # the examples are stored; the next answer tries again
+            log.exception("could not bring base %d's answers up to date", base)
 
     def job_status(self, base: int, job_id: int) -> tuple[str, bool]:
         """A job's message and whether it has ended, from one read of its row (for following a job started here)."""
         job = self.store.jobs.job(base, job_id) if fits_id(job_id) else None
         if job is None:
             raise NotReady(f"There is no job #{_short(str(job_id), 30)} here.")
-        return job_text(job, self.jobs.queue_position(base, job_id)), job.finished
+        return job_text(job, self.jobs.queue_position(base, job_id), self.jobs.starts_in(base, job_id)), job.finished
 
     def job_text(self, caller: Caller, job_id: int) -> str:
         self.access.require_view(caller, caller.base)
@@ -328,15 +402,35 @@ class TeachingService:
         also = ""
         if base != GLOBAL_BASE and GLOBAL_BASE in self.answers.bases(base):
             also = "\nWhat it doesn't know, the bot-wide knowledge answers (`!config bot-wide off` turns that off)."
+        threshold, source = self.answers.threshold_of(base)
+        fresh = self.store.knowledge.fresh_state(base, version.trained_through if version else 0)[0]
+        since = ""
+        if fresh:
+            since = (
+                f"\n{fresh} example(s) taught since {'its training' if version else 'then'} already answer; "
+                "the next training takes them in."
+            )
         if version is None:
+            if fresh:
+                return Reply(
+                    f"No model has been trained here yet; confidence threshold {threshold:.2f} ({source})."
+                    + since
+                    + also
+                )
             return Reply("No model has been trained for this server yet. " + TRAIN_USAGE + also)
-        accuracy = f"{version.holdout_accuracy:.1%}" if version.holdout_accuracy is not None else "n/a"
+        report = version.report
+        accuracy = (
+            f"{version.holdout_accuracy:.1%} of {report.get('holdout_size')} held-out questions answered right"
+            if version.holdout_accuracy is not None
+            else "too few examples for a held-out check"
+        )
         older = [v for v in self.store.knowledge.model_versions(base) if v.id != version.id]
         history = ", ".join(f"v{v.id}{' (rolled back)' if v.status == 'rolled_back' else ''}" for v in older[:5])
         return Reply(
             f"Model version {version.id} answers (job #{version.job_id}, trained {version.created_at[:19]}Z): "
-            f"{version.examples} examples, {version.outputs} outputs, held-out accuracy {accuracy}, "
-            f"confidence threshold {self.threshold:.2f}."
+            f"{version.examples} examples, {version.outputs} answers; {accuracy}; "
+            f"confidence threshold {threshold:.2f} ({source})."
+            + since
             + (f"\nEarlier versions: {history}." if history else "")
             + also
         )
@@ -377,7 +471,11 @@ class TeachingService:
             accuracy=report.accuracy,
             failures=report.failures,
         )
-        lines = [f"Passed {report.passed} of {report.total} ({report.accuracy:.1%}); failed {report.failed}."]
+        threshold, source = self.answers.threshold_of(self.answers.bases(caller.guild_id)[0])
+        lines = [
+            f"Passed {report.passed} of {report.total} ({report.accuracy:.1%}); failed {report.failed}. "
+            f'Confidence threshold {threshold:.2f} ({source}): below it the answer is "unknown".'
+        ]
         if report.unknown_recall is not None:
             lines.append(f'Said "unknown" when it should: {report.unknown_recall:.0%} of {report.unknown_total}.')
         for failure in report.failures[:10]:
@@ -462,13 +560,28 @@ class TeachingService:
                 "I can't find a reply of mine with that message id here. Reply to my message, "
                 "or copy its id (Developer Mode → Copy Message ID)."
             )
+        if not self.access.is_admin(caller):
+            return self._suggest(caller, reply, correction)
         self._check_room(
             caller, reply.base, [Example(reply.input, correction), Example(reply.input, reply.reply, False)]
         )
         self.store.feedback.add_correction(reply=reply, user_id=caller.user_id, correction=correction)
+        if self.review is not None:
+            self.review.corrected(reply, caller.user_id, correction)
+        self.taught(reply.base, caller)
         return Reply(
-            f"Thanks! Noted: to `{_short(reply.input)}` the answer is `{_short(correction)}`, "
-            f"not `{_short(reply.reply)}`. It takes effect at the next training (`!retrain`)."
+            f"Thanks! From now on, to `{_short(reply.input)}` I answer `{_short(correction)}` "
+            f"(instead of `{_short(reply.reply)}`)."
+        )
+
+    def _suggest(self, caller: Caller, reply: ReplyRecord, correction: str) -> Reply:
+        """A member's correction changes no answer: it waits in the review inbox for an admin to accept it."""
+        if self.review is None:
+            raise NotReady("Only the bot's owners and this server's admins can correct me here.")
+        self.review.suggestion(caller, reply, correction)
+        return Reply(
+            f"Thanks! I passed your correction (`{_short(correction)}`) to this server's admins (`!review`); "
+            "my answers change once one of them accepts it."
         )
 
     def rate(self, user_id: int, place: Place, bot_message_id: int, emoji: str) -> bool:
@@ -477,7 +590,10 @@ class TeachingService:
         reply = self.store.conversations.reply(place, bot_message_id) if rating and fits_id(bot_message_id) else None
         if reply is None or rating is None:
             return False
-        return self.store.feedback.add_reaction(user_id=user_id, emoji=emoji, rating=rating, reply=reply)
+        stored = self.store.feedback.add_reaction(user_id=user_id, emoji=emoji, rating=rating, reply=reply)
+        if stored and rating < 0 and self.review is not None:  # its question goes to the admins' review inbox
+            self.review.disliked(reply, user_id)
+        return stored
 
 
 def _short(text: str, limit: int = 80) -> str:

@@ -36,11 +36,12 @@ import numpy as np
 
 from trainerbot.errors import UserError
 from trainerbot.learning.encoder import MiniLMEncoder
+from trainerbot.learning.live import Fresh, LiveModel
 from trainerbot.learning.model import IntentModel, Prediction, TextEncoder, train
 from trainerbot.storage.database import Database
 from trainerbot.storage.knowledge import Knowledge
 from trainerbot.storage.store import Store
-from trainerbot.types import Job
+from trainerbot.types import Example, Job
 
 try:
     import fcntl
@@ -52,6 +53,9 @@ PROGRESS_INTERVAL = 0.5  # seconds between progress writes
 PARENT_CHECK_INTERVAL = 0.2  # seconds between checks that the bot still lives, where the kernel cannot tell
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 MODELS = "models"  # the folder of model files, in the data directory
+# The newest examples taught since a base's model that answer at once; a base taught more than
+# this since its last training is trained at once (``AutoTraining``), and answers the rest then.
+FRESH_LIMIT = 500
 
 
 def die_with_parent(parent_pid: int, *, kernel: bool = True) -> None:
@@ -114,13 +118,19 @@ def model_file(job_id: int) -> str:
     return f"{MODELS}/model-{job_id:05d}.npz"
 
 
-def run_training_job(database_path: str, data_dir: str, base: int, job_id: int, threshold: float) -> None:
-    """The body of a training process: read the job's examples, train, save, record the outcome."""
+def run_training_job(
+    database_path: str, data_dir: str, base: int, job_id: int, threshold: float | None, open_inputs: bool = False
+) -> None:
+    """The body of a training process: read the job's examples, train, save, record the outcome.
+
+    ``open_inputs``: the job trains on everything taught until it starts (a coalesced job), not on
+    what there was when it was queued.
+    """
     os.nice(5)  # training yields to the bot's own process on a busy machine
     store = Store(Database(Path(database_path)))
     jobs = store.jobs
     try:
-        if not jobs.mark_running(base, job_id):
+        if not jobs.mark_running(base, job_id, take_current_inputs=open_inputs):
             log.warning("training job %d is no longer queued; not starting it", job_id)
             return
         max_example_id, dataset_id = jobs.inputs(base, job_id)
@@ -156,11 +166,13 @@ def run_training_job(database_path: str, data_dir: str, base: int, job_id: int, 
 
 
 class ServingModels:
-    """The model version that answers in each knowledge base, loaded when first needed.
+    """What answers in each knowledge base: its active model version, loaded when first needed,
+    with the examples taught since its training on top (``LiveModel``).
 
-    Before each prediction it asks the database which version is active in that base (one
-    indexed read), so a finished job, a rollback, or another process sharing the database is
-    picked up at once. At most ``capacity`` models stay loaded; the least recently used goes.
+    Before each prediction it asks the database which version is active in that base and how
+    many examples came after it (two indexed reads), so a finished job, a rollback, an example
+    taught a moment ago, or another process sharing the database is picked up at once. At most
+    ``capacity`` bases stay loaded; the least recently used goes.
     """
 
     def __init__(self, knowledge: Knowledge, encoder: TextEncoder, data_dir: Path, capacity: int = 256) -> None:
@@ -169,55 +181,92 @@ class ServingModels:
         self._data_dir = data_dir
         self.capacity = capacity
         self._lock = threading.Lock()
-        self._loaded: OrderedDict[int, tuple[int, IntentModel]] = OrderedDict()  # base -> (version, model)
+        # base -> (version id, fresh state, live model)
+        self._loaded: OrderedDict[int, tuple[int | None, tuple[int, int], LiveModel]] = OrderedDict()
 
-    def model(self, base: int) -> tuple[int | None, IntentModel | None]:
-        """The base's active version and its model, loading it if it is not the one in memory."""
+    def live(self, base: int) -> tuple[int | None, LiveModel | None]:
+        """The base's active version and what answers there; (None, None) when nothing was taught."""
         version = self._knowledge.active_model(base)
-        if version is None:
+        version_id = version.id if version is not None else None
+        after = version.trained_through if version is not None else 0
+        state = self._knowledge.fresh_state(base, after)
+        with self._lock:
+            held = self._loaded.get(base)
+            if held is not None and held[:2] == (version_id, state):
+                self._loaded.move_to_end(base)
+                return version_id, held[2]
+        # Built outside the lock: one base's first answer does not hold up the others.
+        model = held[2].model if held is not None and held[0] == version_id else None
+        if model is None and version is not None:
+            model = IntentModel.load(self._data_dir / version.path, self.encoder)
+            log.debug("loaded model version %d of base %d", version.id, base)
+        fresh = self._fresh(base, after) if state[0] else Fresh.of([], np.zeros((0, self.encoder.dimension)))
+        if model is None and not fresh:
             with self._lock:
                 self._loaded.pop(base, None)
             return None, None
+        live = LiveModel(model, fresh, self.encoder)
         with self._lock:
-            held = self._loaded.get(base)
-            if held is not None and held[0] == version.id:
-                self._loaded.move_to_end(base)
-                return held
-        # Loaded outside the lock: one base's first answer does not hold up the others.
-        model = IntentModel.load(self._data_dir / version.path, self.encoder)
-        with self._lock:
-            self._loaded[base] = (version.id, model)
+            self._loaded[base] = (version_id, state, live)
             self._loaded.move_to_end(base)
             while len(self._loaded) > self.capacity:
                 self._loaded.popitem(last=False)
-        log.debug("loaded model version %d of base %d", version.id, base)
-        return version.id, model
+        return version_id, live
+
+    def _fresh(self, base: int, after: int) -> Fresh:
+        """The newest examples since the model, encoded (their embeddings are kept for the next time)."""
+        rows = self._knowledge.fresh_examples(base, after, FRESH_LIMIT)
+        missing = [example for example, _ in rows if example.vector is None]
+        encoded: dict[int, bytes] = {}
+        if missing:
+            vectors = self.encoder.encode([example.input for example in missing]).astype(np.float32)
+            encoded = {example.id: vector.tobytes() for example, vector in zip(missing, vectors, strict=True)}
+            self._knowledge.save_example_vectors(encoded.items())
+        blobs = [example.vector or encoded[example.id] for example, _ in rows]
+        vectors = np.stack([np.frombuffer(blob, dtype=np.float32) for blob in blobs]) if blobs else np.zeros((0, 0))
+        examples = [Example(example.input, example.output, positive) for example, positive in rows]
+        return Fresh.of(examples, vectors)
+
+    def model(self, base: int) -> tuple[int | None, IntentModel | None]:
+        """The base's active version and its trained model (without what was taught since)."""
+        version_id, live = self.live(base)
+        return version_id, live.model if live is not None else None
 
     def loaded(self) -> int:
         with self._lock:
             return len(self._loaded)
 
-    def predict(self, base: int, text: str, threshold: float, vector: np.ndarray | None = None) -> Prediction | None:
-        """None when the base has no model yet; ``vector`` is the text's embedding if already computed."""
-        model = self.model(base)[1]
-        return model.predict(text, threshold, vector) if model is not None else None
+    def predict(
+        self, base: int, text: str, threshold: float | None, vector: np.ndarray | None = None
+    ) -> Prediction | None:
+        """None when nothing was taught in the base; ``threshold`` None: the model's own."""
+        live = self.live(base)[1]
+        return live.predict(text, threshold, vector) if live is not None else None
 
-    def predict_many(self, base: int, texts: list[str], threshold: float) -> list[Prediction] | None:
-        model = self.model(base)[1]
-        return model.predict_many(texts, threshold) if model is not None else None
+    def predict_many(self, base: int, texts: list[str], threshold: float | None) -> list[Prediction] | None:
+        live = self.live(base)[1]
+        return live.predict_many(texts, None, threshold) if live is not None else None
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Waiting:
     base: int
     job_id: int
+    open: bool = False  # takes in everything taught until it starts; more teaching joins it, not a new job
+    not_before: float = 0.0  # monotonic time before which it does not start (the quiet spell it waits for)
+    urgent: bool = False  # asked for now (`!retrain`, many new examples): later teaching does not delay it
 
 
 class TrainingJobs:
     """Runs jobs in up to ``workers`` processes, fairly between bases; the others wait their turn."""
 
     def __init__(
-        self, store: Store, data_dir: Path, threshold: float, on_finished: Callable[[Job], None], workers: int = 2
+        self,
+        store: Store,
+        data_dir: Path,
+        threshold: float | None,
+        on_finished: Callable[[Job], None],
+        workers: int = 2,
     ) -> None:
         self._store = store
         self._data_dir = data_dir
@@ -233,6 +282,9 @@ class TrainingJobs:
         self._last_start: dict[int, int] = {}  # base -> when its last job started, as a count of starts
         self._starts = 0
         self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)  # a job was scheduled, or the pool shuts down
+        self._scheduling = threading.Lock()
+        self._clock: threading.Thread | None = None
         self._closed = False
         self._interrupted: list[Job] = []
         self._process_lock: TextIO | None = None
@@ -287,12 +339,72 @@ class TrainingJobs:
         self._dispatch()
         return job
 
+    def schedule(
+        self, base: int, *, requested_by: int | None, channel_id: int | None, delay: float
+    ) -> tuple[Job, bool]:
+        """The base's coalesced job: it trains on everything taught until it starts, ``delay`` seconds from now.
+
+        Teaching again before it starts joins it and pushes its start back (``delay`` 0: start as soon as
+        a worker is free, and stay so). Returns the job and whether it was made by this call.
+        """
+        with self._scheduling:  # two teachings at once make one job, not two
+            with self._lock:
+                waiting = next((w for w in self._waiting if w.base == base and w.open), None)
+                if waiting is not None:
+                    waiting.urgent = waiting.urgent or delay <= 0
+                    waiting.not_before = time.monotonic() + (0.0 if waiting.urgent else delay)
+                    self._wake.notify()
+            if waiting is not None:
+                job = self._store.jobs.job(base, waiting.job_id)
+                assert job is not None
+                self._dispatch()
+                return job, False
+            job = self._store.jobs.create(base, requested_by=requested_by, channel_id=channel_id)
+            with self._lock:
+                self._waiting.append(
+                    _Waiting(base, job.id, open=True, not_before=time.monotonic() + max(delay, 0.0), urgent=delay <= 0)
+                )
+                self._start_clock()
+                self._wake.notify()
+        self._dispatch()
+        return job, True
+
+    def open_job(self, base: int) -> int | None:
+        """The base's job waiting to take in what is taught next, if there is one."""
+        with self._lock:
+            return next((w.job_id for w in self._waiting if w.base == base and w.open), None)
+
+    def starts_in(self, base: int, job_id: int) -> float:
+        """Seconds until a waiting job's quiet spell ends (0: it may start as soon as a worker is free)."""
+        with self._lock:
+            waiting = next((w for w in self._waiting if w.job_id == job_id and w.base == base), None)
+        return max(0.0, waiting.not_before - time.monotonic()) if waiting is not None else 0.0
+
+    def _start_clock(self) -> None:
+        """A thread that starts delayed jobs when their quiet spell ends (called with the lock held)."""
+        if self._clock is None:
+            self._clock = threading.Thread(target=self._tick, name="training-clock", daemon=True)
+            self._clock.start()
+
+    def _tick(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                now = time.monotonic()
+                later = [w.not_before - now for w in self._waiting if w.not_before > now]
+                self._wake.wait(min(later) if later else None)
+                if self._closed:
+                    return
+            self._dispatch()
+
     def _next(self) -> _Waiting | None:
         """The job to start now, if a worker is free: from the base that waited longest since its last start."""
         if len(self._running) >= self.workers:
             return None
         busy = {base for base, _ in self._running.values()}
-        ready = [w for w in self._waiting if w.base not in busy]
+        now = time.monotonic()
+        ready = [w for w in self._waiting if w.base not in busy and w.not_before <= now]
         return min(ready, key=lambda w: (self._last_start.get(w.base, -1), w.job_id)) if ready else None
 
     def _dispatch(self) -> None:
@@ -318,6 +430,7 @@ class TrainingJobs:
                     chosen.base,
                     chosen.job_id,
                     self._threshold,
+                    chosen.open,
                 ).result()
                 self._running[chosen.job_id] = (chosen.base, future)
                 started.append((chosen, future))
@@ -370,6 +483,7 @@ class TrainingJobs:
         with self._lock:
             self._closed = True
             self._waiting.clear()
+            self._wake.notify_all()
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)

@@ -256,11 +256,63 @@ def _m004_knowledge_bases(db: sqlite3.Connection) -> None:
         db.execute("UPDATE model_versions SET path = ? WHERE id = ?", (f"models/{Path(path).name}", version_id))
 
 
+def _m005_review(db: sqlite3.Connection) -> None:
+    # Each base's review inbox (storage/review.py): what the taught model could not answer, replies
+    # rated 👎, corrections, and members' suggested corrections, grouped by meaning into topics. A
+    # topic keeps the running sum of its items' embeddings, so its centroid costs one read.
+    # ``review_examples`` names whose question each example `!answer` made came from: `!forget me`
+    # deletes them with the person's other words, however old the inbox's items are.
+    _run_script(
+        db,
+        """
+        CREATE TABLE review_topics (
+            id INTEGER PRIMARY KEY,
+            base INTEGER NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('questions', 'suggestion', 'correction')),
+            status TEXT NOT NULL CHECK (status IN ('open', 'answered', 'dismissed')),
+            vector_sum BLOB NOT NULL,
+            answer TEXT,
+            closed_by INTEGER,
+            closed_at TEXT,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX review_topics_base ON review_topics(base, status, kind);
+        CREATE TABLE review_items (
+            id INTEGER PRIMARY KEY,
+            base INTEGER NOT NULL,
+            topic_id INTEGER NOT NULL REFERENCES review_topics(id),
+            kind TEXT NOT NULL CHECK (kind IN ('unknown', 'disliked', 'corrected', 'suggestion')),
+            user_id INTEGER,
+            user_name TEXT,
+            asked_by INTEGER,
+            text TEXT NOT NULL,
+            reply TEXT,
+            suggestion TEXT,
+            bot_message_id INTEGER,
+            vector BLOB NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX review_items_base ON review_items(base, id);
+        CREATE INDEX review_items_topic ON review_items(topic_id);
+        CREATE INDEX review_items_user ON review_items(user_id);
+        CREATE INDEX review_items_asked_by ON review_items(asked_by);
+        CREATE TABLE review_examples (
+            example_id INTEGER NOT NULL REFERENCES examples(id) ON DELETE CASCADE,
+            user_id INTEGER NOT NULL,
+            topic_id INTEGER NOT NULL,
+            PRIMARY KEY (example_id, user_id)
+        );
+        CREATE INDEX review_examples_user ON review_examples(user_id)
+        """,
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _m001_initial,
     _m002_conversations,
     _m003_handled_messages,
     _m004_knowledge_bases,
+    _m005_review,
 ]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from trainerbot.storage.database import Database, utc_now
 from trainerbot.storage.knowledge import ensure_base
 from trainerbot.types import ReplyRecord
@@ -52,18 +54,23 @@ class Feedback:
 
     def add_correction(self, *, reply: ReplyRecord, user_id: int | None, correction: str) -> int:
         """The correction and its two examples, in the base of the place the reply was given, all or nothing."""
-        now = utc_now()
-        base = reply.base
         with self.db.transaction() as db:
-            ensure_base(db, base)
-            insert = (
-                "INSERT INTO examples (base, input, output, positive, source, author_id, created_at)"
-                " VALUES (?, ?, ?, ?, 'correction', ?, ?)"
-            )
-            good = db.execute(insert, (base, reply.input, correction, 1, user_id, now)).lastrowid
-            bad = db.execute(insert, (base, reply.input, reply.reply, 0, user_id, now)).lastrowid
-            return db.execute(
-                "INSERT INTO corrections (base, bot_message_id, user_id, input, bad_reply, correction,"
-                " positive_example_id, negative_example_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (base, reply.bot_message_id, user_id, reply.input, reply.reply, correction, good, bad, now),
-            ).lastrowid
+            return insert_correction(db, reply=reply, user_id=user_id, correction=correction)
+
+
+def insert_correction(db: Any, *, reply: ReplyRecord, user_id: int | None, correction: str) -> int:
+    """``add_correction`` inside a transaction already open (accepting a suggestion closes its topic in the same)."""
+    now = utc_now()
+    base = reply.base
+    ensure_base(db, base)
+    insert = (
+        "INSERT INTO examples (base, input, output, positive, source, author_id, created_at)"
+        " VALUES (?, ?, ?, ?, 'correction', ?, ?)"
+    )
+    good = db.execute(insert, (base, reply.input, correction, 1, user_id, now)).lastrowid
+    bad = db.execute(insert, (base, reply.input, reply.reply, 0, user_id, now)).lastrowid
+    return db.execute(
+        "INSERT INTO corrections (base, bot_message_id, user_id, input, bad_reply, correction,"
+        " positive_example_id, negative_example_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (base, reply.bot_message_id, user_id, reply.input, reply.reply, correction, good, bad, now),
+    ).lastrowid

@@ -91,13 +91,23 @@ class Jobs:
         row = self.db.query_one("SELECT count(*) AS n FROM jobs WHERE base = ? AND created_at >= ?", (base, since))
         return int(row["n"]) if row else 0
 
-    def mark_running(self, base: int, job_id: int) -> bool:
-        """False when the job is no longer queued (a restart marked it interrupted)."""
+    def mark_running(self, base: int, job_id: int, *, take_current_inputs: bool = False) -> bool:
+        """False when the job is no longer queued (a restart marked it interrupted).
+
+        ``take_current_inputs``: the job trains on everything the base has now (a coalesced job,
+        queued before the last of it was taught), not on what it had when the job was queued.
+        """
         with self.db.transaction() as db:
             cursor = db.execute(
                 "UPDATE jobs SET status = 'running', started_at = ? WHERE base = ? AND id = ? AND status = 'queued'",
                 (utc_now(), base, job_id),
             )
+            if cursor.rowcount == 1 and take_current_inputs:
+                db.execute(
+                    "UPDATE jobs SET max_example_id = (SELECT coalesce(max(id), 0) FROM examples WHERE base = ?1),"
+                    " dataset_id = (SELECT selected_dataset FROM bases WHERE id = ?1) WHERE id = ?2",
+                    (base, job_id),
+                )
             return cursor.rowcount == 1
 
     def update_progress(self, base: int, job_id: int, progress: float, stage: str) -> None:

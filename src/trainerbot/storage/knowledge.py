@@ -13,14 +13,15 @@ from typing import Any
 from trainerbot.storage.database import Database, utc_now
 from trainerbot.types import BaseSettings, Example, IndexedExample, ModelVersion
 
-# An admin put these examples in: `!train` (admins only) or a selected dataset.
-APPROVED = "(source LIKE 'train:%' OR dataset_id IS NOT NULL)"
+# An admin put these examples in: `!train` or `!answer` (admins only), or a selected dataset.
+APPROVED = "(source LIKE 'train:%' OR source LIKE 'review:%' OR dataset_id IS NOT NULL)"
 # The examples a base uses: those taught one by one, and those of its selected dataset.
 IN_USE = "(dataset_id IS NULL OR dataset_id IS (SELECT selected_dataset FROM bases WHERE id = ?1))"
 
 
 def model_version(row: Any) -> ModelVersion:
-    return ModelVersion(**{key: row[key] for key in ModelVersion.__dataclass_fields__})
+    columns = set(row.keys())  # a Row's ``in`` looks at its values, not its column names
+    return ModelVersion(**{key: row[key] for key in ModelVersion.__dataclass_fields__ if key in columns})
 
 
 def ensure_base(db: Any, base: int) -> None:
@@ -122,6 +123,21 @@ class Knowledge:
         assert row is not None
         return {"total": row["total"], "positive": row["positive"], "outputs": row["outputs"]}
 
+    def teaches(self, base: int) -> bool:
+        """Whether a base has a positive example in use (one indexed probe: asked of every unanswered message)."""
+        row = self.db.query_one(
+            f"SELECT EXISTS (SELECT 1 FROM examples WHERE base = ?1 AND positive = 1 AND {IN_USE}) AS taught", (base,)
+        )
+        return bool(row and row["taught"])
+
+    def taught_outputs(self, base: int) -> list[str]:
+        """The answers a base gives: the outputs of its positive examples in use, each once."""
+        rows = self.db.query(
+            f"SELECT DISTINCT output FROM examples WHERE base = ?1 AND positive = 1 AND {IN_USE} ORDER BY output",
+            (base,),
+        )
+        return [row["output"] for row in rows]
+
     def stored(self, base: int) -> tuple[int, int]:
         """How many examples a base holds (every dataset counted) and their bytes of text."""
         row = self.db.query_one(
@@ -164,11 +180,38 @@ class Knowledge:
         )
         return [IndexedExample(r["id"], r["input"], r["output"], r["vector"]) for r in rows]
 
+    # --- what was taught since a base's model was trained ------------------------------------------
+
+    def fresh_state(self, base: int, after: int) -> tuple[int, int]:
+        """Changes whenever the examples a base uses past example ``after`` change: (count, largest id).
+
+        An index range over the newest examples only: cheap enough to ask before every answer.
+        """
+        row = self.db.query_one(
+            f"SELECT count(*) AS n, coalesce(max(id), 0) AS top FROM examples WHERE base = ?1 AND id > ?2 AND {IN_USE}",
+            (base, after),
+        )
+        assert row is not None
+        return int(row["n"]), int(row["top"])
+
+    def fresh_examples(self, base: int, after: int, limit: int) -> list[tuple[IndexedExample, bool]]:
+        """The ``limit`` newest examples a base uses past example ``after``, oldest first, each with its polarity."""
+        rows = self.db.query(
+            "SELECT * FROM (SELECT e.id, e.input, e.output, e.positive, v.vector FROM examples e"
+            " LEFT JOIN example_vectors v ON v.example_id = e.id"
+            f" WHERE e.base = ?1 AND e.id > ?2 AND {IN_USE.replace('dataset_id', 'e.dataset_id', 1)}"
+            " ORDER BY e.id DESC LIMIT ?3) ORDER BY id",
+            (base, after, limit),
+        )
+        return [(IndexedExample(r["id"], r["input"], r["output"], r["vector"]), bool(r["positive"])) for r in rows]
+
     # --- model versions ----------------------------------------------------------------------------
 
     def active_model(self, base: int) -> ModelVersion | None:
         row = self.db.query_one(
-            "SELECT m.* FROM bases b JOIN model_versions m ON m.id = b.active_model WHERE b.id = ?", (base,)
+            "SELECT m.*, j.max_example_id AS trained_through, j.result FROM bases b"
+            " JOIN model_versions m ON m.id = b.active_model JOIN jobs j ON j.id = m.job_id WHERE b.id = ?",
+            (base,),
         )
         return model_version(row) if row else None
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from trainerbot.storage.database import Database
 from trainerbot.storage.knowledge import APPROVED
+from trainerbot.storage.review import forget_person
 from trainerbot.types import Forgotten
 
 
@@ -51,6 +52,8 @@ class People:
                 "UPDATE feedback SET about_reply = NULL"
                 f" WHERE user_id IS NOT ?1 AND about_message_id IN ({answered}) AND about_reply IS NOT NULL"
             )
+            # The review inboxes: what they gave or asked, and examples admins taught from their questions
+            review_items, review_examples = forget_person(db, user_id)
             where = db.execute("SELECT DISTINCT conversation_id FROM chat_turns WHERE user_id = ?", (user_id,))
             conversations = tuple(row[0] for row in where)
             messages = count("SELECT count(*) FROM chat_turns WHERE user_id = ? AND role = 'user'")
@@ -73,6 +76,7 @@ class People:
                 + change("UPDATE datasets SET created_by = NULL WHERE created_by = ?")
                 + change("UPDATE personas SET set_by = NULL WHERE set_by = ?")
                 + change("UPDATE bases SET changed_by = NULL WHERE changed_by = ?")
+                + change("UPDATE review_topics SET closed_by = NULL WHERE closed_by = ?")
             )
         return Forgotten(
             messages=messages,
@@ -90,6 +94,8 @@ class People:
             corrected_by_others=corrected_by_others,
             examples_of_others=examples_of_others,
             quoted_by_others=quoted_by_others,
+            review_items=review_items,
+            review_examples=review_examples,
         )
 
 
@@ -109,4 +115,10 @@ _ROWS_ABOUT_A_USER = {
     "datasets": "SELECT * FROM datasets WHERE created_by = ? ORDER BY id",
     "personas": "SELECT * FROM personas WHERE set_by = ? ORDER BY conversation_id",
     "bases": "SELECT id, use_global, admin_roles, persona, changed_at FROM bases WHERE changed_by = ? ORDER BY id",
+    "review_items": "SELECT id, base, topic_id, kind, user_id, user_name, asked_by, text, reply, suggestion,"
+    " bot_message_id, created_at FROM review_items WHERE user_id = ?1 OR asked_by = ?1 ORDER BY id",
+    "review_examples": "SELECT r.example_id, r.topic_id, e.base, e.input, e.output, e.created_at FROM review_examples r"
+    " JOIN examples e ON e.id = r.example_id WHERE r.user_id = ? ORDER BY r.example_id",
+    "review_topics": "SELECT id, base, kind, status, answer, closed_at FROM review_topics WHERE closed_by = ?"
+    " ORDER BY id",
 }

@@ -3,7 +3,8 @@
 Each is small enough to read whole: ``knowledge`` (examples, datasets, embeddings, model versions
 and each base's settings), ``jobs`` (training jobs), ``evaluations`` (test runs),
 ``conversations`` (turns, replies, personas), ``feedback`` (notes, ratings, corrections),
-``inbox`` (which Discord messages were handled) and ``people`` (one person's rows everywhere).
+``inbox`` (which Discord messages were handled), ``review`` (each base's review inbox: what it could not
+answer, grouped into topics) and ``people`` (one person's rows everywhere).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from trainerbot.storage.inbox import HandledMessages
 from trainerbot.storage.jobs import Jobs
 from trainerbot.storage.knowledge import Knowledge
 from trainerbot.storage.people import People
+from trainerbot.storage.review import ReviewInbox
 
 
 class Store:
@@ -27,4 +29,5 @@ class Store:
         self.conversations = Conversations(db)
         self.feedback = Feedback(db)
         self.inbox = HandledMessages(db)
+        self.review = ReviewInbox(db)
         self.people = People(db)

@@ -44,7 +44,11 @@ HELP = {
     "model": "Show the model version that answers.",
     "rollback": "Return to the previous model version.",
     "select_dataset": "Use a directory of example files for the next training: select_dataset <dir> [positive].",
-    "correct": "Correct one of my replies: correct <message id> <correction>.",
+    "correct": "Correct one of my replies: correct <message id> <correction> (a member's goes to the review inbox).",
+    "review": "List the review inbox's open topics: what I couldn't answer, 👎 replies and members' corrections.",
+    "answer": "Answer a review topic: answer <topic> <answer>, answer <topic> like <an answer I give>, "
+    "or answer <topic> to accept a suggestion.",
+    "dismiss": "Hide a review topic, or reject a suggestion: dismiss <topic>.",
     "feedback": "Send feedback: feedback <text>.",
     "forget": "Clear the conversation's memory; forget me: delete everything stored about you.",
     "mydata": "Save everything stored about you (as the console's user) to the outbox as JSON.",
@@ -207,6 +211,9 @@ class Console:
             "correct": lambda: s.teaching.correct(
                 caller, _int(rest.partition(" ")[0], "correct <message id> <correction>"), rest.partition(" ")[2]
             ),
+            "review": lambda: s.review.review(caller),
+            "answer": lambda: s.review.answer(caller, rest.partition(" ")[0], rest.partition(" ")[2]),
+            "dismiss": lambda: s.review.dismiss(caller, rest),
             "feedback": lambda: s.conversation.feedback(caller, rest, None),
             "forget": lambda: s.privacy.forget_me(caller) if rest == "me" else self._forget(caller, rest),
             "mydata": lambda: s.privacy.my_data(caller),

@@ -16,6 +16,7 @@ from trainerbot.adapters.discord.cogs.feedback import Feedback
 from trainerbot.adapters.discord.cogs.files import Files
 from trainerbot.adapters.discord.cogs.general import General
 from trainerbot.adapters.discord.cogs.privacy import Privacy
+from trainerbot.adapters.discord.cogs.review import Review
 from trainerbot.adapters.discord.cogs.teaching import Teaching
 from trainerbot.adapters.discord.cogs.voice import Voice
 from trainerbot.adapters.discord.delivery import Inbox, RepliesInWriting, answer_nonce, send_once
@@ -77,7 +78,7 @@ class TrainerBot(commands.Bot):
             else:
                 self.owner_id = info.owner.id
         self.add_check(self.cooldowns)
-        for cog in (ErrorHandler, General, Files, Feedback, Teaching, Privacy, Admin, Voice, Conversation):
+        for cog in (ErrorHandler, General, Files, Feedback, Teaching, Review, Privacy, Admin, Voice, Conversation):
             await self.add_cog(cog(self))
         if self.settings.dev_guild_id is not None:
             guild = discord.Object(self.settings.dev_guild_id)

@@ -27,6 +27,7 @@ DOWNLOAD_CHUNK = 64 * 1024
 DOWNLOAD_TIMEOUT = aiohttp.ClientTimeout(total=300, sock_read=60)  # Discord's CDN is fast; a stall is a failure
 # Replies may mention the people they answer, never @everyone, @here or a role.
 ALLOWED_MENTIONS = discord.AllowedMentions(everyone=False, roles=False, users=True, replied_user=False)
+NO_MENTIONS = discord.AllowedMentions.none()  # for text that quotes what others wrote
 
 
 async def in_thread(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -124,8 +125,13 @@ def attachments_of(ctx: commands.Context[TrainerBot], given: discord.Attachment 
     return list(ctx.message.attachments) if ctx.interaction is None else []
 
 
-async def send_reply(ctx: commands.Context[TrainerBot], reply: Reply) -> discord.Message:
-    """Sends a reply in as many messages as Discord's limit needs; files go with the last one."""
+async def send_reply(
+    ctx: commands.Context[TrainerBot], reply: Reply, mentions: discord.AllowedMentions = ALLOWED_MENTIONS
+) -> discord.Message:
+    """Sends a reply in as many messages as Discord's limit needs; files go with the last one.
+
+    ``mentions``: whom the text may ping (``NO_MENTIONS`` where it quotes what other people wrote).
+    """
     chunks = split_message(reply.text) or ["\u200b"]
     message = None
     for index, chunk in enumerate(chunks):
@@ -136,8 +142,8 @@ async def send_reply(ctx: commands.Context[TrainerBot], reply: Reply) -> discord
 
         if ctx.interaction is None:  # answers a message: sent once, whatever fails on the way
             nonce = answer_nonce(ctx.message.id, "c", index)
-            message = await send_once(ctx, chunk, nonce=nonce, allowed_mentions=ALLOWED_MENTIONS, files=files)
+            message = await send_once(ctx, chunk, nonce=nonce, allowed_mentions=mentions, files=files)
         else:  # an interaction's response cannot be repeated safely; discord.py's own retries only
-            message = await ctx.send(chunk, files=files(), allowed_mentions=ALLOWED_MENTIONS)
+            message = await ctx.send(chunk, files=files(), allowed_mentions=mentions)
     assert message is not None
     return message
