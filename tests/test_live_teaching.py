@@ -82,7 +82,7 @@ def test_an_admins_example_answers_its_question_and_rephrasings_before_any_train
     assert ask(services, "What time do you open") == "We open at 9am."
     assert ask(services, "tell me a joke") is None
     assert finished_jobs(services) == []  # nothing was trained: the job waits for its quiet spell
-    assert "starts in about" in services.teaching.job_status(A, started.job_id)[0]
+    assert "waits for teaching here to pause" in services.teaching.job_status(A, started.job_id)[0]
     assert "1 example(s) taught since then already answer" in services.teaching.model_info(ADMIN).text
 
 
@@ -119,11 +119,19 @@ def test_a_members_correction_changes_nothing(services: Services) -> None:
     assert ask(services, "what time do you open?") == "We open at 9am."
 
 
-def test_an_example_without_words_answers_only_its_own_text(services: Services) -> None:
-    services.teaching.train(ADMIN, "🍕 => pizza emoji question\nhow much is a pizza => Ten euros.", [])
-    assert ask(services, "🍕") == "pizza emoji question"
-    for other in ("👍", "😀😀", "?", "🍕🍕"):
-        assert ask(services, other) is None, other
+def test_an_example_without_words_answers_only_its_own_text(tmp_path: Path) -> None:
+    services = make_services(tmp_path / "data", quiet=0)
+    try:
+        services.teaching.train(ADMIN, "🍕 => pizza emoji question\nhow much is a pizza => Ten euros.", [])
+        for trained in (False, True):  # the fresh examples first, then the model
+            assert ask(services, "🍕") == "pizza emoji question", trained
+            assert ask(services, "how much is a pizza?") == "Ten euros.", trained
+            for other in ("👍", "😀😀", "?", "🍕🍕"):
+                assert ask(services, other) is None, (other, trained)
+            if not trained:
+                wait_for_model(services)
+    finally:
+        services.close()
 
 
 def test_a_message_sharing_no_content_word_is_not_given_the_answer(tmp_path: Path) -> None:
@@ -200,6 +208,21 @@ def test_model_and_test_reports_say_which_threshold_answers(tmp_path: Path) -> N
         assert f"Confidence threshold {job.result['threshold']:.2f}" in report.text
     finally:
         services.close()
+
+
+def test_the_console_goes_on_while_a_refit_waits_and_runs_it_when_the_input_ends(services: Services) -> None:
+    import io
+
+    from trainerbot.adapters.console.console import Console
+
+    out = io.StringIO()
+    console = Console(services, out, server=A, role="admin")
+    started = time.monotonic()
+    console.run(io.StringIO("!train when do you open => At 9am.\nwhen do you open?\n"))
+    printed = out.getvalue()
+    assert "waits for teaching here to pause" in printed and "] At 9am." in printed  # answered before the refit
+    assert "Model version 1 now answers" in printed  # the input ended: the waiting refit ran, and was followed
+    assert time.monotonic() - started < QUIET
 
 
 # --- through the loopback Discord ------------------------------------------------------------------

@@ -127,7 +127,7 @@ def cmd_train(settings: Settings, paths: list[Path], negative: bool, server: int
                     return 2
                 uploads.append(Upload(str(file), file.read_bytes(), file.stat().st_size))
         try:
-            started = services.teaching.train(console.user, "", uploads, positive=not negative)
+            started = services.teaching.train(console.user, "", uploads, positive=not negative, now=True)
         except UserError as exc:
             print(exc, file=sys.stderr)
             return 1

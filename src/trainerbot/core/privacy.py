@@ -15,6 +15,7 @@ from typing import Any
 
 from trainerbot.core.conversation import Conversation
 from trainerbot.core.files import timestamp
+from trainerbot.core.text import count
 from trainerbot.errors import TooLarge
 from trainerbot.storage.database import utc_now
 from trainerbot.storage.store import Store
@@ -110,33 +111,29 @@ class PrivacyService:
         return Reply(forget_text(forgotten, self.prefix))
 
 
-def _count(n: int, one: str, many: str | None = None) -> str:
-    return f"{n} {one if n == 1 else many or one + 's'}"
-
-
 def forget_text(f: Forgotten, prefix: str = "!") -> str:
     """The answer to `!forget me`: what was deleted, what was kept and why, and what the model still knows."""
     deleted = [
         part
         for n, part in (
-            (f.messages, _count(f.messages, "message") + " you sent me"),
-            (f.answers, _count(f.answers, "reply", "replies") + " of mine to them"),
-            (f.reply_records, _count(f.reply_records, "record") + " of which message of mine answered you"),
-            (f.feedback, _count(f.feedback, "feedback note")),
-            (f.reactions, _count(f.reactions, "rating")),
-            (f.corrections, _count(f.corrections, "correction")),
-            (f.examples, _count(f.examples, "example") + " your corrections made"),
-            (f.test_runs, _count(f.test_runs, "test run")),
-            (f.review_items, _count(f.review_items, "review inbox entry", "review inbox entries")),
-            (f.review_examples, _count(f.review_examples, "example") + " admins taught from your questions"),
+            (f.messages, count(f.messages, "message") + " you sent me"),
+            (f.answers, count(f.answers, "reply", "replies") + " of mine to them"),
+            (f.reply_records, count(f.reply_records, "record") + " of which message of mine answered you"),
+            (f.feedback, count(f.feedback, "feedback note")),
+            (f.reactions, count(f.reactions, "rating")),
+            (f.corrections, count(f.corrections, "correction")),
+            (f.examples, count(f.examples, "example") + " your corrections made"),
+            (f.test_runs, count(f.test_runs, "test run")),
+            (f.review_items, count(f.review_items, "review inbox entry", "review inbox entries")),
+            (f.review_examples, count(f.review_examples, "example") + " admins taught from your questions"),
         )
         if n
     ]
     kept = [
         part
         for n, part in (
-            (f.kept_trained, _count(f.kept_trained, "example") + f" taught with `{prefix}train`"),
-            (f.kept_dataset, _count(f.kept_dataset, "example") + " from a dataset you selected"),
+            (f.kept_trained, count(f.kept_trained, "example") + f" taught with `{prefix}train`"),
+            (f.kept_dataset, count(f.kept_dataset, "example") + " from a dataset you selected"),
         )
         if n
     ]
@@ -149,13 +146,13 @@ def forget_text(f: Forgotten, prefix: str = "!") -> str:
     ]
     if f.corrected_by_others:
         lines.append(
-            f"Also deleted, as they repeat your words: {_count(f.corrected_by_others, 'correction')} others made "
-            f"to my replies to you, with the {_count(f.examples_of_others, 'example')} they made."
+            f"Also deleted, as they repeat your words: {count(f.corrected_by_others, 'correction')} others made "
+            f"to my replies to you, with the {count(f.examples_of_others, 'example')} they made."
         )
     if f.quoted_by_others:
         lines.append(
             "Your words are gone from "
-            f"{_count(f.quoted_by_others, 'rating or feedback note', 'ratings and feedback notes')} others gave "
+            f"{count(f.quoted_by_others, 'rating or feedback note', 'ratings and feedback notes')} others gave "
             "my replies to you; what they said themselves stays."
         )
     if kept:
@@ -165,7 +162,7 @@ def forget_text(f: Forgotten, prefix: str = "!") -> str:
         )
     if f.unlinked:
         lines.append(
-            f"{_count(f.unlinked, 'training job, dataset or persona', 'training jobs, datasets and personas')} "
+            f"{count(f.unlinked, 'training job, dataset or persona', 'training jobs, datasets and personas')} "
             "you started, selected or set stay, without your name."
         )
     lines.append(

@@ -18,8 +18,8 @@ from dataclasses import replace
 import numpy as np
 
 from trainerbot.core.permissions import Access
-from trainerbot.core.teaching import TeachingService, _short, fits_id
-from trainerbot.core.text import valid_text
+from trainerbot.core.teaching import TeachingService, fits_id
+from trainerbot.core.text import count, short, valid_text
 from trainerbot.errors import InvalidInput, NotReady, PermissionDenied
 from trainerbot.learning.examples import MAX_TEXT
 from trainerbot.learning.model import TextEncoder
@@ -143,12 +143,12 @@ class ReviewService:
         """The open topic of this base with that number; another base's is "no topic here", like a missing one."""
         typed = str(topic).strip().removeprefix("#")
         if not typed.isdigit():
-            what = f"`{_short(str(topic), 30)}` is not a topic number." if typed else "Which topic?"
+            what = f"`{short(str(topic), 30)}` is not a topic number." if typed else "Which topic?"
             raise InvalidInput(f"{what} Give the number `!review` shows, e.g. `!answer 12 We open at 9.`")
         number = int(typed)
         found = self.store.review.topic(base, number) if fits_id(number) else None
         if found is None:
-            raise NotReady(f"There is no topic #{_short(typed, 30)} here. `!review` lists the open ones.")
+            raise NotReady(f"There is no topic #{short(typed, 30)} here. `!review` lists the open ones.")
         if found.status != "open":
             raise NotReady(f"Topic #{number} was already {found.status}. `!review` lists the open ones.")
         return found
@@ -173,18 +173,18 @@ class ReviewService:
             if topic.kind == "suggestion":
                 item = inbox.items(base, topic.id)[0]
                 lines.append(
-                    f"**#{topic.id}** suggestion from `{_short(item.user_name or 'someone', 40)}`: to "
-                    f"`{_short(item.text, 60)}` I answered `{_short(item.reply or '', 60)}`; "
-                    f"they suggest `{_short(item.suggestion or '', 100)}`."
+                    f"**#{topic.id}** suggestion from `{short(item.user_name or 'someone', 40)}`: to "
+                    f"`{short(item.text, 60)}` I answered `{short(item.reply or '', 60)}`; "
+                    f"they suggest `{short(item.suggestion or '', 100)}`."
                 )
                 labels.append(f"#{topic.id} suggestion: {item.text}")
                 continue
             samples = inbox.samples(base, topic.id, SAMPLES)
             rated = f", {topic.disliked} rated 👎" if topic.disliked else ""
-            shown = " · ".join(f"`{_short(sample, 60)}`" for sample in samples)
+            shown = " · ".join(f"`{short(sample, 60)}`" for sample in samples)
             lines.append(
-                f"**#{topic.id}** {_count(topic.people, 'person', 'people')}, "
-                f"{_count(topic.items, 'message')}{rated}: {shown}"
+                f"**#{topic.id}** {count(topic.people, 'person', 'people')}, "
+                f"{count(topic.items, 'message')}{rated}: {shown}"
             )
             labels.append(f"#{topic.id} {samples[0]}")
         if total > len(topics):
@@ -214,16 +214,16 @@ class ReviewService:
             )
         output = self._output(base, text)
         questions = _distinct_questions(self.store.review.items(base, found.id))
-        self.teaching._check_room(caller, base, [Example(question, output) for question, _ in questions])
+        self.teaching.check_room(caller, base, [Example(question, output) for question, _ in questions])
         made = self.store.review.answer_questions(base, found.id, questions, output, by=caller.user_id)
         if made is None:
             raise NotReady(f"Topic #{found.id} was answered or dismissed meanwhile. `!review` lists the open ones.")
         self.teaching.taught(base, caller)
-        listed = ", ".join(f"`{_short(question, 60)}`" for question, _ in questions[:5])
+        listed = ", ".join(f"`{short(question, 60)}`" for question, _ in questions[:5])
         more = f" and {len(questions) - 5} more" if len(questions) > 5 else ""
         return Reply(
-            f"Topic #{found.id} answered: from now on, to {_count(len(questions), 'question')} ({listed}{more}) "
-            f"and close rephrasings of them, I answer `{_short(output, 200)}`."
+            f"Topic #{found.id} answered: from now on, to {count(len(questions), 'question')} ({listed}{more}) "
+            f"and close rephrasings of them, I answer `{short(output, 200)}`."
         )
 
     def _settle(self, caller: Caller, base: int, topic: ReviewTopic, text: str) -> Reply:
@@ -232,7 +232,7 @@ class ReviewService:
         own = bool(text)
         correction = self._output(base, text) if own else item.suggestion or ""
         bad = item.reply or ""
-        self.teaching._check_room(caller, base, [Example(item.text, correction), Example(item.text, bad, False)])
+        self.teaching.check_room(caller, base, [Example(item.text, correction), Example(item.text, bad, False)])
         reply = ReplyRecord(
             item.bot_message_id or 0,
             None,
@@ -254,11 +254,11 @@ class ReviewService:
         if made is None:
             raise NotReady(f"Topic #{topic.id} was answered or dismissed meanwhile. `!review` lists the open ones.")
         self.teaching.taught(base, caller)
-        name = _short(item.user_name or "someone", 40)
+        name = short(item.user_name or "someone", 40)
         done = f"answered instead of `{name}`'s suggestion" if own else f"accepted `{name}`'s correction"
         return Reply(
-            f"Topic #{topic.id} {done}. From now on, to `{_short(item.text)}` I answer `{_short(correction, 200)}` "
-            f"(instead of `{_short(bad)}`)."
+            f"Topic #{topic.id} {done}. From now on, to `{short(item.text)}` I answer `{short(correction, 200)}` "
+            f"(instead of `{short(bad)}`)."
         )
 
     def _output(self, base: int, text: str) -> str:
@@ -287,14 +287,14 @@ class ReviewService:
             if len(matches) == 1:
                 return matches[0]
             if matches:
-                shown = ", ".join(f"`{_short(match, 60)}`" for match in matches[:5])
+                shown = ", ".join(f"`{short(match, 60)}`" for match in matches[:5])
                 more = f" and {len(matches) - 5} more" if len(matches) > 5 else ""
                 raise InvalidInput(
-                    f"{len(matches)} answers taught here match `{_short(wanted, 60)}`: {shown}{more}. "
+                    f"{len(matches)} answers taught here match `{short(wanted, 60)}`: {shown}{more}. "
                     "Give more of the one you mean."
                 )
         raise NotReady(
-            f"No answer taught here matches `{_short(wanted, 60)}`. `!answer <topic> <answer>` teaches a new one."
+            f"No answer taught here matches `{short(wanted, 60)}`. `!answer <topic> <answer>` teaches a new one."
         )
 
     def dismiss(self, caller: Caller, topic: str | int) -> Reply:
@@ -306,21 +306,17 @@ class ReviewService:
         if found.kind == "suggestion":
             [item, *_] = self.store.review.items(base, found.id)
             return Reply(
-                f"Topic #{found.id}: the suggestion of `{_short(item.user_name or 'someone', 40)}` is rejected; "
-                f"my answer to `{_short(item.text)}` stays as it was."
+                f"Topic #{found.id}: the suggestion of `{short(item.user_name or 'someone', 40)}` is rejected; "
+                f"my answer to `{short(item.text)}` stays as it was."
             )
         return Reply(
-            f"Topic #{found.id} dismissed ({_count(found.items, 'message')}): it no longer shows in `!review`, "
+            f"Topic #{found.id} dismissed ({count(found.items, 'message')}): it no longer shows in `!review`, "
             "and questions like it that come later start a new topic."
         )
 
 
 def _key(text: str) -> str:
     return " ".join(text.split()).casefold()
-
-
-def _count(n: int, one: str, many: str | None = None) -> str:
-    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 def _distinct_questions(items: list[ReviewItem]) -> list[tuple[str, set[int]]]:
@@ -342,11 +338,11 @@ def topics_chart(labels: list[str], people: list[int], messages: list[int]) -> b
     from matplotlib.figure import Figure
 
     # People's words as labels: `$` would start matplotlib's math mode, and a broken formula fails the drawing.
-    short = [(label if len(label) <= 45 else label[:42] + "...").replace("$", r"\$") for label in labels][::-1]
+    names = [(label if len(label) <= 45 else label[:42] + "...").replace("$", r"\$") for label in labels][::-1]
     figure = Figure(figsize=(8, 1.5 + 0.4 * len(labels)), dpi=100)
     axes = figure.add_subplot()
-    axes.barh(short, messages[::-1], color="#b9bbbe", label="messages")
-    axes.barh(short, people[::-1], color="#5865f2", label="people")
+    axes.barh(names, messages[::-1], color="#b9bbbe", label="messages")
+    axes.barh(names, people[::-1], color="#5865f2", label="people")
     axes.set_xlabel("how many")
     axes.set_title("Open topics of the review inbox")
     axes.legend(loc="lower right")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from trainerbot.core.answers import TaughtAnswers
 from trainerbot.core.files import MAX_PATH_LENGTH, DataDirectory, Folders, timestamp
 from trainerbot.core.permissions import Access
-from trainerbot.core.text import progress_bar
+from trainerbot.core.text import count, progress_bar, short
 from trainerbot.errors import InvalidInput, NotReady, PermissionDenied, QuotaReached, TooLarge
 from trainerbot.learning import datasets
 from trainerbot.learning.evaluation import chart_png, evaluate, parse_cases, report_json
@@ -94,11 +94,8 @@ class JobStarted:
 def job_text(job: Job, queue_position: int = 0, starts_in: float = 0.0) -> str:
     """One message describing a job, edited in place as it progresses."""
     head = f"Training job #{job.id}"
-    if job.status == "queued" and starts_in > 0:
-        return (
-            f"{head}: starts in about {max(1, round(starts_in))} s, once teaching here pauses; "
-            "what is taught meanwhile joins it."
-        )
+    if job.status == "queued" and starts_in > 0:  # no countdown: the message is edited only when it changes
+        return f"{head}: waits for teaching here to pause, then refits the model; what is taught meanwhile joins it."
     if job.status == "queued":
         wait = f", {queue_position} ahead of it" if queue_position else ""
         return f"{head}: queued{wait}."
@@ -169,7 +166,7 @@ class TeachingService:
         self.access.require_admin(caller, "train the model")
         return caller.base
 
-    def _check_room(self, caller: Caller, base: int, examples: list[Example], files: int = 0) -> None:
+    def check_room(self, caller: Caller, base: int, examples: list[Example], files: int = 0) -> None:
         """Refuses what would take a server past its quotas, before anything is stored (``files``: bytes to keep)."""
         if caller.is_owner or base == GLOBAL_BASE:
             return
@@ -223,7 +220,7 @@ class TeachingService:
             if path.is_dir():
                 files = data.example_files(path)
                 if not files:
-                    raise InvalidInput(f"`{_short(text)}` has no example files (.json, .jsonl, .csv, .txt or .zip).")
+                    raise InvalidInput(f"`{short(text)}` has no example files (.json, .jsonl, .csv, .txt or .zip).")
                 examples += datasets.read_directory(path, files, positive, self.upload_limit)[0]
             elif path.is_file():
                 file = data.existing_file(text, self.upload_limit)
@@ -235,19 +232,27 @@ class TeachingService:
             check_upload(upload, self.upload_limit)
             examples += read_examples(upload.data, upload.name, positive, self.upload_limit)
             sources.append(upload.name)
-        return examples, _short(", ".join(sources), 300)
+        return examples, short(", ".join(sources), 300)
 
     @staticmethod
     def _neither(text: str) -> str:
         return (
-            f"`{_short(text)}` is neither `question {ARROW} answer` nor a file or directory "
+            f"`{short(text)}` is neither `question {ARROW} answer` nor a file or directory "
             f"in this server's folder.\n{TRAIN_USAGE}"
         )
 
     def train(
-        self, caller: Caller, text: str, uploads: list[Upload], positive: bool = True, everywhere: bool = False
+        self,
+        caller: Caller,
+        text: str,
+        uploads: list[Upload],
+        positive: bool = True,
+        everywhere: bool = False,
+        *,
+        now: bool = False,
     ) -> JobStarted:
-        """Stores the examples given in the caller's base (all or nothing) and starts a training job.
+        """Stores the examples given in the caller's base (all or nothing); they answer at once, and the
+        base's refit takes them in once teaching there pauses (``now``: as soon as a worker is free).
 
         ``everywhere`` (or `--global` in the text): the bot-wide base, for the bot's owners.
         """
@@ -257,7 +262,7 @@ class TeachingService:
         positive = positive if flag is None else flag
         examples, source = self._examples_from(self.folders.of(base), text, uploads, positive)
         kept = uploads if base != GLOBAL_BASE else []  # a server's files stay in its folder, for `!getfile` & co
-        self._check_room(caller, base, examples, sum(len(upload.data) for upload in kept))
+        self.check_room(caller, base, examples, sum(len(upload.data) for upload in kept))
         if not examples:
             if self.store.knowledge.example_counts(base)["total"] == 0:
                 raise InvalidInput(f"There is nothing to train on yet. {TRAIN_USAGE}")
@@ -269,7 +274,7 @@ class TeachingService:
         effect = "They answer" if positive else "Those answers stop"
         added = f"Stored {len(examples)} {kind} example(s) from {source}{where}. {effect} from now on. "
         added += self._keep(base, kept)
-        return self._start(caller, base, added, self._delay(base))
+        return self._start(caller, base, added, 0.0 if now else self._delay(base))
 
     def taught(self, base: int, caller: Caller | None = None) -> None:
         """New examples were stored in ``base``: they answer from the next message on (the serving layer
@@ -305,7 +310,7 @@ class TeachingService:
                 log.exception("could not keep a copy of %s for base %d", upload.name, base)
         if not paths:
             return ""
-        return "Kept as " + ", ".join(f"`{_short(path, 120)}`" for path in paths) + ". "
+        return "Kept as " + ", ".join(f"`{short(path, 120)}`" for path in paths) + ". "
 
     def retrain(self, caller: Caller) -> JobStarted:
         """Trains on everything collected as soon as a worker is free (a waiting refit starts now)."""
@@ -320,7 +325,7 @@ class TeachingService:
         base = self._teaching_base(caller, False)
         job = self.store.jobs.job(base, job_id) if fits_id(job_id) else None
         if job is None:
-            raise NotReady(f"There is no job #{_short(str(job_id), 30)} here.")
+            raise NotReady(f"There is no job #{short(str(job_id), 30)} here.")
         if not job.finished:
             raise NotReady(f"Training job #{job_id} is still {job.status}: `!job {job_id}` shows how far it is.")
         if job.status == "succeeded":
@@ -358,7 +363,7 @@ class TeachingService:
         self.taught_now(base)
         job, made = self.jobs.schedule(base, requested_by=caller.user_id, channel_id=caller.channel_id, delay=delay)
         counts = self.store.knowledge.example_counts(base)
-        what = f"{counts['total']} examples ({counts['outputs']} answers)"
+        what = f"{count(counts['total'], 'example')} ({count(counts['outputs'], 'answer')})"
         if made and delay <= 0:
             head = f"Training job #{job.id} started on {what}."
         elif made:
@@ -378,7 +383,7 @@ class TeachingService:
         """A job's message and whether it has ended, from one read of its row (for following a job started here)."""
         job = self.store.jobs.job(base, job_id) if fits_id(job_id) else None
         if job is None:
-            raise NotReady(f"There is no job #{_short(str(job_id), 30)} here.")
+            raise NotReady(f"There is no job #{short(str(job_id), 30)} here.")
         return job_text(job, self.jobs.queue_position(base, job_id), self.jobs.starts_in(base, job_id)), job.finished
 
     def job_text(self, caller: Caller, job_id: int) -> str:
@@ -480,8 +485,8 @@ class TeachingService:
             lines.append(f'Said "unknown" when it should: {report.unknown_recall:.0%} of {report.unknown_total}.')
         for failure in report.failures[:10]:
             lines.append(
-                f"✗ `{_short(failure['input'])}`: expected {_short(failure['expected'] or 'unknown')}, "
-                f"got {_short(failure['got'] or 'unknown')} ({failure['confidence']:.2f})"
+                f"✗ `{short(failure['input'])}`: expected {short(failure['expected'] or 'unknown')}, "
+                f"got {short(failure['got'] or 'unknown')} ({failure['confidence']:.2f})"
             )
         if len(report.failures) > 10:
             lines.append(f"…and {len(report.failures) - 10} more in the attached report. `!errors` lists them.")
@@ -498,8 +503,8 @@ class TeachingService:
         total = self.store.evaluations.failure_count(caller.base)
         lines = [f"Failures of the last test run ({total}):"]
         lines += [
-            f"• `{_short(f['input'])}`: expected {_short(f['expected'] or 'unknown')}, "
-            f"got {_short(f['got'] or 'unknown')} ({f['confidence']:.2f})"
+            f"• `{short(f['input'])}`: expected {short(f['expected'] or 'unknown')}, "
+            f"got {short(f['got'] or 'unknown')} ({f['confidence']:.2f})"
             for f in failures
         ]
         return Reply("\n".join(lines))
@@ -515,7 +520,7 @@ class TeachingService:
         archive = data.root / "datasets" / f"{name}-{timestamp()}.zip"
         snap = datasets.snapshot(path, data.example_files(path), archive, name, positive, self.upload_limit)
         try:
-            self._check_room(caller, base, snap.examples)
+            self.check_room(caller, base, snap.examples)
         except QuotaReached:
             snap.archive.unlink(missing_ok=True)  # nothing half-stored: the snapshot goes with the refusal
             raise
@@ -562,7 +567,7 @@ class TeachingService:
             )
         if not self.access.is_admin(caller):
             return self._suggest(caller, reply, correction)
-        self._check_room(
+        self.check_room(
             caller, reply.base, [Example(reply.input, correction), Example(reply.input, reply.reply, False)]
         )
         self.store.feedback.add_correction(reply=reply, user_id=caller.user_id, correction=correction)
@@ -570,8 +575,8 @@ class TeachingService:
             self.review.corrected(reply, caller.user_id, correction)
         self.taught(reply.base, caller)
         return Reply(
-            f"Thanks! From now on, to `{_short(reply.input)}` I answer `{_short(correction)}` "
-            f"(instead of `{_short(reply.reply)}`)."
+            f"Thanks! From now on, to `{short(reply.input)}` I answer `{short(correction)}` "
+            f"(instead of `{short(reply.reply)}`)."
         )
 
     def _suggest(self, caller: Caller, reply: ReplyRecord, correction: str) -> Reply:
@@ -580,7 +585,7 @@ class TeachingService:
             raise NotReady("Only the bot's owners and this server's admins can correct me here.")
         self.review.suggestion(caller, reply, correction)
         return Reply(
-            f"Thanks! I passed your correction (`{_short(correction)}`) to this server's admins (`!review`); "
+            f"Thanks! I passed your correction (`{short(correction)}`) to this server's admins (`!review`); "
             "my answers change once one of them accepts it."
         )
 
@@ -594,8 +599,3 @@ class TeachingService:
         if stored and rating < 0 and self.review is not None:  # its question goes to the admins' review inbox
             self.review.disliked(reply, user_id)
         return stored
-
-
-def _short(text: str, limit: int = 80) -> str:
-    text = " ".join(text.split()).replace("`", "'")
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -32,6 +32,17 @@ def valid_text(text: str) -> str:
     return _SURROGATE.sub("\ufffd", text)
 
 
+def count(n: int, one: str, many: str | None = None) -> str:
+    """``n`` and the word for that many: "1 example", "3 examples", "2 people"."""
+    return f"{n:,} {one if n == 1 else many or one + 's'}"
+
+
+def short(text: str, limit: int = 80) -> str:
+    """People's words shown inside inline code: on one line, without backticks, cut to ``limit`` characters."""
+    text = " ".join(text.split()).replace("`", "'")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def progress_bar(fraction: float, width: int = 20) -> str:
     fraction = min(max(fraction, 0.0), 1.0)
     filled = round(fraction * width)

@@ -37,6 +37,7 @@ import numpy as np
 from trainerbot.errors import UserError
 from trainerbot.learning.encoder import MiniLMEncoder
 from trainerbot.learning.live import Fresh, LiveModel
+from trainerbot.learning.matching import has_words
 from trainerbot.learning.model import IntentModel, Prediction, TextEncoder, train
 from trainerbot.storage.database import Database
 from trainerbot.storage.knowledge import Knowledge
@@ -150,7 +151,8 @@ def run_training_job(
         relative = model_file(job_id)
         model.save(Path(data_dir) / relative)
         # The embeddings are computed anyway: kept, chat prompts retrieve examples without encoding them again.
-        positive_ids = [example_id for example_id, example in rows if example.positive]
+        # In the model's order: the positive examples with words (the others answer their exact text only).
+        positive_ids = [example_id for example_id, example in rows if example.positive and has_words(example.input)]
         vectors = model.vectors.astype(np.float32)
         store.knowledge.save_example_vectors(zip(positive_ids, (v.tobytes() for v in vectors), strict=True))
         if not jobs.finish(base, job_id, result=report.as_dict(), model_path=relative):
@@ -368,6 +370,14 @@ class TrainingJobs:
                 self._wake.notify()
         self._dispatch()
         return job, True
+
+    def start_waiting(self) -> None:
+        """Every job waiting for its quiet spell starts as soon as a worker is free (the console, at its end)."""
+        with self._lock:
+            for waiting in self._waiting:
+                waiting.not_before, waiting.urgent = 0.0, True
+            self._wake.notify()
+        self._dispatch()
 
     def open_job(self, base: int) -> int | None:
         """The base's job waiting to take in what is taught next, if there is one."""

@@ -107,6 +107,7 @@ class Console:
         )
         self.outbox = services.settings.data_dir / "outbox"
         self._next_id = services.store.conversations.next_local_message_id()
+        self._following: dict[int, threading.Thread] = {}  # jobs followed in the background, by id
 
     def print(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -124,6 +125,7 @@ class Console:
                 break
             if line.strip():
                 self.handle(line.rstrip("\n"))
+        self.finish()
 
     def _caller(self) -> Caller:
         message_id = self._next_id
@@ -238,9 +240,28 @@ class Console:
         return self.services.conversation.forget(caller, self.here, None if not whose else whose == "all")
 
     def follow_job(self, base: int, job_id: int, interval: float = 0.5) -> None:
-        """Prints the job's progress as it changes, until it ends."""
+        """Prints the job's progress as it changes, until it ends.
+
+        A job waiting for teaching to pause is followed in the background, so more can be taught
+        meanwhile; at the end of the input the console starts it and waits for it (``finish``).
+        """
+        if self.services.jobs.starts_in(base, job_id) > 0:
+            waiting = self.services.teaching.job_status(base, job_id)[0]
+            self.print(waiting)
+            if job_id not in self._following:
+                follower = threading.Thread(
+                    target=self._follow,
+                    args=(base, job_id, interval, waiting),
+                    name=f"follow-job-{job_id}",
+                    daemon=True,
+                )
+                self._following[job_id] = follower
+                follower.start()
+            return
+        self._follow(base, job_id, interval)
+
+    def _follow(self, base: int, job_id: int, interval: float, shown: str = "") -> None:
         teaching = self.services.teaching
-        shown = ""
         while True:
             text, finished = teaching.job_status(base, job_id)
             if text != shown:
@@ -249,6 +270,13 @@ class Console:
             if finished:
                 return
             time.sleep(interval)
+
+    def finish(self) -> None:
+        """The input ended: the refits waiting for a pause start now, and their results are printed."""
+        if self._following:
+            self.services.jobs.start_waiting()
+            for follower in self._following.values():
+                follower.join()
 
     def show(self, reply: Reply) -> None:
         if reply.text:
