@@ -5,8 +5,10 @@
 Through the core services as `make run` builds them (training in worker processes): server B's
 owner teaches B the 10,003 Banking77 questions and its training job starts; once that job is
 running, an admin of server A teaches A ten examples (`!train` with five questions for each of
-two answers). The figure is the time from A's `!train` until A's members get A's new answer,
-polled through the answer path every 50 ms. Target (issue 11): within 15 s.
+two answers), its refit asked to start at once. Since issue 12 A's members get the new answer at
+once, before any training (the first figure printed, polled through the answer path every 50 ms);
+the fairness figure is the time from A's `!train` until A's refit has trained its model, which
+answers then. Target (issue 11): within 15 s.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def run_once(data: Path, workers: int) -> tuple[float, float]:
             while services.store.jobs.job(SERVER_B, big.job_id).status != "running":
                 time.sleep(0.05)
             started = time.perf_counter()
-            services.teaching.train(admin_a, TEACH_A, [])
+            refit = services.teaching.train(admin_a, TEACH_A, [], now=True)
             member_a = Caller(3, "member", guild_id=SERVER_A, channel_id=SERVER_A + 1)
             asked = 0
             while True:
@@ -66,6 +68,9 @@ def run_once(data: Path, workers: int) -> tuple[float, float]:
                 if prepared.answer is not None and prepared.answer.text == "We open at nine.":
                     break
                 time.sleep(0.05)
+            answered = time.perf_counter() - started
+            while not services.store.jobs.job(SERVER_A, refit.job_id).finished:  # type: ignore[union-attr]
+                time.sleep(0.05)
             served = time.perf_counter() - started
             big_job = services.store.jobs.job(SERVER_B, big.job_id)
             still = big_job is not None and big_job.status == "running"
@@ -73,7 +78,8 @@ def run_once(data: Path, workers: int) -> tuple[float, float]:
                 time.sleep(0.5)
             total = time.perf_counter() - started
             print(
-                f"A's answer served after {served:.1f} s (B's training {'still running' if still else 'done'}); "
+                f"A's answer served after {answered:.2f} s, untrained; A's model trained after {served:.1f} s "
+                f"(B's training {'still running' if still else 'done'}); "
                 f"B's training ended {total:.0f} s after A's !train"
             )
             return served, total
@@ -89,7 +95,7 @@ def main() -> None:
     args = parser.parse_args()
     served = [run_once(args.data, args.workers)[0] for _ in range(args.runs)]
     print(
-        f"A's new answers served within: median {statistics.median(served):.1f} s "
+        f"A's model trained within: median {statistics.median(served):.1f} s "
         f"({', '.join(f'{s:.1f}' for s in served)}), target <= 15 s, with {args.workers} training workers"
     )
 

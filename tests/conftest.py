@@ -34,6 +34,12 @@ def settings(tmp_path: Path) -> Settings:
     )
 
 
+def core_services(data_dir: Path, **settings: object) -> Services:
+    """The services as the bot builds them, without chat or speech engines (teaching, answers, jobs)."""
+    quiet = {"chat_engine": "none", "stt_engine": "none", "tts_engine": "none"}
+    return build_services(load_settings(_env_file=None, data_dir=data_dir, **(quiet | settings)), chat=False)
+
+
 @pytest.fixture
 def services(settings: Settings) -> Iterator[Services]:
     built = build_services(settings)

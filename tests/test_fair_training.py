@@ -9,8 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from trainerbot.app import build_services
-from trainerbot.config import load_settings
+from tests.conftest import core_services
 from trainerbot.learning.jobs import TrainingJobs
 from trainerbot.storage.database import Database
 from trainerbot.storage.store import Store
@@ -35,15 +34,7 @@ def _start(services, b_jobs: int) -> tuple[list[int], int]:  # type: ignore[no-u
 
 
 def _services(tmp_path: Path, workers: int):  # type: ignore[no-untyped-def]
-    settings = load_settings(
-        _env_file=None,
-        data_dir=tmp_path / "data",
-        chat_engine="none",
-        stt_engine="none",
-        tts_engine="none",
-        training_workers=workers,
-    )
-    return build_services(settings, chat=False)
+    return core_services(tmp_path / "data", training_workers=workers)
 
 
 def _wait_all(store: Store, jobs: list[tuple[int, int]], timeout: float = 300) -> list[Job]:

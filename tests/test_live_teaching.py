@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import guild_setup
+from tests.conftest import core_services, guild_setup
 from tests.loopback_discord import FakeDiscord, run_bot
-from trainerbot.app import Services, build_services
-from trainerbot.config import load_settings
+from trainerbot.app import Services
 from trainerbot.core.conversation import Where
 from trainerbot.core.teaching import Refit
 from trainerbot.types import Caller
@@ -30,16 +29,7 @@ QUIET = 600.0  # no refit starts during a test unless it asks
 
 
 def make_services(data_dir: Path, quiet: float = QUIET, examples: int = 100) -> Services:
-    settings = load_settings(
-        _env_file=None,
-        data_dir=data_dir,
-        chat_engine="none",
-        stt_engine="none",
-        tts_engine="none",
-        auto_train_quiet_seconds=quiet,
-        auto_train_examples=examples,
-    )
-    return build_services(settings, chat=False)
+    return core_services(data_dir, auto_train_quiet_seconds=quiet, auto_train_examples=examples)
 
 
 @pytest.fixture
@@ -206,6 +196,22 @@ def test_model_and_test_reports_say_which_threshold_answers(tmp_path: Path) -> N
         assert "9 examples, 3 answers" in info and f"confidence threshold {job.result['threshold']:.2f}" in info
         report = services.teaching.test(ADMIN, '[{"input": "when do you open?", "output": "At 9am."}]', [])
         assert f"Confidence threshold {job.result['threshold']:.2f}" in report.text
+    finally:
+        services.close()
+
+
+def test_a_refit_waiting_when_the_bot_stops_loses_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    services = make_services(data)
+    first = services.teaching.train(ADMIN, "when do you open => At 9am.", [])
+    services.close()  # stopped during the quiet spell: the refit never started
+    services = make_services(data, quiet=0)
+    try:
+        assert services.store.jobs.job(A, first.job_id).status == "interrupted"  # type: ignore[union-attr]
+        assert ask(services, "when do you open?") == "At 9am."  # still answers, untrained
+        services.teaching.train(ADMIN, "where are you => 12 Main Street.", [])
+        wait_for_model(services)
+        assert services.store.knowledge.active_model(A).examples == 2  # type: ignore[union-attr]
     finally:
         services.close()
 

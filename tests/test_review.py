@@ -17,11 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import OWNER_ID, TRAINER
+from tests.conftest import OWNER_ID, TRAINER, core_services
 from tests.loopback_discord import FakeDiscord
 from trainerbot.adapters.console.console import Console
-from trainerbot.app import Services, build_services
-from trainerbot.config import load_settings
+from trainerbot.app import Services
 from trainerbot.core.conversation import Where
 from trainerbot.core.review import SAME_TOPIC
 from trainerbot.errors import InvalidInput, NotReady, PermissionDenied, QuotaReached
@@ -216,17 +215,9 @@ def test_a_stream_of_questions_groups_by_meaning(tmp_path: Path, encoder: MiniLM
 @pytest.fixture
 def services(tmp_path: Path) -> Iterator[Services]:
     """No chat or speech engines (the fixed "not learned yet" reply); the loopback bot runs on these too."""
-    settings = load_settings(
-        _env_file=None,
-        data_dir=tmp_path / "data",
-        chat_engine="none",
-        stt_engine="none",
-        tts_engine="none",
-        owner_ids=[OWNER_DM.user_id, OWNER_ID],
-        admin_roles=["Trainer"],
-        server_max_examples=20,
+    built = core_services(
+        tmp_path / "data", owner_ids=[OWNER_DM.user_id, OWNER_ID], admin_roles=["Trainer"], server_max_examples=20
     )
-    built = build_services(settings, chat=False)
     yield built
     built.close()
 

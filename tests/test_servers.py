@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from trainerbot.app import Services, build_services
-from trainerbot.config import load_settings
+from tests.conftest import core_services
+from trainerbot.app import Services
 from trainerbot.core.conversation import Where
 from trainerbot.errors import PermissionDenied, QuotaReached, UnsafePath
 from trainerbot.types import GLOBAL_BASE, Caller, Place, Upload
@@ -33,18 +33,8 @@ IN_A, IN_B = Where(11), Where(21)
 
 @pytest.fixture
 def services(tmp_path: Path) -> Iterator[Services]:
-    settings = load_settings(
-        _env_file=None,
-        data_dir=tmp_path / "data",
-        chat_engine="none",
-        stt_engine="none",
-        tts_engine="none",
-        admin_roles=["Trainer"],
-        server_max_examples=12,
-        server_max_bytes=5_000,
-        server_jobs_per_hour=3,
-    )
-    built = build_services(settings, chat=False)
+    quotas = {"server_max_examples": 12, "server_max_bytes": 5_000, "server_jobs_per_hour": 3}
+    built = core_services(tmp_path / "data", admin_roles=["Trainer"], **quotas)
     yield built
     built.close()
 
