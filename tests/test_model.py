@@ -125,13 +125,14 @@ def test_training_chooses_a_threshold_and_saves_it(encoder: MiniLMEncoder, tmp_p
         Example("how do I find the shop", "Main street 1"),
     ]
     model, report = train(faq, encoder)
-    assert report.threshold_chosen and 0.45 <= report.threshold <= 0.9
+    assert report.threshold_source == "chosen" and 0.45 <= report.threshold <= 0.9
     assert model.threshold == report.threshold and report.holdout_size >= 5
     model.save(tmp_path / "m.npz")
     loaded = IntentModel.load(tmp_path / "m.npz", encoder)
     assert loaded.threshold == report.threshold and loaded.stems == model.stems
     overridden, report = train(faq, encoder, threshold=0.95)
-    assert report.threshold == 0.95 and overridden.threshold is not None  # the model still records its own
+    assert (report.threshold, report.threshold_source) == (0.95, "setting")
+    assert overridden.threshold is not None  # the model still records its own
 
 
 def test_a_model_saved_before_thresholds_still_loads(encoder: MiniLMEncoder, tmp_path: Path) -> None:

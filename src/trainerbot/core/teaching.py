@@ -117,15 +117,16 @@ def job_text(job: Job, queue_position: int = 0, starts_in: float = 0.0) -> str:
 def _checked(result: dict) -> str:
     """What a job's held-out check found, at the threshold it answers with (older jobs did not record one)."""
     accuracy, threshold = result.get("holdout_accuracy"), result.get("threshold")
-    at = f" at confidence threshold {threshold:.2f}" if threshold is not None else ""
-    if threshold is not None and not result.get("threshold_chosen", True):
-        at += " (too few examples to choose one: the default)"
-    elif threshold is not None:
-        at += " (chosen from its own examples)"
+    at = ""
+    if threshold is not None:
+        why = {
+            "chosen": "chosen from its own examples",
+            "default": "too few examples to choose one: the default",
+            "setting": "set by the bot's owner",
+        }.get(result.get("threshold_source", ""), "")
+        at = f" at confidence threshold {threshold:.2f}" + (f" ({why})" if why else "")
     if accuracy is None:
-        return (
-            f"too few examples for a held-out check; it answers{at}" if at else "too few examples for a held-out check"
-        )
+        return "too few examples for a held-out check" + (f"; it answers{at}" if at else "")
     return f"{accuracy:.1%} of {result.get('holdout_size')} held-out questions answered right{at}"
 
 

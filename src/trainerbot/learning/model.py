@@ -82,7 +82,7 @@ class TrainingReport:
     holdout_size: int
     holdout_accuracy: float | None  # held-out examples answered right (not "unknown") at ``threshold``
     threshold: float  # the confidence threshold the model answers with
-    threshold_chosen: bool  # False: too few examples to choose one; DEFAULT_THRESHOLD (or the override) is used
+    threshold_source: str  # "chosen" from its examples, "default" (too few to choose), or "setting" (an override)
     seconds: float
 
     def as_dict(self) -> dict[str, float | int | bool | None]:
@@ -472,7 +472,7 @@ def train(
         holdout_size=held if holdout_accuracy is not None else 0,
         holdout_accuracy=holdout_accuracy,
         threshold=round(in_force, 3),
-        threshold_chosen=chosen is not None,
+        threshold_source="setting" if threshold is not None else "chosen" if chosen is not None else "default",
         seconds=round(time.perf_counter() - started, 2),
     )
     progress(1.0, "saving the model")
