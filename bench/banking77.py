@@ -58,7 +58,8 @@ def timed_training(training: list[Example], runs: int, threshold: float | None) 
         durations.append(time.perf_counter() - started)
         print(
             f"run {run + 1}: trained in {durations[-1]:.1f} s; threshold {report.threshold:.3f}, "
-            f"held-out accuracy at it {report.holdout_accuracy:.4f} ({report.holdout_size} questions)"
+            f"held-out accuracy at it {report.holdout_accuracy:.4f} ({report.holdout_size} questions), "
+            f"left-out answers' questions unknown {report.unknown_share:.4f} ({report.unknown_size})"
         )
     print(
         f"training time: median {statistics.median(durations):.1f} s of {runs} runs "

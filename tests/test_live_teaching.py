@@ -191,7 +191,9 @@ def test_model_and_test_reports_say_which_threshold_answers(tmp_path: Path) -> N
         [job] = services.store.jobs.recent(A)
         assert job.result is not None and 0.45 <= job.result["threshold"] <= 0.9
         done = services.teaching.job_status(A, job.id)[0]
-        assert f"confidence threshold {job.result['threshold']:.2f}" in done
+        assert f"confidence threshold {job.result['threshold']:.2f} (chosen from its own examples)" in done
+        assert job.result["unknown_size"] == 9  # every question, once its answer was left out of a fit
+        assert f"{job.result['unknown_share']:.0%} of 9 questions of answers left out said" in done
         info = services.teaching.model_info(ADMIN).text
         assert "9 examples, 3 answers" in info and f"confidence threshold {job.result['threshold']:.2f}" in info
         report = services.teaching.test(ADMIN, '[{"input": "when do you open?", "output": "At 9am."}]', [])

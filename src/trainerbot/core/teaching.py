@@ -127,7 +127,15 @@ def _checked(result: dict) -> str:
         at = f" at confidence threshold {threshold:.2f}" + (f" ({why})" if why else "")
     if accuracy is None:
         return "too few examples for a held-out check" + (f"; it answers{at}" if at else "")
-    return f"{accuracy:.1%} of {result.get('holdout_size')} held-out questions answered right{at}"
+    return f"{accuracy:.1%} of {result.get('holdout_size')} held-out questions answered right{at}" + _untaught(result)
+
+
+def _untaught(result: dict) -> str:
+    """How the fits that left answers out met those answers' questions: the model's "I don't know" on the untaught."""
+    share = result.get("unknown_share")
+    if share is None:
+        return ""
+    return f'; {share:.0%} of {result.get("unknown_size")} questions of answers left out said "unknown"'
 
 
 class TeachingService:
@@ -427,6 +435,7 @@ class TeachingService:
         report = version.report
         accuracy = (
             f"{version.holdout_accuracy:.1%} of {report.get('holdout_size')} held-out questions answered right"
+            + _untaught(report)
             if version.holdout_accuracy is not None
             else "too few examples for a held-out check"
         )

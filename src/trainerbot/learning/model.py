@@ -84,6 +84,10 @@ class TrainingReport:
     threshold: float  # the confidence threshold the model answers with
     threshold_source: str  # "chosen" from its examples, "default" (too few to choose), or "setting" (an override)
     seconds: float
+    # Questions of answers left out of a fit answered "unknown" at ``threshold`` (None: too few to say),
+    # an estimate of how the model meets questions nobody taught it.
+    unknown_size: int = 0
+    unknown_share: float | None = None
 
     def as_dict(self) -> dict[str, float | int | bool | None]:
         return dict(self.__dict__)
@@ -460,6 +464,8 @@ def train(
         if held >= MIN_HOLDOUT
         else None
     )
+    outside = calibration.unknown_confidence
+    unknown_share = float((outside < in_force).mean()) if len(outside) >= MIN_HOLDOUT else None
     progress(0.9, "training on all examples")
     everything = np.arange(len(labels))
     classifier = fit(everything, _widen(start, np.unique(labels)) if start is not None else None)
@@ -474,6 +480,8 @@ def train(
         threshold=round(in_force, 3),
         threshold_source="setting" if threshold is not None else "chosen" if chosen is not None else "default",
         seconds=round(time.perf_counter() - started, 2),
+        unknown_size=len(outside) if unknown_share is not None else 0,
+        unknown_share=unknown_share,
     )
     progress(1.0, "saving the model")
     return model, report
