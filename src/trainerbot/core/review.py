@@ -336,6 +336,7 @@ def topics_chart(labels: list[str], people: list[int], messages: list[int]) -> b
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     # People's words as labels: `$` would start matplotlib's math mode, and a broken formula fails the drawing.
     names = [(label if len(label) <= 45 else label[:42] + "...").replace("$", r"\$") for label in labels][::-1]
@@ -344,6 +345,7 @@ def topics_chart(labels: list[str], people: list[int], messages: list[int]) -> b
     axes.barh(names, messages[::-1], color="#b9bbbe", label="messages")
     axes.barh(names, people[::-1], color="#5865f2", label="people")
     axes.set_xlabel("how many")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no 0.5 of a person
     axes.set_title("Open topics of the review inbox")
     axes.legend(loc="lower right")
     figure.tight_layout()
