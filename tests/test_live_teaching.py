@@ -156,6 +156,17 @@ def test_teaching_in_a_row_makes_one_job_that_takes_in_everything(tmp_path: Path
         services.close()
 
 
+def test_a_selected_dataset_answers_at_once_and_is_refitted(services: Services) -> None:
+    folder = services.settings.data_dir / "servers" / str(A) / "faq"
+    folder.mkdir(parents=True)
+    (folder / "faq.txt").write_text("do you sell gift cards => Yes, at the counter.\n", encoding="utf-8")
+    reply = services.teaching.select_dataset(ADMIN, "faq")
+    assert "count from now on" in reply.text
+    assert ask(services, "do you sell gift cards?") == "Yes, at the counter."
+    [job] = services.store.jobs.recent(A)
+    assert job.status == "queued"  # the refit, waiting for teaching to pause
+
+
 def test_retrain_starts_a_waiting_job_now(services: Services) -> None:
     first = services.teaching.train(ADMIN, "when do you open => At 9am.\nwhere are you => Main Street.", [])
     started = services.teaching.retrain(ADMIN)

@@ -275,7 +275,7 @@ def test_what_a_server_uploads_stays_in_its_folder(services: Services) -> None:
     with pytest.raises(Exception, match="There is no file"):
         services.files.getfile(ADMIN_B, kept[0])
     assert (
-        "selected for the next training: 4 positive examples"
+        "selected: 4 positive examples"
         in services.teaching.select_dataset(ADMIN_A, "uploads").text
     )
     # The bot-wide base (the console, the command line) keeps no copies: its files are the operator's own.

@@ -545,12 +545,14 @@ class TeachingService:
             manifest=snap.manifest,
             created_by=caller.user_id,
         )
+        self.taught(base, caller)
         outputs = len({ex.output for ex in snap.examples})
         return Reply(
-            f"Dataset `{name}` selected for the next training: {len(snap.examples)} "
+            f"Dataset `{name}` selected: {len(snap.examples)} "
             f"{'positive' if positive else 'negative'} examples, {outputs} outputs, from {len(snap.files)} "
             f"file(s). Snapshot: `{data.relative(snap.archive)}` "
-            f"({human_size(snap.archive.stat().st_size)}). Run `!retrain` to train on it."
+            f"({human_size(snap.archive.stat().st_size)}). Its examples count from now on, and the model is "
+            "refitted with them in the background (`!retrain` starts that now)."
         )
 
     def correct(self, caller: Caller, bot_message_id: int, correction: str) -> Reply:

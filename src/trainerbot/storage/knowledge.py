@@ -199,7 +199,8 @@ class Knowledge:
         rows = self.db.query(
             "SELECT * FROM (SELECT e.id, e.input, e.output, e.positive, v.vector FROM examples e"
             " LEFT JOIN example_vectors v ON v.example_id = e.id"
-            f" WHERE e.base = ?1 AND e.id > ?2 AND {IN_USE.replace('dataset_id', 'e.dataset_id', 1)}"
+            " WHERE e.base = ?1 AND e.id > ?2 AND (e.dataset_id IS NULL"
+            " OR e.dataset_id IS (SELECT selected_dataset FROM bases WHERE id = ?1))"
             " ORDER BY e.id DESC LIMIT ?3) ORDER BY id",
             (base, after, limit),
         )

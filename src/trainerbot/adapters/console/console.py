@@ -43,7 +43,7 @@ HELP = {
     "job": "Show one training job: job <id>.",
     "model": "Show the model version that answers.",
     "rollback": "Return to the previous model version.",
-    "select_dataset": "Use a directory of example files for the next training: select_dataset <dir> [positive].",
+    "select_dataset": "Teach a directory of example files (snapshotted): select_dataset <dir> [positive].",
     "correct": "Correct one of my replies: correct <message id> <correction> (a member's goes to the review inbox).",
     "review": "List the review inbox's open topics: what I couldn't answer, 👎 replies and members' corrections.",
     "answer": "Answer a review topic: answer <topic> <answer>, answer <topic> like <an answer I give>, "

@@ -159,7 +159,7 @@ class Teaching(commands.Cog):
     @per_person(2, 60)
     @server_only()
     async def select_dataset(self, ctx: commands.Context[TrainerBot], directory: str, positive: bool = True) -> None:
-        """Choose a directory of examples for the next training and snapshot it (owners and admins)."""
+        """Teach a directory of examples of this server's folder, snapshotted (owners and admins)."""
         await ctx.defer()
         await send_reply(ctx, await in_thread(self.teaching.select_dataset, caller_of(ctx), directory, positive))
 
