@@ -31,6 +31,7 @@ TRAIN_USAGE = (
     "or name a file or directory in this server's folder (`!train datasets/faq.csv`). "
     "Add `positive=false` to teach answers the bot must not give."
 )
+TRAIN_EXAMPLE = "For example: `!train when do you open? => We open at 9am.` (`!retrain` trains again on what I have.)"
 _FLAG = re.compile(r"(?:^|\s)(?:positive\s*[=:]\s*(true|false|yes|no)|--?(negative|positive))(?=\s|$)", re.I)
 _GLOBAL_FLAG = re.compile(r"(?:^|\s)--global(?=\s|$)", re.I)
 
@@ -268,6 +269,8 @@ class TeachingService:
         text, flag = parse_positive_flag(text)
         text, global_flag = take_global_flag(text)
         base = self._teaching_base(caller, everywhere or global_flag)
+        if not text and not uploads:
+            raise InvalidInput(f"What should I learn? {TRAIN_USAGE}\n{TRAIN_EXAMPLE}")
         positive = positive if flag is None else flag
         examples, source = self._examples_from(self.folders.of(base), text, uploads, positive)
         kept = uploads if base != GLOBAL_BASE else []  # a server's files stay in its folder, for `!getfile` & co

@@ -102,10 +102,18 @@ def report_json(report: TestReport) -> bytes:
 
 def chart_png(report: TestReport, top: int = 15) -> bytes:
     """Passed and failed cases for the most tested expected outputs, as a horizontal bar chart."""
+    buffer = io.BytesIO()
+    chart_figure(report, top).savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def chart_figure(report: TestReport, top: int = 15):  # -> matplotlib.figure.Figure, imported when drawn
+    """The figure ``chart_png`` draws."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     passed: Counter[str] = Counter()
     failed: Counter[str] = Counter()
@@ -125,9 +133,8 @@ def chart_png(report: TestReport, top: int = 15) -> bytes:
         label="failed",
     )
     axes.set_xlabel("test cases")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole cases, never 0.25 of one
     axes.set_title(f"{report.passed}/{report.total} passed ({report.accuracy:.0%})")
     axes.legend(loc="lower right")
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return figure

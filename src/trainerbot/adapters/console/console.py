@@ -194,7 +194,7 @@ class Console:
     def _command(self, caller: Caller, text: str) -> None:
         text, paths = _split_attachments(text)
         name, _, rest = text.strip().partition(" ")
-        rest = rest.strip()
+        name, rest = name.lower(), rest.strip()  # `!Help` and `! help` are `!help`, as on Discord
         s = self.services
         handlers: dict[str, Callable[[], Reply | JobStarted]] = {
             "hi": lambda: s.conversation.greet(caller),

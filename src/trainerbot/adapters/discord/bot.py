@@ -54,6 +54,8 @@ class TrainerBot(commands.Bot):
         settings = services.settings
         super().__init__(
             command_prefix=commands.when_mentioned_or(settings.command_prefix),
+            case_insensitive=True,  # phones capitalise the first letter: `!Help` is `!help`
+            strip_after_prefix=True,  # `! help` is `!help`
             intents=intents(),
             help_command=None,  # the General cog's hybrid help works as !help and /help
             allowed_mentions=ALLOWED_MENTIONS,
