@@ -67,3 +67,36 @@ def test_the_test_chart_counts_whole_cases() -> None:
     figure.canvas.draw()  # the ticks are placed when drawn
     ticks = figure.axes[0].get_xticks()
     assert len(ticks) >= 2 and all(float(tick).is_integer() for tick in ticks), ticks
+
+
+LIBRARY_WORDING = ("Converting to", "failed for parameter", "is a required argument that is missing", "Expected ")
+
+
+@pytest.mark.parametrize(
+    ("typed", "expected"),
+    [
+        ("!job abc", "`abc` is not a number, and job id is one."),
+        ("!retry x1", "`x1` is not a number, and job id is one."),
+        ("!getfile", "`!getfile` needs path."),
+        ("!select_dataset", "`!select_dataset` needs directory."),
+        ("!select_dataset shop maybe", "`maybe` is not yes or no (for positive)."),
+        ('!select_dataset "shop', None),
+    ],
+)
+async def test_argument_errors_are_one_plain_sentence_with_the_usage(
+    discord_server: FakeDiscord, typed: str, expected: str | None
+) -> None:
+    reply = (await say(discord_server, typed, author=TRAINER))["content"]
+    assert not any(words in reply for words in LIBRARY_WORDING), reply
+    assert "Usage: `!" in reply, reply
+    if expected is not None:
+        assert reply.startswith(expected), reply
+
+
+async def test_correct_sent_as_a_reply_without_text_asks_for_the_answer(discord_server: FakeDiscord) -> None:
+    answer = await say(discord_server, "what is this?")
+    sent = await discord_server.send_message("!correct", author=TRAINER, reply_to=answer["id"])
+    [reply, *_] = await discord_server.wait_for_bot_messages(after=sent["id"], timeout=10)
+    assert "Say what the right answer is" in reply["content"], reply["content"]
+    alone = await say(discord_server, "!correct", author=TRAINER)
+    assert "Reply to my message with `!correct <the right answer>`" in alone["content"], alone["content"]

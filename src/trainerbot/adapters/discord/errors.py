@@ -65,6 +65,34 @@ def usage(ctx: commands.Context[TrainerBot]) -> str:
     return f"Usage: `{ctx.clean_prefix}{command.qualified_name} {command.signature}".rstrip() + "`"
 
 
+def argument_problem(ctx: commands.Context[TrainerBot], error: BaseException) -> str:
+    """One plain sentence on what is wrong with a command's arguments, in place of the library's wording."""
+    name = f"`{ctx.clean_prefix}{ctx.command.qualified_name}`" if ctx.command else "That command"
+    if isinstance(error, commands.MissingRequiredArgument):
+        return f"{name} needs {_words(error.param.name)}."
+    if isinstance(error, commands.TooManyArguments):
+        return f"{name} got more than it takes."
+    if isinstance(error, commands.ArgumentParsingError):  # quotes that do not close, or close mid-word
+        return f'{name} could not read its words: a quote mark (") is not closed, or is in the middle of a word.'
+    library = isinstance(error, commands.BadBoolArgument) or str(error).startswith("Converting to")
+    if isinstance(error, commands.BadArgument) and not library:
+        return str(error)  # this bot's own converters word their errors themselves
+    parameter = ctx.current_parameter
+    typed = _echo(ctx.current_argument or "")
+    if parameter is not None:
+        if isinstance(error, commands.BadBoolArgument) or parameter.annotation is bool:
+            return f"`{typed}` is not yes or no (for {_words(parameter.name)})."
+        if parameter.annotation is int:
+            return f"`{typed}` is not a number, and {_words(parameter.name)} is one."
+        return f"`{typed}` is not a valid {_words(parameter.name)}."
+    return f"{name} did not understand its arguments."
+
+
+def _words(parameter: str) -> str:
+    """A parameter's name as words: ``job_id`` is "job id", ``message_id`` "message id"."""
+    return parameter.replace("_", " ")
+
+
 class ErrorHandler(commands.Cog):
     def __init__(self, bot: TrainerBot) -> None:
         self.bot = bot
@@ -80,7 +108,7 @@ class ErrorHandler(commands.Cog):
         if isinstance(error, UserError):
             return str(error)
         if isinstance(error, commands.UserInputError | app_commands.TransformerError):
-            return f"{error}\n{usage(ctx)}"
+            return f"{argument_problem(ctx, error)}\n{usage(ctx)}"
         if isinstance(error, commands.CommandOnCooldown):
             name = ctx.command.qualified_name if ctx.command else "this command"
             wait = math.ceil(error.retry_after)

@@ -165,7 +165,7 @@ class Teaching(commands.Cog):
 
     @commands.hybrid_command(usage="<message id> <correction> (or as a reply: <correction>)")
     @app_commands.describe(message_id="The id of my reply to correct", correction="The right answer")
-    async def correct(self, ctx: commands.Context[TrainerBot], message_id: str, *, correction: str = "") -> None:
+    async def correct(self, ctx: commands.Context[TrainerBot], message_id: str = "", *, correction: str = "") -> None:
         """Correct one of my replies: as a reply to it, or with its message id."""
         target, text = _correction_target(ctx, message_id, correction)
         await self.bot.writing.stored(target)
