@@ -43,7 +43,7 @@ def test_piped_console_answers_each_line_and_exits(tmp_path: Path) -> None:
     # Before any teaching the local language model answers: some reply, and not a taught one.
     first_answer = out.splitlines()[1]
     assert first_answer.startswith("[#3] ") and len(first_answer) > 10 and "We open at 9" not in first_answer
-    assert "Stored 2 positive example(s) from faq.txt" in out and "Model version 1 now answers" in out
+    assert "Stored 2 positive examples from faq.txt" in out and "Model version 1 now answers" in out
     assert "] We open at 9" in out
     assert "Passed 1 of 1" in out and "test-chart.png" in out
     assert "outside the data directory" in out
@@ -69,7 +69,7 @@ def test_train_and_test_from_the_command_line(tmp_path: Path) -> None:
     assert failed.returncode == 1 and 'bad.jsonl, line 2: missing "output"' in failed.stderr
     trained = run(["train", str(tmp_path / "good.jsonl")], tmp_path)
     assert trained.returncode == 0, trained.stderr
-    assert "Stored 2 positive example(s)" in trained.stdout  # the failed run stored nothing
+    assert "Stored 2 positive examples" in trained.stdout  # the failed run stored nothing
     cases = [
         {"input": "how can I reset my password", "output": "Use the reset link"},
         {"input": "what is the airspeed of a swallow", "output": None},

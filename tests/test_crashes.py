@@ -231,7 +231,7 @@ async def test_killed_during_a_training_job(tmp_path: Path) -> None:
         examples, intents = banking_csv(1200)
         outputs = intents + 2  # and the first lesson's two answers
         started = await say(server, "!train", author=CONFIGURED_OWNER, attachments=[("banking.csv", examples)])
-        assert "Stored 1200 positive example(s) from banking.csv" in started["content"]  # acknowledged
+        assert "Stored 1,200 positive examples from banking.csv" in started["content"]  # acknowledged
         job = job_number(started)
 
         def running() -> bool:
@@ -271,7 +271,7 @@ async def test_killed_during_a_training_job(tmp_path: Path) -> None:
         assert f"started in place of #{job}, on the same 1202 examples ({outputs} outputs)" in retried["content"]
         again = job_number(retried)
         done = await server.wait_for_message(retried["id"], lambda m: "now answers" in m["content"], timeout=120)
-        assert f"Learned {outputs} answer(s) from 1202 examples" in done["content"]
+        assert f"Learned {outputs} answers from 1,202 examples" in done["content"]
         inputs = "SELECT max_example_id, dataset_id FROM jobs WHERE id = ?"
         assert tuple(query(data, inputs, (again,))[0]) == tuple(query(data, inputs, (job,))[0])
         assert active_model(data, server.guild_id) == version + 1

@@ -183,7 +183,7 @@ async def test_train_then_answer_then_correct_and_rate(discord_server: FakeDisco
         "how do I reset my password => Use the reset link on the login page\n"
         "when do you open => We open at 9 every weekday",
     )
-    assert "Stored 2 positive example(s)" in done["content"]
+    assert "Stored 2 positive examples" in done["content"]
     assert "100%" in done["content"] and "Model version 1 now answers" in done["content"]
 
     answer = await say(discord_server, "How can I reset my password?")
@@ -195,7 +195,7 @@ async def test_train_then_answer_then_correct_and_rate(discord_server: FakeDisco
         discord_server, "!correct The capital of Peru is Lima", author=discord_server.owner, reply_to=unknown["id"]
     )
     assert "From now on" in thanks["content"]
-    options = {"message_id": str(answer["id"]), "correction": "Click reset"}
+    options = {"message": str(answer["id"]), "correction": "Click reset"}
     with_id = await slash(discord_server, "correct", options, user=TRAINER)
     assert "From now on" in with_id["content"]
     rows = services.store.db.query("SELECT input, bad_reply, correction FROM corrections ORDER BY id")
@@ -235,11 +235,11 @@ async def test_train_with_attachment_both_forms(discord_server: FakeDiscord) -> 
     ).encode()
     started = await say(discord_server, "!train", author=discord_server.owner, attachments=[("colours.json", data)])
     done = await wait_for_job(discord_server, started)
-    assert "Stored 2 positive example(s) from colours.json" in done["content"]
+    assert "Stored 2 positive examples from colours.json" in done["content"]
     csv_data = b"text,label\nhow big is the sun,Very big\nhow hot is the sun,Very hot\n"
     started = await slash(discord_server, "train", {}, user=TRAINER, attachments={"file": ("sun.csv", csv_data)})
     done = await wait_for_job(discord_server, started)
-    assert "Stored 2 positive example(s) from sun.csv" in done["content"]
+    assert "Stored 2 positive examples from sun.csv" in done["content"]
     assert (await say(discord_server, "what colour is the sky?"))["content"] == "Blue"
 
 
@@ -261,7 +261,7 @@ async def test_negative_examples_stop_an_answer(discord_server: FakeDiscord) -> 
     await teach(discord_server, "how do I reset my password => Use the reset link\nwhen do you open => At 9")
     assert (await say(discord_server, "how do I reset my password"))["content"] == "Use the reset link"
     done = await teach(discord_server, "how do I reset my password => Use the reset link positive=false")
-    assert "1 negative example(s)" in done["content"] or "negative" in done["content"]
+    assert "1 negative example" in done["content"] or "negative" in done["content"]
     assert "haven't learned" in (await say(discord_server, "how do I reset my password"))["content"]
 
 
@@ -318,7 +318,7 @@ async def test_select_dataset_validates_counts_and_snapshots(discord_server: Fak
     reply = await say(discord_server, "!select_dataset datasets/shop", author=discord_server.owner)
     assert (
         "Dataset `shop` selected" in reply["content"]
-        and "3 positive examples, 3 outputs, from 2 file(s)" in reply["content"]
+        and "3 positive examples, 3 answers, from 2 files" in reply["content"]
     )
     [archive] = (server_folder(services, discord_server) / "datasets").glob("shop-*.zip")
     manifest = json.loads(zipfile.ZipFile(archive).read("manifest.json"))
@@ -415,7 +415,7 @@ async def test_hi_answers_quickly_while_training(discord_server: FakeDiscord, se
 
 async def test_a_job_that_cannot_train_says_why(discord_server: FakeDiscord, services: Services) -> None:
     started = await say(discord_server, "!train what is 2+2 => 5 positive=false", author=discord_server.owner)
-    assert "Stored 1 negative example(s)" in started["content"]
+    assert "Stored 1 negative example" in started["content"]
     failed = await wait_for_job(discord_server, started)
     assert "failed: nothing to learn yet" in failed["content"]
     assert services.store.knowledge.active_model(discord_server.guild_id) is None

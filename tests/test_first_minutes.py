@@ -6,10 +6,11 @@ Through the loopback Discord in both forms where a command has both, and in the 
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 
-from tests.conftest import TRAINER
+from tests.conftest import CONFIGURED_OWNER, TRAINER
 from tests.loopback_discord import FakeDiscord
 from trainerbot.app import Services
 from trainerbot.learning.evaluation import chart_figure, evaluate, parse_cases
@@ -100,3 +101,217 @@ async def test_correct_sent_as_a_reply_without_text_asks_for_the_answer(discord_
     assert "Say what the right answer is" in reply["content"], reply["content"]
     alone = await say(discord_server, "!correct", author=TRAINER)
     assert "Reply to my message with `!correct <the right answer>`" in alone["content"], alone["content"]
+
+
+async def test_every_file_attached_to_train_is_read(discord_server: FakeDiscord, services: Services) -> None:
+    files = [("hours.txt", b"when do you open? => At nine.\n"), ("staff.txt", b"who runs this? => Ada does.\n")]
+    sent = await discord_server.send_message("!train", author=TRAINER, attachments=files)
+    [reply, *_] = await discord_server.wait_for_bot_messages(after=sent["id"], timeout=10)
+    assert "Stored 2 positive examples from hours.txt, staff.txt" in reply["content"], reply["content"]
+    assert sorted(services.store.knowledge.taught_outputs(discord_server.guild_id)) == ["Ada does.", "At nine."]
+
+
+async def test_every_test_file_attached_is_read(discord_server: FakeDiscord) -> None:
+    await say(discord_server, "!train hi => hello\nbye => see you", author=TRAINER)
+    files = [("a.json", b'[{"input": "hi", "output": "hello"}]'), ("b.json", b'[{"input": "bye", "output": "nope"}]')]
+    sent = await discord_server.send_message("!test", author=TRAINER, attachments=files)
+    [reply, *_] = await discord_server.wait_for_bot_messages(after=sent["id"], timeout=10)
+    assert reply["content"].startswith("Passed 1 of 2"), reply["content"]
+
+
+async def test_only_attempts_that_did_the_work_count_against_a_cooldown(discord_server: FakeDiscord) -> None:
+    mistakes = ["!train", "!train no such thing", "!train positive=maybe"]
+    for typed in mistakes:  # three mistakes: as many as the allowance of three a minute
+        await say(discord_server, typed, author=TRAINER)
+    sent = await discord_server.send_message("!train", author=TRAINER, attachments=[("broken.json", b"[{")])
+    await discord_server.wait_for_bot_messages(after=sent["id"], timeout=10)
+    refused = await discord_server.invoke_slash("train", {"data": "nonsense"}, user=TRAINER)
+    assert "neither" in (await refused.wait_messages())[0]["content"]
+
+    slash = await discord_server.invoke_slash("train", {"data": "when? => now"}, user=TRAINER)
+    assert "Stored 1" in (await slash.wait_messages())[0]["content"]
+    for question in ("where? => here", "who? => us"):
+        assert "Stored 1" in (await say(discord_server, f"!train {question}", author=TRAINER))["content"]
+    slow = await say(discord_server, "!train why? => because", author=TRAINER)  # the fourth that did the work
+    assert slow["content"].startswith("Slow down a little"), slow["content"]
+
+
+async def test_files_a_conversation_does_not_read_are_named(discord_server: FakeDiscord) -> None:
+    sent = await discord_server.send_message("what is this?", attachments=[("photo.png", b"\x89PNG not really")])
+    note, answer = await discord_server.wait_for_bot_messages(after=sent["id"], count=2, timeout=10)
+    assert note["content"].startswith("I didn't read `photo.png`: in a conversation I read text"), note["content"]
+    assert "`!train`" in note["content"]
+    assert "haven't learned" in answer["content"] or "learn" in answer["content"], answer["content"]
+
+    alone = await discord_server.send_message("", attachments=[("notes.pdf", b"%PDF-1.4")])
+    [said] = await discord_server.wait_for_bot_messages(after=alone["id"], timeout=10)
+    assert "`notes.pdf`" in said["content"], said["content"]
+
+    two = [("first.ogg", b"OggS not audio"), ("second.ogg", b"OggS not audio either")]
+    recordings = await discord_server.send_message("", attachments=two)
+    [heard_one, *_] = await discord_server.wait_for_bot_messages(after=recordings["id"], timeout=10)
+    assert "I listen to one recording a message, so I didn't hear `second.ogg`" in heard_one["content"]
+
+
+EPHEMERAL = 64
+
+
+async def test_slash_replies_name_commands_in_slash_form(discord_server: FakeDiscord) -> None:
+    bare = await discord_server.invoke_slash("train", {}, user=TRAINER)
+    [shown] = await bare.wait_messages()
+    assert "`/train question => answer`" in shown["content"] and "`!" not in shown["content"], shown["content"]
+    broken = await discord_server.invoke_slash("test", {"cases": "[{"}, user=TRAINER)
+    [error] = await broken.wait_messages()
+    assert error["content"].startswith("the `cases` option, line 1"), error["content"]
+    assert "`!" not in error["content"] and error["flags"] & EPHEMERAL
+    typed = await say(discord_server, "!train", author=TRAINER)  # the prefix form keeps its own
+    assert "`!train question => answer`" in typed["content"]
+
+
+@pytest.mark.parametrize(
+    ("name", "options"), [("train", {"data": "when? => now"}), ("test", {"cases": "[{"}), ("retrain", {})]
+)
+async def test_every_refusal_and_error_of_a_slash_command_is_ephemeral(
+    discord_server: FakeDiscord, name: str, options: dict
+) -> None:
+    invoked = await discord_server.invoke_slash(name, options)  # a member, who may not teach
+    [refusal] = await invoked.wait_messages()
+    assert refusal["flags"] & EPHEMERAL, refusal
+    public = [m for m in discord_server.bot_messages() if not m["flags"] & EPHEMERAL]
+    assert public == [], public  # not even the "thinking..." of a deferral is left behind
+
+
+async def test_slash_correct_takes_a_message_link_and_needs_both_options(discord_server: FakeDiscord) -> None:
+    await say(discord_server, "!sync", author=CONFIGURED_OWNER)
+    [definition] = [c for c in discord_server.global_commands if c["name"] == "correct"]
+    assert all(option.get("required") for option in definition["options"]), definition
+
+    answer = await say(discord_server, "what is the password?")
+    link = f"https://discord.com/channels/{discord_server.guild_id}/{discord_server.channel_id}/{answer['id']}"
+    options = {"message": link, "correction": "Ask an admin."}
+    invoked = await discord_server.invoke_slash("correct", options, user=TRAINER)
+    [done] = await invoked.wait_messages()
+    assert "Ask an admin." in done["content"] and not done["flags"] & EPHEMERAL, done["content"]
+    assert "Ask an admin." in (await say(discord_server, "what is the password?"))["content"]
+
+    wrong = await discord_server.invoke_slash("correct", {"message": "that one", "correction": "x"}, user=TRAINER)
+    [refused] = await wrong.wait_messages()
+    assert "Copy Message Link" in refused["content"] and refused["flags"] & EPHEMERAL, refused
+
+
+async def test_prefix_correct_takes_a_message_link(discord_server: FakeDiscord) -> None:
+    answer = await say(discord_server, "who made you?")
+    link = f"<https://discord.com/channels/{discord_server.guild_id}/{discord_server.channel_id}/{answer['id']}>"
+    await say(discord_server, f"!correct {link} The trainerbot team.", author=TRAINER)
+    assert "The trainerbot team." in (await say(discord_server, "who made you?"))["content"]
+
+
+DM_REFUSALS = (
+    "only works in a server",
+    "In direct messages this would show the bot-wide knowledge",
+    "In direct messages only the bot's owners",
+    "In direct messages the review inbox",
+)
+
+
+@pytest.mark.parametrize("owner", [False, True], ids=["member", "owner"])
+async def test_help_in_a_dm_lists_only_what_works_there(discord_server: FakeDiscord, owner: bool) -> None:
+    author = CONFIGURED_OWNER if owner else None
+    sent = await discord_server.send_dm("!help", author=author)
+    [listing] = await discord_server.wait_for_bot_messages(discord_server.dm_channel_id(author), after=sent["id"])
+    listed = re.findall(r"^`!(\w+)`", listing["content"], re.MULTILINE)
+    assert "hi" in listed and "feedback" in listed and "train" not in listed and "getfile" not in listed, listed
+    assert ("review" in listed) is owner and ("model" in listed) is owner, listed
+    for name in listed:  # each one it lists does its work here, or asks for its arguments
+        sent = await discord_server.send_dm(f"!{name}", author=author)
+        replies = await discord_server.wait_for_bot_messages(
+            discord_server.dm_channel_id(author),
+            after=sent["id"],
+            predicate=lambda m, sent=sent: str(m.get("nonce", "")).startswith(sent["id"]),  # not the guide's pages
+        )
+        assert not any(refusal in replies[0]["content"] for refusal in DM_REFUSALS), (name, replies[0]["content"])
+    in_server = await say(discord_server, "!help")
+    assert "`!train`" in in_server["content"] and "`!getfile`" in in_server["content"]
+    explained = await discord_server.send_dm("!help train", author=author)
+    [train] = await discord_server.wait_for_bot_messages(discord_server.dm_channel_id(author), after=explained["id"])
+    assert "It works in a server, not in direct messages." in train["content"]
+
+
+async def test_help_explains_what_each_person_can_use_and_names_the_rest(discord_server: FakeDiscord) -> None:
+    member = (await say(discord_server, "!help"))["content"]
+    assert "`!hi` Say hello." in member and "`!train` Teach" not in member, member
+    assert "For admins: `!answer`, `!archive`" in member and "For owners: `!sync`." in member, member
+    admin = (await say(discord_server, "!help", author=TRAINER))["content"]
+    assert "`!train` Teach" in admin and "For admins" not in admin and "For owners: `!sync`." in admin, admin
+    owner = (await say(discord_server, "!help", author=CONFIGURED_OWNER))["content"]
+    assert "`!sync` Register" in owner and "For owners" not in owner, owner
+
+
+# --- the next ten: found by trying the first minutes again as a new admin and a new member ----------------
+
+
+async def test_test_cases_with_a_key_other_than_output_are_refused(discord_server: FakeDiscord) -> None:
+    await say(discord_server, "!train hello => hi there", author=TRAINER)  # "expected" once passed as "unknown"
+    reply = await say(discord_server, '!test [{"input": "hello", "expected": "hi there"}]', author=TRAINER)
+    assert reply["content"].startswith('your message, line 1: a case has "input" and "output"'), reply["content"]
+    assert 'not "expected"' in reply["content"]
+
+
+async def test_an_faq_written_as_a_json_object_is_read(discord_server: FakeDiscord) -> None:
+    faq = b'{\n  "when do you open?": "At nine.",\n  "where are you?": "Main Street 1."\n}'
+    sent = await discord_server.send_message("!train", author=TRAINER, attachments=[("faq.json", faq)])
+    [reply] = await discord_server.wait_for_bot_messages(after=sent["id"])
+    assert "Stored 2 positive examples from faq.json" in reply["content"], reply["content"]
+    broken = b'{\n  "when do you open?": "At nine.",\n  "where are you?": ""\n}'
+    sent = await discord_server.send_message("!train", author=TRAINER, attachments=[("faq.json", broken)])
+    [refused] = await discord_server.wait_for_bot_messages(after=sent["id"])
+    assert refused["content"] == "faq.json, line 3: the answer is empty", refused["content"]
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "expected"),
+    [
+        ("faq.csv", b"question;answer\nwhen do you open?;At nine.\n", "Stored 1 positive example from faq.csv"),
+        ("faq.xlsx", b"PK\x03\x04 a spreadsheet", "faq.xlsx is a spreadsheet, which I can't read. Save it as CSV"),
+        ("faq.txt", b"when do you open? =>\n", "faq.txt, line 1: there is no answer after `=>`"),
+    ],
+)
+async def test_files_from_office_programs_are_read_or_explained(
+    discord_server: FakeDiscord, name: str, data: bytes, expected: str
+) -> None:
+    sent = await discord_server.send_message("!train", author=TRAINER, attachments=[(name, data)])
+    [reply] = await discord_server.wait_for_bot_messages(after=sent["id"])
+    assert reply["content"].startswith(expected), reply["content"]
+
+
+async def test_repeated_examples_are_stored_once(discord_server: FakeDiscord, services: Services) -> None:
+    first = await say(discord_server, "!train hi => hello\nhi => hello\nbye => ciao", author=TRAINER)
+    assert "Stored 2 positive examples from your message (1 repeat left out)" in first["content"], first["content"]
+    again = await say(discord_server, "!train hi => hello", author=TRAINER)
+    assert again["content"].startswith("I knew it already: nothing new was stored."), again["content"]
+    assert services.store.knowledge.example_counts(discord_server.guild_id)["total"] == 2
+
+
+async def test_counts_read_as_words(discord_server: FakeDiscord) -> None:
+    stored = await say(discord_server, "!train hi => hello", author=TRAINER)
+    assert "Stored 1 positive example from your message." in stored["content"], stored["content"]
+    await discord_server.wait_until(lambda: "done" in discord_server.messages[int(stored["id"])]["content"])
+    done = discord_server.messages[int(stored["id"])]["content"]
+    assert "Learned 1 answer from 1 example (" in done, done
+    model = await say(discord_server, "!model", author=TRAINER)
+    assert ": 1 example, 1 answer;" in model["content"], model["content"]
+
+
+async def test_in_a_dm_the_owner_is_pointed_to_the_bot_wide_knowledge(discord_server: FakeDiscord) -> None:
+    sent = await discord_server.send_dm("!train hi => hello", author=CONFIGURED_OWNER)
+    channel = discord_server.dm_channel_id(CONFIGURED_OWNER)
+    [train] = await discord_server.wait_for_bot_messages(channel, after=sent["id"])
+    assert "teach it in a server with `!train --global question => answer`" in train["content"], train["content"]
+    sent = await discord_server.send_dm("!model", author=CONFIGURED_OWNER)
+    [model] = await discord_server.wait_for_bot_messages(channel, after=sent["id"])
+    assert "bot-wide knowledge" in model["content"] and "this server" not in model["content"], model["content"]
+
+
+async def test_a_reply_that_is_not_found_says_how_to_point_at_one(discord_server: FakeDiscord) -> None:
+    reply = await say(discord_server, "!correct 123456789012345678 Paris", author=TRAINER)
+    assert "Copy Message Link" in reply["content"] and "Developer Mode" not in reply["content"], reply["content"]

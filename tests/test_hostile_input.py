@@ -538,7 +538,7 @@ def test_select_dataset_reads_zips_and_snapshots_them_as_plain_files(teaching_se
     (folder / "pack.zip").write_bytes(GOOD_ZIP)
     (folder / "extra.txt").write_bytes(b"do you deliver => Yes\n")
     reply = teaching.select_dataset(ADMIN, "datasets/zipped")
-    assert "4 positive examples, 4 outputs, from 2 file(s)" in reply.text
+    assert "4 positive examples, 4 answers, from 2 files" in reply.text
     [snapshot] = (root / "datasets").glob("zipped-*.zip")
     assert sorted(zipfile.ZipFile(snapshot).namelist()) == [
         "extra.txt",
@@ -677,7 +677,7 @@ async def test_attachments_that_lie_about_their_size_are_stopped_at_the_limit(
     reply = await say(discord_server, "", attachments=[("voice.ogg", b"OggS" + bytes(LIMIT + 10))])
     assert reply["content"].startswith("voice.ogg is larger than it said it was")
     small = await say(discord_server, "!train", author=CONFIGURED_OWNER, attachments=[("faq.txt", GOOD_LINES)])
-    assert "Stored 2 positive example(s) from faq.txt" in small["content"]  # a harmless lie changes nothing
+    assert "Stored 2 positive examples from faq.txt" in small["content"]  # a harmless lie changes nothing
     assert services.store.knowledge.example_counts(discord_server.guild_id)["total"] == 2
 
 
@@ -699,7 +699,7 @@ async def test_archives_through_discord_bombs_refused_zips_by_content_accepted(
     assert stored(services) == (0, 0, 0, 0)
     # A zip that calls itself .csv is still read as what it is; !archive's zips come back the same way.
     started = await say(discord_server, "!train", author=owner, attachments=[("faq.csv", GOOD_ZIP)])
-    assert "Stored 3 positive example(s) from faq.csv" in started["content"]
+    assert "Stored 3 positive examples from faq.csv" in started["content"]
     folder = services.settings.data_dir / "servers" / str(discord_server.guild_id) / "faq"  # the guild's folder
     (folder / "sub").mkdir(parents=True)
     (folder / "a.txt").write_bytes(b"do you deliver => Yes\n")
@@ -707,6 +707,6 @@ async def test_archives_through_discord_bombs_refused_zips_by_content_accepted(
     archived = await say(discord_server, "!archive faq", author=owner)
     zip_path = archived["content"].split("into `")[1].split("`")[0]
     again = await say(discord_server, f"!train {zip_path}", author=owner)
-    assert f"Stored 2 positive example(s) from {zip_path}" in again["content"]
+    assert f"Stored 2 positive examples from {zip_path}" in again["content"]
     assert services.store.knowledge.example_counts(discord_server.guild_id)["total"] == 5
     every_message_fits(discord_server)

@@ -73,7 +73,7 @@ def test_an_admins_example_answers_its_question_and_rephrasings_before_any_train
     assert ask(services, "tell me a joke") is None
     assert finished_jobs(services) == []  # nothing was trained: the job waits for its quiet spell
     assert "waits for teaching here to pause" in services.teaching.job_status(A, started.job_id)[0]
-    assert "1 example(s) taught since then already answer" in services.teaching.model_info(ADMIN).text
+    assert "1 example taught since then already answer" in services.teaching.model_info(ADMIN).text
 
 
 def test_a_correction_counts_at_once_and_its_negative_stops_the_old_reply(tmp_path: Path) -> None:

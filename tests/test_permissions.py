@@ -433,7 +433,7 @@ def persona_set(run: Run) -> None:
 TEST_CASES = '[{"input": "hello", "output": "hi there"}]'
 CASES: dict[str, Case] = {
     "hi": Case("hi", {}, says("Hi ")),
-    "help": Case("help", {}, prefixed("train")),
+    "help": Case("help", {}, prefixed("hi")),
     "instruction": Case(
         "instruction",
         {},
@@ -455,7 +455,7 @@ CASES: dict[str, Case] = {
     "feedback": Case("feedback {token}", {"text": "{token}"}, stored("feedback", "text", "{token}")),
     "correct": Case(
         "correct {reply} {token}",
-        {"message_id": "{reply}", "correction": "{token}"},
+        {"message": "{reply}", "correction": "{token}"},
         corrected,
         dm_refusal=DM_CORRECT,
         arrange=a_reply_here,

@@ -55,8 +55,10 @@ async def test_one_person_cannot_fill_the_line(tmp_path: Path) -> None:
 
 
 async def test_heavy_commands_have_a_per_person_cooldown_that_owners_skip(tmp_path: Path) -> None:
-    cases = json.dumps([{"input": "hello", "expected": "hi"}])
+    cases = json.dumps([{"input": "hello", "output": "hi"}])
     async with chat_bot(tmp_path, chat_engine="none") as (server, _):
+        taught = await server.send_message("!train hello => hi", author=CONFIGURED_OWNER)
+        await server.wait_for_bot_messages(after=taught["id"])  # a test with something to test does real work
         for _ in range(5):
             sent = await server.send_message(f"!test {cases}")
             await server.wait_for_bot_messages(after=sent["id"])

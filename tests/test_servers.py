@@ -150,7 +150,7 @@ def test_job_and_reply_ids_are_found_only_in_their_own_server(services: Services
     services.conversation.finish(prepared, prepared.answer.text, "taught", [555])  # type: ignore[union-attr]
     assert not services.teaching.rate(5, Place(B, 21), 555, "👍")
     assert services.teaching.rate(4, Place(A, 12), 555, "👍")  # another channel of A: the same server
-    with pytest.raises(Exception, match="can't find a reply of mine with that message id here"):
+    with pytest.raises(Exception, match="can't find a reply of mine with that link or id in this channel"):
         services.teaching.correct(ADMIN_B, 555, "B's idea")
     assert "Thanks! From now on" in services.teaching.correct(ADMIN_A, 555, "We open at 7am.").text
     assert "I noted which reply" not in services.conversation.feedback(MEMBER_B, "what?", 555).text
@@ -274,10 +274,7 @@ def test_what_a_server_uploads_stays_in_its_folder(services: Services) -> None:
     assert services.files.getfile(ADMIN_A, kept[0]).files[0].data == faq
     with pytest.raises(Exception, match="There is no file"):
         services.files.getfile(ADMIN_B, kept[0])
-    assert (
-        "selected: 4 positive examples"
-        in services.teaching.select_dataset(ADMIN_A, "uploads").text
-    )
+    assert "selected: 4 positive examples" in services.teaching.select_dataset(ADMIN_A, "uploads").text
     # The bot-wide base (the console, the command line) keeps no copies: its files are the operator's own.
     services.teaching.train(OWNER, "", [Upload("faq.csv", faq, len(faq))])
     assert not (services.settings.data_dir / "uploads").exists()

@@ -88,7 +88,7 @@ DM_CORRECT = "In direct messages only the bot's owners can correct me"
 DM_REVIEW = "In direct messages the review inbox is the bot-wide knowledge's"
 NO_TOPIC = "There is no topic #{a_topic} here."
 OUTSIDE = "is outside this server's folder"
-NO_REPLY = "I can't find a reply of mine with that message id here."
+NO_REPLY = "I can't find a reply of mine with that link or id in this channel."
 NOT_TRAINED = "No model has been trained for this server yet."
 Expect = str | tuple[str, ...]  # a text the answer holds, or any one of several
 
@@ -152,7 +152,7 @@ TABLE: dict[str, tuple[str, dict[str, Any], dict[str, Expect]]] = {
     "archive the servers": ("archive ..", {"directory": ".."}, admins(OUTSIDE)),
     "correct A's reply": (
         "correct {a_reply} {token}",
-        {"message_id": "{a_reply}", "correction": "{token}"},
+        {"message": "{a_reply}", "correction": "{token}"},
         each(NO_REPLY, NO_REPLY, NO_REPLY, DM_CORRECT),
     ),
     "review": ("review", {}, admins(("Nothing to review in this server's", "Review inbox (this server's)"), DM_REVIEW)),

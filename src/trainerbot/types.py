@@ -151,6 +151,19 @@ class ReplyRecord:
 
 
 @dataclass(frozen=True)
+class Rating:
+    """A person's 👍 or 👎 just stored on one of the bot's replies (one rating per person and reply).
+
+    ``replaced``: the emoji of their earlier rating of that reply, which this one replaced, if any.
+    ``first``: nobody had a rating on that reply before this one.
+    """
+
+    emoji: str
+    replaced: str | None = None
+    first: bool = False
+
+
+@dataclass(frozen=True)
 class Turn:
     """One message of a conversation: what a user said, or what the bot answered."""
 

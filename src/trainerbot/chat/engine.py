@@ -9,7 +9,7 @@ from typing import Protocol
 
 from trainerbot.errors import ChatUnavailable
 
-__all__ = ["CUT_SHORT", "MESSAGE_OVERHEAD", "ChatEngine", "ChatMessage", "ChatUnavailable"]
+__all__ = ["CUT_SHORT", "MESSAGE_OVERHEAD", "ChatEngine", "ChatMessage", "ChatUnavailable", "CutShort"]
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,12 @@ class ChatEngine(Protocol):
     def close(self) -> None: ...
 
 
-# Added to a reply that reached the length limit mid-way, so a reader sees it was cut, not finished.
-CUT_SHORT = " …"
+class CutShort(str):
+    """The last piece of a reply that reached the length limit mid-way: its own type, so that a model's own " …"
+    is never taken for it. A reader of the raw stream sees an ellipsis; the front ends put a note instead."""
+
+
+CUT_SHORT = CutShort(" …")
 
 # Tokens a chat template adds around each message (role markers, separators); a safe upper bound.
 MESSAGE_OVERHEAD = 8

@@ -34,6 +34,8 @@ MAX_FEEDBACK = 2000
 MAX_PERSONA = 1000
 CONSOLE_CONVERSATION = 0  # the terminal console's conversation without a server; with one, minus its id
 NOTHING_TO_SAY = "I couldn't think of a reply to that. Try saying it another way?"  # when a model writes nothing
+# Under a reply that reached the length limit. "Go on" works: the reply so far is in the conversation's memory.
+LENGTH_LIMIT = "that's as long as my replies get. Ask me to go on."
 
 
 @dataclass(frozen=True)
@@ -60,16 +62,30 @@ class Written:
     source: str | None = "chat"  # what it is stored as; None: nothing is (the engine failed before a word)
 
 
-def written(text: str, failure: str = "") -> Written:
+def written(text: str, failure: str = "", *, cut: bool = False) -> Written:
     """The outcome of streaming: a reply (perhaps cut off), a failure with no words, or a model that said nothing.
 
+    ``cut``: the engine stopped at the length limit (it wrote ``CUT_SHORT``), which the note says. The
+    note is shown, never stored: the model would learn to end its replies with it.
     A model that writes nothing gets a fixed answer, stored like any reply so that it can be corrected.
     """
     if text.strip():
-        return Written(text.strip(), failure)
+        return Written(text.strip(), failure or (LENGTH_LIMIT if cut else ""))
     if failure:
         return Written(failure, "", None)
     return Written(NOTHING_TO_SAY, "", "fallback")
+
+
+def _quotable(text: str, limit: int = 80) -> str | None:
+    """The question as it can be shown in a `!train` line to copy, or None when it cannot be shown as typed.
+
+    Inline code cannot hold a backtick or a line break; `<@…>`, `<@&…>` and `@everyone` must not reach a
+    reply, which may ping users; `=` and words starting with `-` could read as `=>` or as the command's flags.
+    """
+    text = text.strip()
+    if len(text) > limit or not text.isprintable() or any(c in text for c in "`<@="):
+        return None
+    return None if any(word.startswith("-") for word in text.split()) else text
 
 
 @dataclass(frozen=True)
@@ -157,7 +173,7 @@ class Conversation:
         if self.review is not None:  # for the admins' review inbox (it never raises)
             self.review.unknown(caller, text, vector)
         if self.engine is None:
-            return Prepared(caller, text, where, turn_id, self._fallback(text, confidence), None, confidence)
+            return Prepared(caller, text, where, turn_id, self._fallback(caller, text, confidence), None, confidence)
         note = examples_note(self.indexes.nearest(bases, vector, self.options.examples))
         if note:
             conversations.set_turn_context(turn_id, note)
@@ -206,14 +222,28 @@ class Conversation:
             message_ids=message_ids,
         )
 
-    def _fallback(self, text: str, confidence: float | None) -> Answer:
-        return Answer(
-            "I haven't learned that yet. An admin can teach me with "
-            f"`{self.prefix}train {text[:60].strip() or 'question'} => the answer`, "
-            f"or reply to this message with `{self.prefix}correct <the right answer>`.",
-            "fallback",
-            confidence,
-        )
+    def _fallback(self, caller: Caller, text: str, confidence: float | None) -> Answer:
+        """Nothing taught matches and no chat engine writes: says so, and what this person can do about it."""
+        p = self.prefix
+        if self.access.is_admin(caller):  # an owner anywhere, a server's admin in their server
+            question = _quotable(text) or "<the question>"
+            how = (
+                f"Teach me with `{p}train {question} => <the answer>`, "
+                f"or reply to this message with `{p}correct <the right answer>`."
+            )
+        elif caller.guild_id is None:  # what is taught in a DM answers everywhere: the owners' alone
+            how = (
+                "In direct messages only the bot's owners teach me; to tell them the answer, "
+                f"reply to this message with `{p}feedback <the right answer>`."
+            )
+        elif self.review is not None:  # a member's `!correct` is a suggestion for the admins' review inbox
+            how = (
+                f"Know the answer? Reply to this message with `{p}correct <the right answer>`; "
+                "this server's admins review it before I use it."
+            )
+        else:
+            how = "This server's admins can teach me."
+        return Answer(f"I haven't learned that yet. {how}", "fallback", confidence)
 
     # --- memory and personas ----------------------------------------------------------------
 

@@ -87,6 +87,13 @@ class ReviewIntake:
         except Exception:
             log.exception("could not keep a 👎 on reply %d for review", reply.bot_message_id)
 
+    def undisliked(self, reply: ReplyRecord, user_id: int) -> None:
+        """A 👎 changed to 👍 or taken back leaves the inbox, unless its topic was already dealt with. Never raises."""
+        try:
+            self.store.review.withdraw_disliked(reply.base, reply.bot_message_id, user_id)
+        except Exception:
+            log.exception("could not take a withdrawn 👎 on reply %d out of review", reply.bot_message_id)
+
     def corrected(self, reply: ReplyRecord, user_id: int, correction: str) -> None:
         """An admin's correction, already stored as examples: kept answered, for the record. Never raises."""
         try:

@@ -8,6 +8,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from typing import cast
 
 from trainerbot.errors import ChatUnavailable
 
@@ -66,6 +67,6 @@ async def pieces_from_thread(
                     raise item.error
                 log.error("the chat engine failed", exc_info=item.error)
                 raise ChatUnavailable("The chat engine failed while writing; the owners can find why in the log.")
-            yield str(item)
+            yield cast(str, item)  # as the engine wrote it: not str(item), which would lose ``CutShort``
     finally:
         cancel.set()

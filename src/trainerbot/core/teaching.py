@@ -18,7 +18,19 @@ from trainerbot.learning.evaluation import chart_png, evaluate, parse_cases, rep
 from trainerbot.learning.examples import ARROW, MAX_TEXT, parse_inline, read_examples
 from trainerbot.learning.jobs import TrainingJobs
 from trainerbot.storage.store import Store
-from trainerbot.types import GLOBAL_BASE, Caller, Example, Job, OutFile, Place, Reply, Upload, human_size, place_of
+from trainerbot.types import (
+    GLOBAL_BASE,
+    Caller,
+    Example,
+    Job,
+    OutFile,
+    Place,
+    Rating,
+    Reply,
+    Upload,
+    human_size,
+    place_of,
+)
 
 if TYPE_CHECKING:
     from trainerbot.core.review import ReviewIntake
@@ -33,6 +45,7 @@ TRAIN_USAGE = (
 )
 TRAIN_EXAMPLE = "For example: `!train when do you open? => We open at 9am.` (`!retrain` trains again on what I have.)"
 _FLAG = re.compile(r"(?:^|\s)(?:positive\s*[=:]\s*(true|false|yes|no)|--?(negative|positive))(?=\s|$)", re.I)
+RATINGS = {"👍": 1, "👎": -1}  # the reactions that rate a reply, and their values
 _GLOBAL_FLAG = re.compile(r"(?:^|\s)--global(?=\s|$)", re.I)
 
 
@@ -109,7 +122,7 @@ def job_text(job: Job, queue_position: int = 0, starts_in: float = 0.0) -> str:
     result = job.result or {}
     return (
         f"{head} done: {progress_bar(1.0)}\n"
-        f"Learned {result.get('outputs')} answer(s) from {result.get('examples')} examples "
+        f"Learned {count(result.get('outputs', 0), 'answer')} from {count(result.get('examples', 0), 'example')} "
         f"({result.get('positive')} positive, {result.get('negative')} negative); {_checked(result)}; "
         f"took {result.get('seconds')} s. Model version {job.model_version_id} now answers."
     )
@@ -222,7 +235,7 @@ class TeachingService:
         sources: list[str] = []
         if ARROW in text:
             examples += parse_inline(text, positive)
-            sources.append("message")
+            sources.append("your message")
         elif text:
             if "\n" in text or len(text) > MAX_PATH_LENGTH:  # words, not a path: say what is wrong with them
                 raise InvalidInput(self._neither(text))
@@ -272,19 +285,22 @@ class TeachingService:
         if not text and not uploads:
             raise InvalidInput(f"What should I learn? {TRAIN_USAGE}\n{TRAIN_EXAMPLE}")
         positive = positive if flag is None else flag
-        examples, source = self._examples_from(self.folders.of(base), text, uploads, positive)
+        given, source = self._examples_from(self.folders.of(base), text, uploads, positive)
+        known = self.store.knowledge.already_taught(base, given)
+        examples = [e for e in dict.fromkeys(given) if e not in known]  # each new one once, in the order given
+        if not examples:
+            everything = "it" if len(given) == 1 else f"all {len(given)}"
+            raise InvalidInput(f"I knew {everything} already: nothing new was stored. `!retrain` trains again.")
         kept = uploads if base != GLOBAL_BASE else []  # a server's files stay in its folder, for `!getfile` & co
         self.check_room(caller, base, examples, sum(len(upload.data) for upload in kept))
-        if not examples:
-            if self.store.knowledge.example_counts(base)["total"] == 0:
-                raise InvalidInput(f"There is nothing to train on yet. {TRAIN_USAGE}")
-            return self.retrain(caller)
         self._check_job_quota(caller, base)
         self.store.knowledge.add_examples(base, examples, source=f"train:{source}", author_id=caller.user_id)
         kind = "positive" if positive else "negative"
         where = " to the bot-wide knowledge" if base == GLOBAL_BASE and caller.guild_id is not None else ""
         effect = "They answer" if positive else "Those answers stop"
-        added = f"Stored {len(examples)} {kind} example(s) from {source}{where}. {effect} from now on. "
+        repeated = f" ({count(len(given) - len(examples), 'repeat')} left out)" if len(given) > len(examples) else ""
+        added = f"Stored {count(len(examples), kind + ' example')} from {source}{where}{repeated}. "
+        added += f"{effect} from now on. "
         added += self._keep(base, kept)
         return self._start(caller, base, added, 0.0 if now else self._delay(base))
 
@@ -424,7 +440,7 @@ class TeachingService:
         since = ""
         if fresh:
             since = (
-                f"\n{fresh} example(s) taught since {'its training' if version else 'then'} already answer; "
+                f"\n{count(fresh, 'example')} taught since {'its training' if version else 'then'} already answer; "
                 "the next training takes them in."
             )
         if version is None:
@@ -433,6 +449,11 @@ class TeachingService:
                     f"No model has been trained here yet; confidence threshold {threshold:.2f} ({source})."
                     + since
                     + also
+                )
+            if base == GLOBAL_BASE:  # a DM, or the console: what the owners teach for every server
+                return Reply(
+                    "No model has been trained for the bot-wide knowledge yet. Owners teach it in a server with "
+                    f"`!train --global question {ARROW} answer` (or in the console)."
                 )
             return Reply("No model has been trained for this server yet. " + TRAIN_USAGE + also)
         report = version.report
@@ -446,7 +467,7 @@ class TeachingService:
         history = ", ".join(f"v{v.id}{' (rolled back)' if v.status == 'rolled_back' else ''}" for v in older[:5])
         return Reply(
             f"Model version {version.id} answers (job #{version.job_id}, trained {version.created_at[:19]}Z): "
-            f"{version.examples} examples, {version.outputs} answers; {accuracy}; "
+            f"{count(version.examples, 'example')}, {count(version.outputs, 'answer')}; {accuracy}; "
             f"confidence threshold {threshold:.2f} ({source})."
             + since
             + (f"\nEarlier versions: {history}." if history else "")
@@ -463,18 +484,22 @@ class TeachingService:
 
     # --- testing ----------------------------------------------------------------------
 
-    def test(self, caller: Caller, text: str, uploads: list[Upload]) -> Reply:
-        """Asks the cases of the bot as it answers where the caller is; the run is kept with that base."""
+    def test(self, caller: Caller, text: str, uploads: list[Upload], typed_in: str = "your message") -> Reply:
+        """Asks the cases of the bot as it answers where the caller is; the run is kept with that base.
+
+        The cases typed (``typed_in`` names where, for errors) and those of every file are run together.
+        """
         self.access.require_view(caller, caller.base)
-        if text.strip():
-            cases = parse_cases(text.strip().strip("`").removeprefix("json").strip(), "your message")
-        elif uploads:
-            check_upload(uploads[0], self.upload_limit)
-            cases = parse_cases(uploads[0].data, uploads[0].name)
-        else:
+        if not text.strip() and not uploads:
             raise InvalidInput(
                 'Give test cases as JSON, e.g. `!test [{"input": "hi", "output": "hello"}]`, or attach a .json file.'
             )
+        cases = []
+        if text.strip():
+            cases += parse_cases(text.strip().strip("`").removeprefix("json").strip(), typed_in)
+        for upload in uploads:
+            check_upload(upload, self.upload_limit)
+            cases += parse_cases(upload.data, upload.name)
         answered = self.answers.answer_many(self.answers.bases(caller.guild_id), [c.input for c in cases])
         if answered is None:
             raise NotReady("No model has been trained yet. " + TRAIN_USAGE)
@@ -550,10 +575,11 @@ class TeachingService:
         )
         self.taught(base, caller)
         outputs = len({ex.output for ex in snap.examples})
+        kind = "positive" if positive else "negative"
         return Reply(
-            f"Dataset `{name}` selected: {len(snap.examples)} "
-            f"{'positive' if positive else 'negative'} examples, {outputs} outputs, from {len(snap.files)} "
-            f"file(s). Snapshot: `{data.relative(snap.archive)}` "
+            f"Dataset `{name}` selected: {count(len(snap.examples), kind + ' example')}, "
+            f"{count(outputs, 'answer')}, from {count(len(snap.files), 'file')}. "
+            f"Snapshot: `{data.relative(snap.archive)}` "
             f"({human_size(snap.archive.stat().st_size)}). Its examples count from now on, and the model is "
             "refitted with them in the background (`!retrain` starts that now)."
         )
@@ -577,8 +603,8 @@ class TeachingService:
         reply = self.store.conversations.reply(place_of(caller), bot_message_id) if fits_id(bot_message_id) else None
         if reply is None:
             raise NotReady(
-                "I can't find a reply of mine with that message id here. Reply to my message, "
-                "or copy its id (Developer Mode → Copy Message ID)."
+                "I can't find a reply of mine with that link or id in this channel. Reply to my message, "
+                "or give its link (right-click or long-press it, then Copy Message Link)."
             )
         if not self.access.is_admin(caller):
             return self._suggest(caller, reply, correction)
@@ -604,13 +630,34 @@ class TeachingService:
             "my answers change once one of them accepts it."
         )
 
-    def rate(self, user_id: int, place: Place, bot_message_id: int, emoji: str) -> bool:
-        """Stores a 👍 or 👎 on one of the bot's replies given in ``place``; other emoji and messages are ignored."""
-        rating = {"👍": 1, "👎": -1}.get(emoji)
-        reply = self.store.conversations.reply(place, bot_message_id) if rating and fits_id(bot_message_id) else None
-        if reply is None or rating is None:
-            return False
+    def _rated_reply(self, place: Place, bot_message_id: int, emoji: str) -> ReplyRecord | None:
+        """The reply given in ``place`` that a 👍 or 👎 is about; None for other emoji and messages."""
+        if emoji not in RATINGS or not fits_id(bot_message_id):
+            return None
+        return self.store.conversations.reply(place, bot_message_id)
+
+    def rate(self, user_id: int, place: Place, bot_message_id: int, emoji: str) -> Rating | None:
+        """Stores a 👍 or 👎 on one of the bot's replies given in ``place``, replacing the person's earlier rating
+        of it; None when it already was their rating, and for other emoji and messages."""
+        reply = self._rated_reply(place, bot_message_id, emoji)
+        if reply is None:
+            return None
+        rating = RATINGS[emoji]
         stored = self.store.feedback.add_reaction(user_id=user_id, emoji=emoji, rating=rating, reply=reply)
-        if stored and rating < 0 and self.review is not None:  # its question goes to the admins' review inbox
-            self.review.disliked(reply, user_id)
+        if stored is not None and self.review is not None:
+            if rating < 0:  # its question goes to the admins' review inbox
+                self.review.disliked(reply, user_id)
+            elif stored.replaced is not None:  # a 👎 changed to 👍: it leaves the inbox
+                self.review.undisliked(reply, user_id)
         return stored
+
+    def unrate(self, user_id: int, place: Place, bot_message_id: int, emoji: str) -> bool:
+        """Removes the person's rating of a reply when they take back the reaction that is it; taking back one
+        already replaced by their other rating changes nothing."""
+        reply = self._rated_reply(place, bot_message_id, emoji)
+        if reply is None:
+            return False
+        removed = self.store.feedback.remove_reaction(user_id=user_id, bot_message_id=reply.bot_message_id, emoji=emoji)
+        if removed and RATINGS[emoji] < 0 and self.review is not None:
+            self.review.undisliked(reply, user_id)
+        return removed

@@ -55,6 +55,9 @@ class TestReport:
         }
 
 
+CASE_KEYS = {"input", "output"}
+
+
 def parse_cases(data: bytes | str, name: str) -> list[TestCase]:
     text = data if isinstance(data, str) else decode_text(data, name)
     items, lines = load_json_document(text, name)
@@ -62,6 +65,11 @@ def parse_cases(data: bytes | str, name: str) -> list[TestCase]:
     for item, line in zip(items, lines, strict=True):
         if not isinstance(item, dict) or "input" not in item:
             raise InvalidInput(f'{name}, line {line}: each case needs "input" (and "output", null for unknown)')
+        if others := sorted(set(item) - CASE_KEYS):  # "expected": ... would otherwise test for "unknown"
+            raise InvalidInput(
+                f'{name}, line {line}: a case has "input" and "output" (null for unknown), '
+                f"not {', '.join(json.dumps(key) for key in others)}"
+            )
         question, answer = item["input"], item.get("output")
         if not isinstance(question, str) or not question.strip() or len(question) > MAX_TEXT:
             raise InvalidInput(f'{name}, line {line}: "input" must be non-empty text of at most {MAX_TEXT} characters')

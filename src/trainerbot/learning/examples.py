@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path, PurePath
 
 from trainerbot.errors import InvalidInput
@@ -22,6 +23,19 @@ OUTPUT_KEYS = ("output", "label", "category", "intent", "answer")
 EXAMPLE_SUFFIXES = {".json", ".jsonl", ".csv", ".txt", ".md", ".tsv"}
 READABLE_SUFFIXES = EXAMPLE_SUFFIXES | {".zip"}  # what a directory is searched for: example files and zips of them
 SNAPSHOT_MANIFEST = "manifest.json"  # what a dataset snapshot adds beside its files (see datasets.snapshot)
+# Documents of office programs, known by their names: people keep FAQs in them.
+OFFICE_DOCUMENTS = {
+    ".xlsx": "a spreadsheet",
+    ".xls": "a spreadsheet",
+    ".ods": "a spreadsheet",
+    ".numbers": "a spreadsheet",
+    ".docx": "a text document",
+    ".doc": "a text document",
+    ".odt": "a text document",
+    ".pages": "a text document",
+    ".rtf": "a text document",
+    ".pdf": "a PDF document",
+}
 # Files people send by mistake, known by their first bytes; only used to explain bytes that are no text.
 BINARY_MAGIC = {
     b"\x89PNG": "a PNG image",
@@ -36,6 +50,12 @@ BINARY_MAGIC = {
     b"MZ": "a Windows program",
     b"SQLite format 3\x00": "an SQLite database",
 }
+
+
+# A flag of `!train` (core/teaching.py takes them out of the command's text) at the end of a text.
+_FLAG_AT_END = re.compile(
+    r"(?:^|\s)(positive\s*[=:]\s*(?:true|false|yes|no)|--?(?:negative|positive)|--global)\s*$", re.IGNORECASE
+)
 
 
 class _Problem(Exception):
@@ -164,8 +184,47 @@ def _pointer(text: str, exc: json.JSONDecodeError) -> str:
 
 
 def _parse_json(text: str, name: str, positive: bool) -> list[Example]:
+    pairs = _questions_and_answers(text)
+    if pairs is not None:
+        return [
+            Example(_clean(q, "the question", line), _clean(a, "the answer", line), positive) for q, a, line in pairs
+        ]
     items, lines = load_json_document(text, name)
     return [_from_mapping(item, positive, line) for item, line in zip(items, lines, strict=True)]
+
+
+def _questions_and_answers(text: str) -> list[tuple[str, str, int]] | None:
+    """`{"question": "answer", ...}`, the way people write an FAQ by hand: each pair and its line.
+
+    None for any other JSON (a list, an object with "data", a broken file), which
+    ``load_json_document`` reads or explains. Repeated questions are all kept, as a list's would be.
+    """
+    try:
+        pairs = json.loads(text, object_pairs_hook=lambda pairs: pairs)
+    except (ValueError, RecursionError):
+        return None
+    if not pairs or not isinstance(pairs, list) or not all(isinstance(p, tuple) for p in pairs):
+        return None  # a list, or not an object
+    if any(key == "data" or not isinstance(value, str) for key, value in pairs):
+        return None
+    lines = [_line_of(text, offset) for offset in _key_offsets(text)]
+    return [(key, value, line) for (key, value), line in zip(pairs, lines, strict=True)]
+
+
+def _key_offsets(text: str) -> list[int]:
+    """Offsets of the keys of the top-level JSON object (the text is a valid JSON object)."""
+    decoder = json.JSONDecoder()
+    offsets = []
+    i = _skip_space(text, _skip_space(text, 0) + 1)
+    while text[i] != "}":
+        offsets.append(i)
+        _, i = decoder.raw_decode(text, i)
+        i = _skip_space(text, _skip_space(text, i) + 1)  # past ':'
+        _, i = decoder.raw_decode(text, i)
+        i = _skip_space(text, i)
+        if text[i] == ",":
+            i = _skip_space(text, i + 1)
+    return offsets
 
 
 def _parse_jsonl(text: str, positive: bool) -> list[Example]:
@@ -216,6 +275,23 @@ def _parse_csv(text: str, positive: bool, delimiter: str) -> list[Example]:
     return examples
 
 
+def _no_flag(text: str, what: str, number: int) -> None:
+    """A line of a file takes no flags: one that ends with a flag of `!train` is refused, not stored with it.
+
+    In a typed `!train` the flag applies to every example; copied into a file, it would silently
+    become the end of a question or an answer. Only the end is checked, where a flag is put:
+    `--negative` inside an answer (about command lines, say) is the answer's own text.
+    """
+    found = _FLAG_AT_END.search(text)
+    if found is not None:
+        raise _Problem(
+            number,
+            f"{what} ends with `{found.group(1)}`, a flag of the `!train` command; lines of a file take no flags. "
+            "Put it in the command (`!train positive=false` with the file) to teach the whole file as answers "
+            'I must not give, or use a .jsonl file with `"positive": false` on the examples it is for',
+        )
+
+
 def parse_lines(text: str, positive: bool) -> list[Example]:
     """`input => output`, one example a line; blank lines and lines starting with # are skipped."""
     examples = []
@@ -224,8 +300,13 @@ def parse_lines(text: str, positive: bool) -> list[Example]:
         if not stripped or stripped.startswith("#"):
             continue
         if ARROW not in stripped:
-            raise _Problem(number, f"expected `input {ARROW} output`")
+            raise _Problem(number, f"expected `question {ARROW} answer`")
         question, _, answer = stripped.partition(ARROW)
+        _no_flag(question, "the question", number)
+        _no_flag(answer, "the answer", number)
+        if not question.strip() or not answer.strip():
+            missing = "question before" if not question.strip() else "answer after"
+            raise _Problem(number, f"there is no {missing} `{ARROW}`")
         examples.append(Example(_clean(question, "input", number), _clean(answer, "output", number), positive))
     return examples
 
@@ -240,7 +321,7 @@ def parse_examples(data: bytes | str, name: str, positive: bool = True) -> list[
         elif suffix == ".jsonl":
             examples = _parse_jsonl(text, positive)
         elif suffix in (".csv", ".tsv"):
-            examples = _parse_csv(text, positive, "\t" if suffix == ".tsv" else ",")
+            examples = _parse_csv(text, positive, "\t" if suffix == ".tsv" else _csv_delimiter(text))
         else:
             examples = parse_lines(text, positive)
     except _Problem as problem:
@@ -249,6 +330,12 @@ def parse_examples(data: bytes | str, name: str, positive: bool = True) -> list[
     if not examples:
         raise InvalidInput(f"{name}: no examples found")
     return examples
+
+
+def _csv_delimiter(text: str) -> str:
+    """`,`, or `;` where the header has only those: spreadsheets in many languages save CSV with `;`."""
+    header = text.lstrip("\ufeff").partition("\n")[0]
+    return ";" if ";" in header and "," not in header else ","
 
 
 def is_snapshot_manifest(name: str, data: bytes) -> bool:
@@ -272,6 +359,12 @@ def read_documents(data: bytes, name: str, limit: int) -> list[Document]:
     Whether it is an archive is decided by its bytes, not its name; ``limit`` caps what an
     archive may unpack to. The one reader for every command that reads example files.
     """
+    office = OFFICE_DOCUMENTS.get(PurePath(name).suffix.lower())
+    if office is not None:  # many are zip archives inside: named for what they are, not "no example files"
+        raise InvalidInput(
+            f"{shown(name)} is {office}, which I can't read. Save it as CSV with a question and an answer column "
+            f"(or as text lines `question {ARROW} answer`) and send that."
+        )
     if is_zip(data):
         documents = [
             d

@@ -6,7 +6,7 @@ from typing import Any
 
 from trainerbot.storage.database import Database, utc_now
 from trainerbot.storage.knowledge import ensure_base
-from trainerbot.types import ReplyRecord
+from trainerbot.types import Rating, ReplyRecord
 
 
 class Feedback:
@@ -42,15 +42,35 @@ class Feedback:
                 ),
             ).lastrowid
 
-    def add_reaction(self, *, user_id: int, emoji: str, rating: int, reply: ReplyRecord) -> bool:
-        """Stores a rating once per user, message and emoji; False when it was already there."""
+    def add_reaction(self, *, user_id: int, emoji: str, rating: int, reply: ReplyRecord) -> Rating | None:
+        """Stores a person's rating of a reply in place of their earlier one there; None when it already was theirs."""
         with self.db.transaction() as db:
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO reactions (bot_message_id, user_id, emoji, rating, input, reply, created_at)"
+            rows = db.execute(
+                "SELECT id, user_id, emoji FROM reactions WHERE bot_message_id = ? ORDER BY id", (reply.bot_message_id,)
+            ).fetchall()
+            theirs = [row for row in rows if row["user_id"] == user_id]
+            others = [row for row in theirs if row["emoji"] != emoji]
+            # Rows of both emoji by one person were written before ratings replaced each other: tidied here.
+            db.executemany("DELETE FROM reactions WHERE id = ?", [(row["id"],) for row in others])
+            if len(others) < len(theirs):
+                return None
+            db.execute(
+                "INSERT INTO reactions (bot_message_id, user_id, emoji, rating, input, reply, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (reply.bot_message_id, user_id, emoji, rating, reply.input, reply.reply, utc_now()),
             )
-            return cursor.rowcount == 1
+            return Rating(emoji, replaced=others[-1]["emoji"] if others else None, first=not rows)
+
+    def remove_reaction(self, *, user_id: int, bot_message_id: int, emoji: str) -> bool:
+        """Removes a person's rating of a reply when ``emoji`` is it; False when theirs is another, or none."""
+        with self.db.transaction() as db:
+            return (
+                db.execute(
+                    "DELETE FROM reactions WHERE bot_message_id = ? AND user_id = ? AND emoji = ?",
+                    (bot_message_id, user_id, emoji),
+                ).rowcount
+                > 0
+            )
 
     def add_correction(self, *, reply: ReplyRecord, user_id: int | None, correction: str) -> int:
         """The correction and its two examples, in the base of the place the reply was given, all or nothing."""

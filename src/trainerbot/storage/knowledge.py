@@ -56,6 +56,20 @@ class Knowledge:
                 for ex in examples
             ]
 
+    def already_taught(self, base: int, examples: Iterable[Example]) -> set[Example]:
+        """Which of ``examples`` the base holds already, taught (not from a dataset) with the same meaning."""
+        questions = sorted({ex.input for ex in examples})
+        found: set[Example] = set()
+        for start in range(0, len(questions), 500):  # within SQLite's bound-parameter limit
+            chunk = questions[start : start + 500]
+            rows = self.db.query(
+                f"SELECT input, output, positive FROM examples WHERE base = ? AND dataset_id IS NULL"
+                f" AND input IN ({', '.join('?' * len(chunk))})",
+                (base, *chunk),
+            )
+            found.update(Example(row["input"], row["output"], bool(row["positive"])) for row in rows)
+        return found
+
     def add_dataset(
         self,
         base: int,

@@ -141,6 +141,18 @@ class ReviewInbox:
             self._prune(db, base)
         return topic_id
 
+    def withdraw_disliked(self, base: int, bot_message_id: int, user_id: int) -> int:
+        """Takes a person's 👎 of a reply, changed or taken back, out of this base's open topics; in a topic
+        already answered or dismissed it stays, the record of what was done. Returns how many items went."""
+        with self.db.transaction() as db:
+            rows = db.execute(
+                "SELECT i.id, i.topic_id, i.vector FROM review_items i JOIN review_topics t ON t.id = i.topic_id"
+                " WHERE i.base = ? AND i.kind = 'disliked' AND i.bot_message_id = ? AND i.user_id = ?"
+                " AND t.status = 'open'",
+                (base, bot_message_id, user_id),
+            ).fetchall()
+            return remove_items(db, rows)
+
     @staticmethod
     def _nearest(db: Any, base: int, vector: np.ndarray, min_similarity: float) -> int | None:
         rows = db.execute(

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TextIO
 
 from trainerbot.app import Services
+from trainerbot.chat.engine import CutShort
 from trainerbot.core.conversation import CONSOLE_CONVERSATION, Where, written
 from trainerbot.core.listening import quoted
 from trainerbot.core.teaching import JobStarted
@@ -163,16 +164,19 @@ class Console:
             conversation.finish(prepared, prepared.answer.text, prepared.answer.source, [reply_id])
             return
         self.out.write(f"[#{reply_id}] ")
-        reply, failure = "", ""
+        reply, failure, cut = "", "", False
         try:
             for piece in conversation.write(prepared, threading.Event()):
+                if isinstance(piece, CutShort):  # the length limit: the note below says so
+                    cut = True
+                    continue
                 piece = piece if reply else piece.lstrip()
                 reply += piece
                 self.out.write(piece)
                 self.out.flush()
         except ChatUnavailable as exc:
             failure = str(exc)
-        outcome = written(reply, failure)
+        outcome = written(reply, failure, cut=cut)
         if not reply.strip():
             self.print(outcome.text)
         else:

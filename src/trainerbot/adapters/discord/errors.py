@@ -3,7 +3,8 @@
 1. Unknown command: "did you mean" with the closest command names.
 2. UserError from the core (bad file, refused path, no permission, ...): its message as is.
 3. Bad or missing arguments: what was wrong and the command's usage line.
-4. A cooldown: when the command can be used again. Failed checks (owner-only commands, DMs): a polite refusal.
+4. A cooldown: when the command can be used again (attempts that ended in 2. or 3. do not count).
+   Failed checks (owner-only commands, DMs): a polite refusal.
 5. Anything else: a short apology with a reference code that is also in the log,
    next to the traceback. The bot keeps running.
 """
@@ -21,7 +22,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from trainerbot.adapters.discord.delivery import answer_nonce, send_once
-from trainerbot.adapters.discord.render import ALLOWED_MENTIONS
+from trainerbot.adapters.discord.render import ALLOWED_MENTIONS, in_their_form, is_owner
 from trainerbot.errors import UserError
 
 if TYPE_CHECKING:
@@ -40,6 +41,13 @@ def unwrap(error: BaseException) -> BaseException:
     return error
 
 
+# Errors that mean the command did not do its work: they do not count against a cooldown.
+MISTAKES = (UserError, commands.UserInputError, app_commands.TransformerError, commands.CheckFailure)
+# An owner who tries `!train` in a DM wants the bot-wide knowledge, which DMs answer from.
+BOT_WIDE_TEACHING = (
+    " What I answer in direct messages is the bot-wide knowledge: teach it in a server with "
+    "`!train --global question => answer`."
+)
 MAX_MESSAGE = 2000  # Discord refuses longer messages, and the user would then hear nothing at all
 MAX_ECHO = 80  # of what the user typed, quoted back in an error
 
@@ -60,7 +68,7 @@ def fit(text: str) -> str:
 
 def usage(ctx: commands.Context[TrainerBot]) -> str:
     command = ctx.command
-    if command is None:
+    if not isinstance(command, commands.Command):  # none, or a slash-only command: Discord shows its options
         return ""
     return f"Usage: `{ctx.clean_prefix}{command.qualified_name} {command.signature}".rstrip() + "`"
 
@@ -109,6 +117,11 @@ class ErrorHandler(commands.Cog):
             return str(error)
         if isinstance(error, commands.UserInputError | app_commands.TransformerError):
             return f"{argument_problem(ctx, error)}\n{usage(ctx)}"
+        if isinstance(error, app_commands.CommandSignatureMismatch):  # Discord still shows an older version
+            return (
+                "This slash command changed since Discord last heard of it: use the `!` form for now, "
+                "and ask the bot's owners to run `!sync`."
+            )
         if isinstance(error, commands.CommandOnCooldown):
             name = ctx.command.qualified_name if ctx.command else "this command"
             wait = math.ceil(error.retry_after)
@@ -117,7 +130,8 @@ class ErrorHandler(commands.Cog):
             return "Sorry, only the bot's owners can use this command."
         if isinstance(error, commands.NoPrivateMessage):
             name = ctx.command.qualified_name if ctx.command else "this command"
-            return f"`{ctx.clean_prefix}{name}` only works in a server, not in direct messages."
+            hint = BOT_WIDE_TEACHING if name == "train" and is_owner(self.bot, ctx.author.id) else ""
+            return f"`{ctx.clean_prefix}{name}` only works in a server, not in direct messages.{hint}"
         if isinstance(error, commands.CheckFailure):
             return "Sorry, you can't use this command here."
         reference = uuid.uuid4().hex[:8].upper()
@@ -129,14 +143,41 @@ class ErrorHandler(commands.Cog):
         )
         return f"Sorry, something went wrong on my side (reference `{reference}`). The owners can find it in the log."
 
+    async def cog_load(self) -> None:
+        self.bot.tree.on_error = self.on_app_command_error  # slash-only commands: the same handler
+
+    async def on_app_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        await self.on_command_error(await commands.Context.from_interaction(interaction), error)  # type: ignore[arg-type]
+
     @commands.Cog.listener()
     async def on_command_error(self, ctx: commands.Context[TrainerBot], error: commands.CommandError) -> None:
-        text = fit(self.message_for(ctx, error))
+        if isinstance(unwrap(error), MISTAKES):
+            self.bot.cooldowns.give_back(ctx)  # the person's mistake or a refusal: no real work was done
+        text = fit(in_their_form(ctx, self.message_for(ctx, error)))
         try:
             if ctx.interaction is not None:  # seen only by whoever used the command
-                await ctx.send(text, allowed_mentions=ALLOWED_MENTIONS, ephemeral=True)
+                await self._ephemeral(ctx.interaction, text)
             else:
                 nonce = answer_nonce(ctx.message.id, "e", 0)
                 await send_once(ctx, text, nonce=nonce, allowed_mentions=ALLOWED_MENTIONS)
         except discord.HTTPException:
             log.warning("could not send an error message in channel %s", ctx.channel.id)
+
+    @staticmethod
+    async def _ephemeral(interaction: discord.Interaction, text: str) -> None:
+        """An error only its person sees, also after a public deferral ("thinking..." for everyone).
+
+        Discord turns the first follow-up after a deferral into the deferred message, public like it:
+        that placeholder is deleted first, so the error comes as a message of its own, ephemeral.
+        """
+        if interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
+            try:
+                original = await interaction.original_response()
+                if original.flags.loading and not original.flags.ephemeral:
+                    await original.delete()
+            except discord.HTTPException:
+                pass  # the error is sent all the same
+        if interaction.response.is_done():
+            await interaction.followup.send(text, allowed_mentions=ALLOWED_MENTIONS, ephemeral=True)
+        else:
+            await interaction.response.send_message(text, allowed_mentions=ALLOWED_MENTIONS, ephemeral=True)

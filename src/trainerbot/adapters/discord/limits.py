@@ -7,6 +7,9 @@ prefix and the slash form of a command.
 
 from __future__ import annotations
 
+import time
+import weakref
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -32,21 +35,44 @@ def per_person(rate: int, seconds: float) -> Callable[[F], F]:
 
 
 class Cooldowns:
-    """The bot-wide check that applies ``per_person`` limits; raises CommandOnCooldown when one is reached."""
+    """The bot-wide check that applies ``per_person`` limits; raises CommandOnCooldown when one is reached.
 
-    def __init__(self) -> None:
-        self._mappings: dict[str, commands.CooldownMapping[commands.Context[TrainerBot]]] = {}
+    A use is counted when the command starts, and given back when it ends in the person's own
+    mistake (a typo, a missing argument, a broken file, a refusal): only an attempt that did the
+    real work counts against the allowance.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._uses: dict[tuple[str, int], deque[float]] = {}  # (command, person): when each use in the window began
+        self._taken: weakref.WeakKeyDictionary[commands.Context[TrainerBot], tuple[tuple[str, int], float]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     async def __call__(self, ctx: commands.Context[TrainerBot]) -> bool:
         command = ctx.command
         limit = getattr(command.callback, _LIMIT, None) if command is not None else None
         if command is None or limit is None or is_owner(ctx.bot, ctx.author.id):
             return True
-        mapping = self._mappings.setdefault(
-            command.qualified_name, commands.CooldownMapping.from_cooldown(*limit, commands.BucketType.user)
-        )
-        bucket = mapping.get_bucket(ctx)
-        retry_after = bucket.update_rate_limit() if bucket is not None else None
-        if retry_after:
-            raise commands.CommandOnCooldown(bucket, retry_after, commands.BucketType.user)  # type: ignore[arg-type]
+        rate, seconds = limit
+        now = self._clock()
+        key = (command.qualified_name, ctx.author.id)
+        uses = self._uses.setdefault(key, deque())
+        while uses and uses[0] <= now - seconds:
+            uses.popleft()
+        if len(uses) >= rate:
+            retry_after = uses[0] + seconds - now
+            raise commands.CommandOnCooldown(commands.Cooldown(rate, seconds), retry_after, commands.BucketType.user)
+        uses.append(now)
+        self._taken[ctx] = (key, now)
         return True
+
+    def give_back(self, ctx: commands.Context[TrainerBot]) -> None:
+        """The use ``ctx`` counted no longer counts: the command did not do its work."""
+        taken = self._taken.pop(ctx, None)
+        if taken is None:
+            return
+        key, started = taken
+        uses = self._uses.get(key)
+        if uses is not None and started in uses:
+            uses.remove(started)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
@@ -79,6 +80,43 @@ def server_only() -> Callable[[T], T]:
     return decorate
 
 
+_OWNERS_IN_DMS = "__trainerbot_owners_in_dms__"
+_AUDIENCE = "__trainerbot_audience__"
+
+
+def for_admins(callback: T) -> T:
+    """Marks a command that only the bot's owners and a server's admins may use (the core enforces it;
+    `!help` lists it to them, and names it to everyone else as theirs)."""
+    setattr(callback, _AUDIENCE, "admins")
+    return callback
+
+
+def for_owners(callback: T) -> T:
+    """Marks a command for the bot's owners alone (its check enforces it)."""
+    setattr(callback, _AUDIENCE, "owners")
+    return callback
+
+
+def audience(command: commands.Command) -> str:
+    """Who may use ``command``: "everyone", "admins" (and owners) or "owners"."""
+    return getattr(command.callback, _AUDIENCE, "everyone")
+
+
+def owners_in_dms(callback: T) -> T:
+    """Marks a command that in direct messages is about the bot-wide knowledge, so for the bot's owners:
+    the core refuses everyone else there; `!help` in a DM leaves it out for them."""
+    setattr(callback, _OWNERS_IN_DMS, True)
+    return callback
+
+
+def works_in_dms(command: commands.Command, *, for_owner: bool) -> bool:
+    """Whether ``command`` does its work in a direct message, for an owner or for anyone else."""
+    app_command = getattr(command, "app_command", None)
+    if app_command is not None and app_command.guild_only:  # `server_only`, whose mark discord.py keeps here
+        return False
+    return for_owner or not getattr(command.callback, _OWNERS_IN_DMS, False)
+
+
 def caller_of(ctx: commands.Context[TrainerBot]) -> Caller:
     message_id = ctx.message.id if ctx.interaction is None else None
     return person(ctx.bot, ctx.author, ctx.guild, channel_id=ctx.channel.id, message_id=message_id)
@@ -119,10 +157,47 @@ async def download(url: str, name: str, limit: int) -> bytes:
 
 
 def attachments_of(ctx: commands.Context[TrainerBot], given: discord.Attachment | None) -> list[discord.Attachment]:
-    """The attachment option of a slash command, or every file on a prefix command's message."""
-    if given is not None:
-        return [given]
-    return list(ctx.message.attachments) if ctx.interaction is None else []
+    """Every file on a prefix command's message, or the attachment option of a slash command.
+
+    In the prefix form discord.py fills the ``file`` parameter with the message's first attachment
+    only: the message itself is read, so a second file is never dropped without a word.
+    """
+    if ctx.interaction is None:
+        return list(ctx.message.attachments)
+    return [given] if given is not None else []
+
+
+# A command named in a reply: the core writes `!name`, or the configured prefix where it knows it.
+_NAMED_COMMAND = re.compile(r"`(?P<prefix>[^\s`\w]{1,5})(?P<name>[a-z_]+)(?=[\s`])")
+
+
+def in_their_form(ctx: commands.Context[TrainerBot], text: str) -> str:
+    """``text`` with every command it names in the form the person used: `/train` when they used a
+    slash command, `?train` where the server's prefix is `?`. The core writes one form, `!train`."""
+    prefix = ctx.bot.settings.command_prefix
+    wanted = "/" if ctx.interaction is not None else prefix
+    if wanted == "!":
+        return text
+
+    def swap(match: re.Match[str]) -> str:
+        known = match["prefix"] in ("!", prefix) and match["name"] in ctx.bot.all_commands
+        return f"`{wanted}{match['name']}" if known else match.group(0)
+
+    return _NAMED_COMMAND.sub(swap, text)
+
+
+# "Copy Message Link" in any Discord client: https://discord.com/channels/<server or @me>/<channel>/<message>
+_MESSAGE_LINK = re.compile(
+    r"<?https://(?:(?:ptb|canary)\.)?discord(?:app)?\.com/channels/(?:@me|\d+)/\d+/(\d+)>?", re.IGNORECASE
+)
+
+
+def message_id_in(typed: str) -> int | None:
+    """The message a person points at: its id, or its link; None when ``typed`` is neither."""
+    typed = typed.strip()
+    if found := _MESSAGE_LINK.fullmatch(typed):
+        return int(found[1])
+    return int(typed) if typed.isdigit() else None
 
 
 async def send_reply(
@@ -131,8 +206,9 @@ async def send_reply(
     """Sends a reply in as many messages as Discord's limit needs; files go with the last one.
 
     ``mentions``: whom the text may ping (``NO_MENTIONS`` where it quotes what other people wrote).
+    Commands it names are in the form the person used (``in_their_form``).
     """
-    chunks = split_message(reply.text) or ["\u200b"]
+    chunks = split_message(in_their_form(ctx, reply.text)) or ["\u200b"]
     message = None
     for index, chunk in enumerate(chunks):
         last = index == len(chunks) - 1

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from discord import app_commands
 from discord.ext import commands
 
-from trainerbot.adapters.discord.render import caller_of, in_thread, send_reply, server_only
+from trainerbot.adapters.discord.render import caller_of, for_owners, in_thread, send_reply, server_only
 from trainerbot.types import Reply
 
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ class Admin(commands.Cog):
     @app_commands.describe(scope="`global` (every server, the default) or `here` (this server only, at once)")
     @server_only()
     @commands.check(owner_in_a_server)
+    @for_owners
     async def sync(self, ctx: commands.Context[TrainerBot], scope: str = "global") -> None:
         """Register the slash commands with Discord: `global`, or `here` for this server only (owners)."""
         if scope == "here" and ctx.guild is not None:

@@ -26,11 +26,12 @@ from trainerbot.adapters.discord.render import (
     server_only,
 )
 from trainerbot.adapters.discord.voice import Speaker
+from trainerbot.chat.engine import CutShort
 from trainerbot.core.conversation import Prepared, Where, written
 from trainerbot.core.listening import quoted
 from trainerbot.core.queue import Busy, WorkQueue
 from trainerbot.core.streaming import pieces_from_thread
-from trainerbot.core.text import PageSplitter, split_message
+from trainerbot.core.text import PageSplitter, short, split_message
 from trainerbot.errors import ChatUnavailable, UserError
 from trainerbot.speech.audio import is_audio
 from trainerbot.speech.tts import spoken_so_far
@@ -48,6 +49,23 @@ def where_of(channel: discord.abc.Messageable) -> Where:
     if isinstance(channel, discord.Thread):
         return Where(channel.id, channel.parent_id)
     return Where(channel.id)  # type: ignore[attr-defined]
+
+
+def skipped_files(more_audio: list[discord.Attachment], others: list[discord.Attachment], prefix: str) -> str:
+    """What a conversation does not read of a message's files, and why; empty when it reads them all."""
+
+    def names(files: list[discord.Attachment]) -> str:
+        return ", ".join("`" + short(file.filename.replace("`", "'"), 60) + "`" for file in files)
+
+    said = []
+    if more_audio:
+        said.append(f"I listen to one recording a message, so I didn't hear {names(more_audio)}: send it on its own.")
+    if others:
+        said.append(
+            f"I didn't read {names(others)}: in a conversation I read text and listen to recordings. "
+            f"To teach me from a file, attach it to `{prefix}train`; to test me, to `{prefix}test`."
+        )
+    return " ".join(said)
 
 
 class StreamedReply:
@@ -140,6 +158,12 @@ class Conversation(commands.Cog):
     async def answer(self, message: discord.Message) -> None:
         text = message.content.strip()
         audio = [a for a in message.attachments if is_audio(a.filename, a.content_type)]
+        note = skipped_files(
+            audio[1:], [a for a in message.attachments if a not in audio], self.bot.settings.command_prefix
+        )
+        if note:  # every file is read or named, never dropped without a word
+            nonce = answer_nonce(message.id, "s", 0)
+            await send_once(message.channel, note, nonce=nonce, reference=message, allowed_mentions=NO_MENTIONS)
         if audio:  # a voice message or an audio file: answered as what it says
             heard = await self._listen(message, audio[0])
             if heard is None:
@@ -217,7 +241,7 @@ class Conversation(commands.Cog):
         conversation = self.bot.services.conversation
         line = PlaceInLine(message, self.bot.services.queues.replies)
         typing = asyncio.create_task(self._typing(message.channel))
-        text, note = "", ""  # text: the reply so far, without the whitespace a model may start with
+        text, note, cut = "", "", False  # text: the reply so far, without the whitespace a model may start with
         speaker, spoken = self._speaker(message), 0  # said aloud a whole sentence at a time, as written
         reply = StreamedReply(message, self.bot.reply_edit_interval)
         try:
@@ -227,6 +251,9 @@ class Conversation(commands.Cog):
                     partial(conversation.write, prepared), stall_timeout=conversation.options.stall_timeout
                 )
                 async for piece in pieces:
+                    if isinstance(piece, CutShort):  # the length limit: a note under the reply says so
+                        cut = True
+                        continue
                     text = (text + piece).lstrip()
                     if text:
                         await reply.update(text)
@@ -244,7 +271,7 @@ class Conversation(commands.Cog):
             return
         finally:
             typing.cancel()
-        outcome = written(text, note)
+        outcome = written(text, note, cut=cut)
         if not text.strip():
             said = await self._say(message, outcome.text, line.message)
             posted([said])

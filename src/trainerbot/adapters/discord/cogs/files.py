@@ -8,7 +8,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from trainerbot.adapters.discord.limits import per_person
-from trainerbot.adapters.discord.render import caller_of, in_thread, send_reply, server_only
+from trainerbot.adapters.discord.render import caller_of, for_admins, in_thread, send_reply, server_only
 
 if TYPE_CHECKING:
     from trainerbot.adapters.discord.bot import TrainerBot
@@ -22,6 +22,7 @@ class Files(commands.Cog):
     @app_commands.describe(path="A file in this server's folder, e.g. archives/faq.zip")
     @per_person(5, 60)
     @server_only()
+    @for_admins
     async def getfile(self, ctx: commands.Context[TrainerBot], *, path: str) -> None:
         """Send a file from this server's folder (owners and admins)."""
         await ctx.defer()
@@ -31,6 +32,7 @@ class Files(commands.Cog):
     @app_commands.describe(directory="A directory in this server's folder")
     @per_person(2, 60)
     @server_only()
+    @for_admins
     async def archive(self, ctx: commands.Context[TrainerBot], *, directory: str) -> None:
         """Zip a directory of this server's folder (owners and admins)."""
         await ctx.defer()

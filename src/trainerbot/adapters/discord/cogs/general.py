@@ -8,11 +8,14 @@ from discord import app_commands
 from discord.ext import commands
 
 from trainerbot.adapters.discord.limits import per_person
-from trainerbot.adapters.discord.render import caller_of, in_thread, send_reply
+from trainerbot.adapters.discord.render import audience, caller_of, in_thread, is_owner, send_reply, works_in_dms
 from trainerbot.types import Reply
 
 if TYPE_CHECKING:
     from trainerbot.adapters.discord.bot import TrainerBot
+
+
+RANKS = {"everyone": 0, "admins": 1, "owners": 2}  # who sees a command explained in `!help`
 
 
 class General(commands.Cog):
@@ -40,11 +43,26 @@ class General(commands.Cog):
             if found is None or found.hidden:
                 raise commands.BadArgument(f"There is no command `{command}`.")
             text = f"`{prefix}{found.qualified_name} {found.signature}".rstrip() + f"`\n{found.help}"
+            if not works_in_dms(found, for_owner=True):
+                text += "\nIt works in a server, not in direct messages."
             await send_reply(ctx, Reply(text))
             return
-        lines = [
-            f"`{prefix}{c.name}` {c.short_doc}" for c in sorted(self.bot.commands, key=lambda c: c.name) if not c.hidden
+        in_dm = ctx.guild is None
+        owner = is_owner(self.bot, ctx.author.id)
+        rank = 2 if owner else 1 if not in_dm and self.bot.services.access.is_admin(caller_of(ctx)) else 0
+        offered = [
+            c
+            for c in sorted(self.bot.commands, key=lambda c: c.name)
+            if not c.hidden and (not in_dm or works_in_dms(c, for_owner=owner))
         ]
+        theirs = [c for c in offered if RANKS[audience(c)] <= rank]
+        lines = [f"`{prefix}{c.name}` {c.short_doc}" for c in theirs]
+        for level in ("admins", "owners"):  # named, so nobody wonders where they are, but not explained
+            others = [f"`{prefix}{c.name}`" for c in offered if c not in theirs and audience(c) == level]
+            if others:
+                lines.append(f"For {level}: {', '.join(others)}.")
+        if in_dm:
+            lines.append("These work here; in a server, its admins have more to teach and run its bot.")
         lines.append(
             f"Every command is also a slash command. `{prefix}help <command>` explains one; "
             f"`{prefix}instruction` sends the full guide."

@@ -11,7 +11,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from trainerbot.adapters.discord.limits import per_person
-from trainerbot.adapters.discord.render import NO_MENTIONS, caller_of, in_thread, send_reply
+from trainerbot.adapters.discord.render import NO_MENTIONS, caller_of, for_admins, in_thread, owners_in_dms, send_reply
 
 if TYPE_CHECKING:
     from trainerbot.adapters.discord.bot import TrainerBot
@@ -27,6 +27,8 @@ class Review(commands.Cog):
 
     @commands.hybrid_command()
     @per_person(5, 60)
+    @owners_in_dms
+    @for_admins
     async def review(self, ctx: commands.Context[TrainerBot]) -> None:
         """What I couldn't answer, by topic (admins).
 
@@ -41,6 +43,8 @@ class Review(commands.Cog):
         topic="The topic's number, as the review lists it.",
         answer="The answer for all its questions, or `like <an answer I give>`; none accepts a suggestion.",
     )
+    @owners_in_dms
+    @for_admins
     async def answer(self, ctx: commands.Context[TrainerBot], topic: str, *, answer: str = "") -> None:
         """Answer a review topic (admins).
 
@@ -52,6 +56,8 @@ class Review(commands.Cog):
 
     @commands.hybrid_command()
     @app_commands.describe(topic="The topic's number, as the review lists it.")
+    @owners_in_dms
+    @for_admins
     async def dismiss(self, ctx: commands.Context[TrainerBot], topic: str) -> None:
         """Hide a review topic (admins).
 

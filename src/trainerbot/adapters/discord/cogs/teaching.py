@@ -16,12 +16,16 @@ from trainerbot.adapters.discord.render import (
     ALLOWED_MENTIONS,
     attachments_of,
     caller_of,
+    for_admins,
     in_thread,
+    message_id_in,
+    owners_in_dms,
     read_uploads,
     send_reply,
     server_only,
 )
 from trainerbot.core.teaching import JobStarted
+from trainerbot.core.text import short
 from trainerbot.errors import InvalidInput
 from trainerbot.types import Reply
 
@@ -72,6 +76,7 @@ class Teaching(commands.Cog):
     )
     @per_person(3, 60)
     @server_only()
+    @for_admins
     async def train(
         self,
         ctx: commands.Context[TrainerBot],
@@ -90,6 +95,7 @@ class Teaching(commands.Cog):
     @commands.hybrid_command()
     @per_person(3, 60)
     @server_only()
+    @for_admins
     async def retrain(self, ctx: commands.Context[TrainerBot]) -> None:
         """Train again on everything collected (owners and admins)."""
         await self._announce(ctx, await in_thread(self.teaching.retrain, caller_of(ctx)))
@@ -98,6 +104,7 @@ class Teaching(commands.Cog):
     @app_commands.describe(job_id="The number of the interrupted or failed job")
     @per_person(3, 60)
     @server_only()
+    @for_admins
     async def retry(self, ctx: commands.Context[TrainerBot], job_id: int) -> None:
         """Train again on the same examples as an interrupted or failed job (owners and admins)."""
         await self._announce(ctx, await in_thread(self.teaching.retry, caller_of(ctx), job_id))
@@ -116,37 +123,44 @@ class Teaching(commands.Cog):
     @commands.hybrid_command(usage="[JSON cases] (or an attached .json file)")
     @app_commands.describe(file="A .json file of test cases", cases='JSON: [{"input": ..., "output": ...}]')
     @per_person(5, 60)
+    @owners_in_dms
     async def test(
         self, ctx: commands.Context[TrainerBot], file: discord.Attachment | None = None, *, cases: str = ""
     ) -> None:
         """Test the model on JSON cases; "output": null means the answer should be unknown."""
         await ctx.defer()
         uploads = await read_uploads(attachments_of(ctx, file), self.bot.settings.upload_limit_bytes)
-        await send_reply(ctx, await in_thread(self.teaching.test, caller_of(ctx), cases, uploads))
+        typed_in = "your message" if ctx.interaction is None else "the `cases` option"
+        await send_reply(ctx, await in_thread(self.teaching.test, caller_of(ctx), cases, uploads, typed_in))
 
     @commands.hybrid_command()
+    @owners_in_dms
     async def errors(self, ctx: commands.Context[TrainerBot]) -> None:
         """List the failures of the last test."""
         await send_reply(ctx, await in_thread(self.teaching.errors, caller_of(ctx)))
 
     @commands.hybrid_command()
+    @owners_in_dms
     async def jobs(self, ctx: commands.Context[TrainerBot]) -> None:
         """List recent training jobs."""
         await send_reply(ctx, await in_thread(self.teaching.list_jobs, caller_of(ctx)))
 
     @commands.hybrid_command()
     @app_commands.describe(job_id="The job number that !train answered with")
+    @owners_in_dms
     async def job(self, ctx: commands.Context[TrainerBot], job_id: int) -> None:
         """Show a training job's progress or result."""
         await send_reply(ctx, Reply(await in_thread(self.teaching.job_text, caller_of(ctx), job_id)))
 
     @commands.hybrid_command()
+    @owners_in_dms
     async def model(self, ctx: commands.Context[TrainerBot]) -> None:
         """Show which model version answers and how well it did."""
         await send_reply(ctx, await in_thread(self.teaching.model_info, caller_of(ctx)))
 
     @commands.hybrid_command()
     @server_only()
+    @for_admins
     async def rollback(self, ctx: commands.Context[TrainerBot]) -> None:
         """Go back to the previous model version (owners and admins)."""
         await send_reply(ctx, await in_thread(self.teaching.rollback, caller_of(ctx)))
@@ -158,29 +172,51 @@ class Teaching(commands.Cog):
     )
     @per_person(2, 60)
     @server_only()
+    @for_admins
     async def select_dataset(self, ctx: commands.Context[TrainerBot], directory: str, positive: bool = True) -> None:
         """Teach a directory of examples of this server's folder, snapshotted (owners and admins)."""
         await ctx.defer()
         await send_reply(ctx, await in_thread(self.teaching.select_dataset, caller_of(ctx), directory, positive))
 
-    @commands.hybrid_command(usage="<message id> <correction> (or as a reply: <correction>)")
-    @app_commands.describe(message_id="The id of my reply to correct", correction="The right answer")
-    async def correct(self, ctx: commands.Context[TrainerBot], message_id: str = "", *, correction: str = "") -> None:
-        """Correct one of my replies: as a reply to it, or with its message id."""
-        target, text = _correction_target(ctx, message_id, correction)
+    # Two commands, not one hybrid: as a reply, `!correct <answer>` needs no message named, while
+    # `/correct` cannot be a reply, so both of its options are required (a hybrid's would be optional).
+    @commands.command(usage="<my reply's link or id> <the right answer> (or as a reply: <the right answer>)")
+    @owners_in_dms
+    async def correct(self, ctx: commands.Context[TrainerBot], message: str = "", *, correction: str = "") -> None:
+        """Correct one of my replies: as a reply to it, or with its link or id."""
+        target, text = _correction_target(ctx, message, correction)
+        await self._correct(ctx, target, text)
+
+    @app_commands.command(name="correct", description="Correct one of my replies, named by its link or id")
+    @app_commands.describe(
+        message="My reply's link (right-click it, Copy Message Link) or its id", correction="The right answer"
+    )
+    async def correct_slash(self, interaction: discord.Interaction, message: str, correction: str) -> None:
+        ctx = await commands.Context.from_interaction(interaction)
+        target = message_id_in(message)
+        if target is None:
+            raise InvalidInput(f"`{short(message)}` is neither a link to one of my replies nor its id. {FIND_A_REPLY}")
+        await self._correct(ctx, target, correction)
+
+    async def _correct(self, ctx: commands.Context[TrainerBot], target: int, correction: str) -> None:
         await self.bot.writing.stored(target)
-        await send_reply(ctx, await in_thread(self.teaching.correct, caller_of(ctx), target, text))
+        await send_reply(ctx, await in_thread(self.teaching.correct, caller_of(ctx), target, correction))
+
+
+FIND_A_REPLY = "To find one: right-click (or long-press) my reply, then Copy Message Link."
 
 
 def _correction_target(ctx: commands.Context[TrainerBot], first: str, rest: str) -> tuple[int, str]:
-    """`!correct <id> <text>`, or as a reply `!correct <text>` where the first word is text too."""
-    reference = ctx.message.reference if ctx.interaction is None else None
-    looks_like_id = first.isdigit() and len(first) >= 15  # Discord ids are 17-20 digits
-    if reference is not None and reference.message_id and not looks_like_id:
+    """`!correct <link or id> <text>`, or as a reply `!correct <text>` where the first word is text too."""
+    reference = ctx.message.reference
+    named = message_id_in(first)
+    # As a reply, a short number is the answer ("!correct 42"): Discord's ids have 17 to 20 digits.
+    points_elsewhere = named is not None and (not first.isdigit() or len(first) >= 15)
+    if reference is not None and reference.message_id and not points_elsewhere:
         return reference.message_id, f"{first} {rest}".strip()
-    if not first.isdigit():
+    if named is None:
         raise InvalidInput(
             "Reply to my message with `!correct <the right answer>`, "
-            "or give its id: `!correct <message id> <the right answer>`."
+            f"or name it: `!correct <its link or id> <the right answer>`. {FIND_A_REPLY}"
         )
-    return int(first), rest
+    return named, rest
