@@ -120,7 +120,7 @@ def test_forget_clears_a_members_own_turns_or_an_admins_whole_channel(chat: Serv
     assert [t.user_id for t in left] == [BOB.user_id, BOB.user_id]  # his question and the answer to it
     with pytest.raises(PermissionDenied):
         chat.conversation.forget(ALICE, CHANNEL, everyone=True)
-    assert "Forgotten: 1 messages" in chat.conversation.forget(OWNER, CHANNEL).text
+    assert "Forgotten: 1 message here" in chat.conversation.forget(OWNER, CHANNEL).text
     assert chat.store.conversations.turns(CHANNEL.conversation_id) == []
     assert len(chat.store.conversations.turns(OTHER.conversation_id)) == 2  # other channels keep theirs
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import re
 
+import discord
 import pytest
 
 from tests.conftest import CONFIGURED_OWNER, TRAINER
@@ -315,3 +316,68 @@ async def test_in_a_dm_the_owner_is_pointed_to_the_bot_wide_knowledge(discord_se
 async def test_a_reply_that_is_not_found_says_how_to_point_at_one(discord_server: FakeDiscord) -> None:
     reply = await say(discord_server, "!correct 123456789012345678 Paris", author=TRAINER)
     assert "Copy Message Link" in reply["content"] and "Developer Mode" not in reply["content"], reply["content"]
+
+
+# What discord.py says of bad arguments (discord/ext/commands/errors.py and converter.py): none of it reaches people.
+LIBRARY_TEXTS = (
+    "is a required argument that is missing",
+    "Converting to",
+    "failed for parameter",
+    "is not a recognised boolean option",
+    "Could not convert",
+    "Unexpected quote mark",
+    "Expected space after closing quotation",
+    "Expected closing",
+    "Command raised an exception",
+    "Hybrid command raised an error",
+    "Too many arguments passed",
+    "does not follow a valid ID",
+)
+SIDE_EFFECTS = {"instruction", "mydata", "join", "leave"}  # their bare forms post elsewhere or need a voice channel
+
+
+def wrong_arguments(command) -> list[str]:
+    """Every wrong way to call ``command`` its signature allows: nothing, an open quote, and each typed
+    parameter given a value of the wrong type (the ones before it given something that fits)."""
+    import typing
+
+    tried = [] if command.name in SIDE_EFFECTS else [""]
+    tried.append('"unclosed words')
+    fitting: list[str] = []
+    for parameter in command.clean_params.values():
+        annotation = parameter.annotation
+        if typing.get_origin(annotation) is typing.Union:  # Optional[X]: X
+            annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+        if annotation is discord.Attachment:  # taken from the message's files, not its words
+            continue
+        if parameter.kind is parameter.KEYWORD_ONLY:  # the rest of the message, as words: nothing after it
+            break
+        wrong = {int: "abc", bool: "maybe"}.get(annotation)
+        if typing.get_origin(annotation) is typing.Literal:
+            wrong = "nonsense"
+        if wrong is not None:
+            tried.append(" ".join([*fitting, wrong]))
+        fitting.append({int: "1", bool: "yes"}.get(annotation, "x"))
+    return tried
+
+
+async def test_no_command_answers_a_wrong_argument_in_the_librarys_words(discord_server: FakeDiscord, bot) -> None:
+    calls = [(c.name, args) for c in bot.commands if not c.hidden for args in wrong_arguments(c)]
+    assert len(calls) > 40 and ("job", "abc") in calls and ("forget", "nonsense") in calls, calls
+    for name, args in calls:
+        sent = await discord_server.send_message(f"!{name} {args}".strip(), author=CONFIGURED_OWNER)
+        [reply, *_] = await discord_server.wait_for_bot_messages(
+            after=sent["id"], timeout=15, predicate=lambda m, sent=sent: str(m.get("nonce", "")).startswith(sent["id"])
+        )
+        text = reply["content"]
+        assert not any(words in text for words in LIBRARY_TEXTS), (name, args, text)
+        if args.split()[-1:] in (["abc"], ["maybe"], ["nonsense"]):  # a value of the wrong type: surely wrong
+            assert f"Usage: `!{name}" in text, (name, args, text)
+
+
+async def test_a_typo_in_forget_forgets_nothing(discord_server: FakeDiscord, services: Services) -> None:
+    await say(discord_server, "remember this, please")
+    reply = await say(discord_server, "!forget mien", author=TRAINER)  # once: the whole channel, as a bare !forget
+    assert reply["content"].startswith("`mien` is not one of `all`, `mine`, `me` (for whose)."), reply["content"]
+    assert "Usage: `!forget [mine | all | me]`" in reply["content"]
+    assert services.store.conversations.turns(discord_server.channel_id) != []  # a thread or channel is its own

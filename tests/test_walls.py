@@ -107,7 +107,7 @@ TEST_CASES = '[{"input": "when do you open?", "output": "whenever"}]'
 #   row                    prefix form (no prefix)          slash options                 what each is told
 TABLE: dict[str, tuple[str, dict[str, Any], dict[str, Expect]]] = {
     "hi": ("hi", {}, each("Hi ", "Hi ", "Hi ", "Hi ")),
-    "help": ("help", {}, each("train", "train", "train", "train")),
+    "help": ("help", {}, each("Teach this server's bot", "Teach this server's bot", "For admins: ", "These work here")),
     "help train": ("help train", {"command": "train"}, each("train", "train", "train", "train")),
     "instruction": ("instruction", {}, each("How to use trainerbot", *["How to use trainerbot"] * 3)),
     "test": ("test " + TEST_CASES, {"cases": TEST_CASES}, each(*["Passed 0 of 1"] * 3, BOT_WIDE_ONLY)),

@@ -20,7 +20,7 @@ from trainerbot.chat.engine import ChatEngine
 from trainerbot.chat.prompt import Prompt, build_prompt, examples_note
 from trainerbot.core.answers import TaughtAnswers
 from trainerbot.core.permissions import Access
-from trainerbot.core.text import valid_text
+from trainerbot.core.text import count, valid_text
 from trainerbot.errors import InvalidInput, NotReady
 from trainerbot.learning.retrieval import ExampleIndexes
 from trainerbot.storage.store import Store
@@ -285,13 +285,13 @@ class Conversation:
         everyone = self.access.is_admin(caller) if everyone is None else everyone
         if everyone:
             self.access.require_admin(caller, "clear everyone's messages from my memory")
-        count = self.store.conversations.forget_conversation(
+        forgotten = self.store.conversations.forget_conversation(
             where.conversation_id, None if everyone else caller.user_id
         )
         with self._windows_lock:
             self._windows.pop(where.conversation_id, None)
-        whose = "messages" if everyone else "of your messages"
-        return Reply(f"Forgotten: {count} {whose} here, with my replies to them. Taught answers stay.")
+        what = count(forgotten, "message") if everyone else count(forgotten, "of your messages", "of your messages")
+        return Reply(f"Forgotten: {what} here, with my replies to them. Taught answers stay.")
 
     def reset_windows(self, conversation_ids: Sequence[int]) -> None:
         """Turns of these conversations were deleted: their next prompts start afresh."""

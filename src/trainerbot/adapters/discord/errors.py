@@ -87,6 +87,9 @@ def argument_problem(ctx: commands.Context[TrainerBot], error: BaseException) ->
         return str(error)  # this bot's own converters word their errors themselves
     parameter = ctx.current_parameter
     typed = _echo(ctx.current_argument or "")
+    if isinstance(error, commands.BadLiteralArgument):
+        choices = ", ".join(f"`{value}`" for value in error.literals)
+        return f"`{typed}` is not one of {choices} (for {_words(error.param.name)})."
     if parameter is not None:
         if isinstance(error, commands.BadBoolArgument) or parameter.annotation is bool:
             return f"`{typed}` is not yes or no (for {_words(parameter.name)})."

@@ -288,12 +288,16 @@ class Conversation(commands.Cog):
             async with channel.typing():
                 await asyncio.Event().wait()  # until cancelled by the first text
 
-    @commands.hybrid_command()
+    @commands.hybrid_command(usage="[mine | all | me]")
     @app_commands.describe(
         whose="`mine` (members' default), `all` (admins' default), or `me`: everything about you, everywhere"
     )
     async def forget(
-        self, ctx: commands.Context[TrainerBot], whose: Literal["all", "mine", "me"] | None = None
+        self,
+        ctx: commands.Context[TrainerBot],
+        # Not `| None`: discord.py passes a word an Optional parameter can't convert on to the next one,
+        # so `!forget mien` would forget the whole channel. A plain default makes a typo an error.
+        whose: Literal["all", "mine", "me"] = commands.parameter(default=None),
     ) -> None:
         """Forget this channel's conversation (members: their own messages); `me`: everything about you."""
         if whose == "me":
