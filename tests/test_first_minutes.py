@@ -381,3 +381,14 @@ async def test_a_typo_in_forget_forgets_nothing(discord_server: FakeDiscord, ser
     assert reply["content"].startswith("`mien` is not one of `all`, `mine`, `me` (for whose)."), reply["content"]
     assert "Usage: `!forget [mine | all | me]`" in reply["content"]
     assert services.store.conversations.turns(discord_server.channel_id) != []  # a thread or channel is its own
+
+
+def test_the_console_names_its_replies_by_number(services: Services) -> None:
+    from trainerbot.adapters.console.console import Console
+
+    out = io.StringIO()
+    Console(services, out).run(io.StringIO("what is the capital of France?\n!correct 1 Paris.\n!correct 2 Paris.\n"))
+    printed = out.getvalue()
+    assert "or send `!correct 2 <the right answer>`." in printed and "reply to this message" not in printed, printed
+    assert "Give its number, the one in brackets before my reply" in printed and "Copy Message Link" not in printed
+    assert "From now on, to `what is the capital of France?` I answer `Paris.`" in printed, printed

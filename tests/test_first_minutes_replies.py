@@ -111,7 +111,8 @@ def test_the_console_says_what_each_person_can_do(services: Services) -> None:
     out = io.StringIO()
     Console(services, out, server=5, role="member").run(io.StringIO("when do you open?\n"))
     printed = out.getvalue()
-    assert "Reply to this message with `!correct <the right answer>`" in printed and "!train" not in printed
+    named = re.search(r"^\[#(\d+)\] .*Send `!correct (\d+) <the right answer>`", printed, re.MULTILINE)
+    assert named and named[1] == named[2] and "!train" not in printed, printed  # the reply, by its number
 
 
 # --- a reply cut at the length limit ----------------------------------------------------------------

@@ -43,6 +43,8 @@ TRAIN_USAGE = (
     "or name a file or directory in this server's folder (`!train datasets/faq.csv`). "
     "Add `positive=false` to teach answers the bot must not give."
 )
+# How a person points at one of the bot's replies on Discord (the console says it its own way).
+POINT_AT_A_REPLY = "Reply to my message, or give its link (right-click or long-press it, then Copy Message Link)."
 TRAIN_EXAMPLE = "For example: `!train when do you open? => We open at 9am.` (`!retrain` trains again on what I have.)"
 _FLAG = re.compile(r"(?:^|\s)(?:positive\s*[=:]\s*(true|false|yes|no)|--?(negative|positive))(?=\s|$)", re.I)
 RATINGS = {"👍": 1, "👎": -1}  # the reactions that rate a reply, and their values
@@ -602,10 +604,7 @@ class TeachingService:
             )
         reply = self.store.conversations.reply(place_of(caller), bot_message_id) if fits_id(bot_message_id) else None
         if reply is None:
-            raise NotReady(
-                "I can't find a reply of mine with that link or id in this channel. Reply to my message, "
-                "or give its link (right-click or long-press it, then Copy Message Link)."
-            )
+            raise NotReady(f"I can't find a reply of mine with that link or id in this channel. {POINT_AT_A_REPLY}")
         if not self.access.is_admin(caller):
             return self._suggest(caller, reply, correction)
         self.check_room(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import logging
+import re
 import shlex
 import sys
 import threading
@@ -22,7 +23,7 @@ from trainerbot.app import Services
 from trainerbot.chat.engine import CutShort
 from trainerbot.core.conversation import CONSOLE_CONVERSATION, Where, written
 from trainerbot.core.listening import quoted
-from trainerbot.core.teaching import JobStarted
+from trainerbot.core.teaching import POINT_AT_A_REPLY, JobStarted
 from trainerbot.errors import ChatUnavailable, InvalidInput, UserError
 from trainerbot.speech.audio import is_audio
 from trainerbot.types import Caller, Reply, Upload, human_size
@@ -148,7 +149,7 @@ class Console:
                 text = heard
             self.converse(caller, text)
         except UserError as exc:
-            self.print(str(exc))
+            self.print(str(exc).replace(POINT_AT_A_REPLY, CONSOLE_POINTING))
         except Exception:
             log.exception("console command failed: %s", line[:100])
             self.print("Something went wrong; the details are in the log.")
@@ -160,7 +161,7 @@ class Console:
         reply_id = self._next_id
         self._next_id += 1
         if prepared.answer is not None:
-            self.print(f"[#{reply_id}] {prepared.answer.text}")
+            self.print(f"[#{reply_id}] {_named(prepared.answer.text, reply_id)}")
             conversation.finish(prepared, prepared.answer.text, prepared.answer.source, [reply_id])
             return
         self.out.write(f"[#{reply_id}] ")
@@ -305,3 +306,12 @@ def _dataset_args(text: str) -> tuple[str, bool]:
     if flag and flag not in ("true", "false", "yes", "no", "positive", "negative"):
         raise InvalidInput("Usage: select_dataset <directory> [positive: true or false]")
     return directory, flag not in ("false", "no", "negative")
+
+
+CONSOLE_POINTING = "Give its number, the one in brackets before my reply: `!correct 2 <the right answer>`."
+_REPLY_WITH = re.compile(r"([Rr])eply to this message with `(\S+) ")
+
+
+def _named(text: str, reply_id: int) -> str:
+    """The console has no replies to messages: "reply to this message with `!correct ...`" names it instead."""
+    return _REPLY_WITH.sub(lambda m: f"{'S' if m[1] == 'R' else 's'}end `{m[2]} {reply_id} ", text)
