@@ -392,3 +392,27 @@ def test_the_console_names_its_replies_by_number(services: Services) -> None:
     assert "or send `!correct 2 <the right answer>`." in printed and "reply to this message" not in printed, printed
     assert "Give its number, the one in brackets before my reply" in printed and "Copy Message Link" not in printed
     assert "From now on, to `what is the capital of France?` I answer `Paris.`" in printed, printed
+
+
+async def test_people_can_talk_to_the_bot_by_mentioning_it(discord_server: FakeDiscord, bot) -> None:
+    me = f"<@{bot.user.id}>"
+    await say(discord_server, "!train what time do you open? => At nine.", author=TRAINER)
+    asked = await say(discord_server, f"{me} what time do you open?")  # once: "I don't know `@trainerbot what`"
+    assert asked["content"] == "At nine.", asked["content"]
+    chatted = await say(discord_server, f"{me}, hello there")
+    assert "I don't know" not in chatted["content"] and "haven't learned" in chatted["content"], chatted["content"]
+    hello = await say(discord_server, me)  # a bare mention: hello, and how to start
+    assert hello["content"].startswith("Hi member! Talk to me"), hello["content"]
+    listing = await say(discord_server, f"{me} HELP")  # a command's name after the mention is a command
+    assert "`!hi` Say hello." in listing["content"] and "@trainerbot hi" not in listing["content"], listing["content"]
+
+
+async def test_an_admin_cannot_take_their_own_admin_rights_by_mistake(
+    discord_server: FakeDiscord, services: Services
+) -> None:
+    refused = await say(discord_server, "!config admin-roles Mods", author=TRAINER)  # Trainer is their only role
+    assert refused["content"].startswith("That would take your own admin rights away"), refused["content"]
+    assert services.store.knowledge.settings(discord_server.guild_id).admin_roles is None  # nothing changed
+    typo = await say(discord_server, "!config admin-roles Trainer, Moderators", author=TRAINER)
+    assert "No role here is called `Moderators` yet (this server's roles: `Admin`, `Bot`, `Trainer`)" in typo["content"]
+    assert services.store.knowledge.settings(discord_server.guild_id).admin_roles == ("Trainer", "Moderators")

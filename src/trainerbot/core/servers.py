@@ -3,11 +3,13 @@ its default persona, and how much of its quotas it uses."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from trainerbot.core.conversation import MAX_PERSONA, Conversation
 from trainerbot.core.files import Folders
 from trainerbot.core.permissions import Access
 from trainerbot.core.teaching import Quotas
-from trainerbot.core.text import valid_text
+from trainerbot.core.text import short, valid_text
 from trainerbot.errors import InvalidInput, NotReady
 from trainerbot.storage.store import Store
 from trainerbot.types import Caller, Reply, human_size
@@ -28,8 +30,12 @@ class ServerConfig:
         self.quotas = quotas
         self.conversation = conversation
 
-    def config(self, caller: Caller, text: str) -> Reply:
-        """Shows the settings (anyone in the server), or changes one (its admins)."""
+    def config(self, caller: Caller, text: str, server_roles: Collection[str] | None = None) -> Reply:
+        """Shows the settings (anyone in the server), or changes one (its admins).
+
+        ``server_roles``: the names of the server's roles, where the front end knows them: an admin role
+        that is none of them is pointed out.
+        """
         if caller.guild_id is None:
             raise NotReady("`!config` is about a server's settings: use it in your server.")
         name, _, value = text.strip().partition(" ")
@@ -41,6 +47,8 @@ class ServerConfig:
         if change is None:
             raise InvalidInput(f"There is no setting `{name[:40]}`. {CONFIG_USAGE}")
         self.access.require_admin(caller, "change this server's settings")
+        if change == self._admin_roles:
+            return self._admin_roles(caller, value, server_roles)
         return change(caller, value)
 
     def show(self, caller: Caller) -> Reply:
@@ -66,17 +74,31 @@ class ServerConfig:
         ]
         return Reply("\n".join(lines))
 
-    def _admin_roles(self, caller: Caller, value: str) -> Reply:
+    def _admin_roles(self, caller: Caller, value: str, server_roles: Collection[str] | None = None) -> Reply:
         assert caller.guild_id is not None
         if not value:
             raise InvalidInput("Name the roles: `!config admin-roles Moderators, Trainers` (or `default`).")
         roles = None if value.lower() == "default" else [valid_text(r.strip()) for r in value.split(",") if r.strip()]
         if roles is not None and (len(roles) > MAX_ROLES or any(len(role) > 100 for role in roles)):
             raise InvalidInput(f"Give at most {MAX_ROLES} role names of at most 100 characters each.")
+        wanted = self.access.default_admin_roles if roles is None else tuple(roles)
+        held = {role.casefold() for role in caller.roles}
+        if not (caller.is_owner or caller.manages_server or any(role.casefold() in held for role in wanted)):
+            raise InvalidInput(
+                "That would take your own admin rights away: you hold none of those roles. Include one of yours, "
+                "or ask the server's owner or an Administrator to change it. Nothing changed."
+            )
         self.store.knowledge.change_settings(caller.guild_id, caller.user_id, admin_roles=roles)
         now = self.access.admin_roles(caller.guild_id)
         shown = ", ".join(f"`{role}`" for role in now) or "none"
-        return Reply(f"Admin roles here are now: {shown} (with the server's owner and its Administrators).")
+        reply = f"Admin roles here are now: {shown} (with the server's owner and its Administrators)."
+        if server_roles is not None:  # a typo, or a role still to be made: said, since it makes nobody an admin
+            existing = {role.casefold() for role in server_roles}
+            if missing := [role for role in now if role.casefold() not in existing]:
+                named = ", ".join(f"`{short(role, 40)}`" for role in missing)
+                listed = ", ".join(f"`{short(role, 40)}`" for role in sorted(server_roles)[:20]) or "none"
+                reply += f"\nNo role here is called {named} yet (this server's roles: {listed})."
+        return Reply(reply)
 
     def _bot_wide(self, caller: Caller, value: str) -> Reply:
         assert caller.guild_id is not None

@@ -41,6 +41,22 @@ def intents() -> discord.Intents:
     return wanted
 
 
+def prefixes(bot: TrainerBot, message: discord.Message) -> list[str]:
+    """The server's prefix, and a mention of the bot when a command's name follows it (`@trainerbot help`).
+
+    People talk to a bot by mentioning it: `@trainerbot hello there` is conversation, not the unknown
+    command `hello`, so a mention is a prefix only before a command's name.
+    """
+    found = [bot.settings.command_prefix]
+    if bot.user is not None:
+        for mention in (f"<@{bot.user.id}>", f"<@!{bot.user.id}>"):
+            if message.content.startswith(mention):
+                first = message.content[len(mention) :].split(maxsplit=1)[:1]
+                if first and first[0] in bot.all_commands:  # case-insensitive, like the bot's commands
+                    found.append(mention)
+    return found
+
+
 class TrainerBot(commands.Bot):
     def __init__(
         self,
@@ -53,7 +69,7 @@ class TrainerBot(commands.Bot):
     ) -> None:
         settings = services.settings
         super().__init__(
-            command_prefix=commands.when_mentioned_or(settings.command_prefix),
+            command_prefix=prefixes,
             case_insensitive=True,  # phones capitalise the first letter: `!Help` is `!help`
             strip_after_prefix=True,  # `! help` is `!help`
             intents=intents(),

@@ -22,7 +22,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from trainerbot.adapters.discord.delivery import answer_nonce, send_once
-from trainerbot.adapters.discord.render import ALLOWED_MENTIONS, in_their_form, is_owner
+from trainerbot.adapters.discord.render import ALLOWED_MENTIONS, in_their_form, is_owner, shown_prefix
 from trainerbot.errors import UserError
 
 if TYPE_CHECKING:
@@ -70,12 +70,12 @@ def usage(ctx: commands.Context[TrainerBot]) -> str:
     command = ctx.command
     if not isinstance(command, commands.Command):  # none, or a slash-only command: Discord shows its options
         return ""
-    return f"Usage: `{ctx.clean_prefix}{command.qualified_name} {command.signature}".rstrip() + "`"
+    return f"Usage: `{shown_prefix(ctx)}{command.qualified_name} {command.signature}".rstrip() + "`"
 
 
 def argument_problem(ctx: commands.Context[TrainerBot], error: BaseException) -> str:
     """One plain sentence on what is wrong with a command's arguments, in place of the library's wording."""
-    name = f"`{ctx.clean_prefix}{ctx.command.qualified_name}`" if ctx.command else "That command"
+    name = f"`{shown_prefix(ctx)}{ctx.command.qualified_name}`" if ctx.command else "That command"
     if isinstance(error, commands.MissingRequiredArgument):
         return f"{name} needs {_words(error.param.name)}."
     if isinstance(error, commands.TooManyArguments):
@@ -114,8 +114,8 @@ class ErrorHandler(commands.Cog):
             typed = _echo(ctx.invoked_with or "")
             names = [c.name for c in self.bot.commands if not c.hidden]
             close = difflib.get_close_matches(typed[:MAX_ECHO], names, n=3, cutoff=0.5)
-            hint = f" Did you mean {', '.join(f'`{ctx.clean_prefix}{n}`' for n in close)}?" if close else ""
-            return f"I don't know `{ctx.clean_prefix}{typed}`.{hint} `{ctx.clean_prefix}help` lists the commands."
+            hint = f" Did you mean {', '.join(f'`{shown_prefix(ctx)}{n}`' for n in close)}?" if close else ""
+            return f"I don't know `{shown_prefix(ctx)}{typed}`.{hint} `{shown_prefix(ctx)}help` lists the commands."
         if isinstance(error, UserError):
             return str(error)
         if isinstance(error, commands.UserInputError | app_commands.TransformerError):
@@ -128,13 +128,13 @@ class ErrorHandler(commands.Cog):
         if isinstance(error, commands.CommandOnCooldown):
             name = ctx.command.qualified_name if ctx.command else "this command"
             wait = math.ceil(error.retry_after)
-            return f"Slow down a little: you can use `{ctx.clean_prefix}{name}` again in {wait} s."
+            return f"Slow down a little: you can use `{shown_prefix(ctx)}{name}` again in {wait} s."
         if isinstance(error, commands.NotOwner):
             return "Sorry, only the bot's owners can use this command."
         if isinstance(error, commands.NoPrivateMessage):
             name = ctx.command.qualified_name if ctx.command else "this command"
             hint = BOT_WIDE_TEACHING if name == "train" and is_owner(self.bot, ctx.author.id) else ""
-            return f"`{ctx.clean_prefix}{name}` only works in a server, not in direct messages.{hint}"
+            return f"`{shown_prefix(ctx)}{name}` only works in a server, not in direct messages.{hint}"
         if isinstance(error, commands.CheckFailure):
             return "Sorry, you can't use this command here."
         reference = uuid.uuid4().hex[:8].upper()

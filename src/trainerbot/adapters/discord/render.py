@@ -171,6 +171,11 @@ def attachments_of(ctx: commands.Context[TrainerBot], given: discord.Attachment 
 _NAMED_COMMAND = re.compile(r"`(?P<prefix>[^\s`\w]{1,5})(?P<name>[a-z_]+)(?=[\s`])")
 
 
+def shown_prefix(ctx: commands.Context[TrainerBot]) -> str:
+    """The prefix to show someone: `/` after a slash command, else the server's, also when they typed a mention."""
+    return "/" if ctx.interaction is not None else ctx.bot.settings.command_prefix
+
+
 def in_their_form(ctx: commands.Context[TrainerBot], text: str) -> str:
     """``text`` with every command it names in the form the person used: `/train` when they used a
     slash command, `?train` where the server's prefix is `?`. The core writes one form, `!train`."""

@@ -52,10 +52,12 @@ class Admin(commands.Cog):
     @server_only()
     async def config(self, ctx: commands.Context[TrainerBot], *, setting: str = "") -> None:
         """Show this server's settings, or change one (its admins): admin roles, bot-wide knowledge, persona."""
+        roles = None
         if ctx.guild is not None:  # a role mention names the role: `@Mods` arrives as <@&id>
             guild = ctx.guild
             setting = ROLE_MENTION.sub(lambda m: _role_name(guild.get_role(int(m.group(1))), m.group(0)), setting)
-        await send_reply(ctx, await in_thread(self.bot.services.servers.config, caller_of(ctx), setting))
+            roles = [role.name for role in guild.roles if not role.is_default()]
+        await send_reply(ctx, await in_thread(self.bot.services.servers.config, caller_of(ctx), setting, roles))
 
 
 ROLE_MENTION = re.compile(r"<@&(\d{15,20})>")

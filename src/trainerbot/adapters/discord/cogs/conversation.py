@@ -156,7 +156,7 @@ class Conversation(commands.Cog):
         self._arrival: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def answer(self, message: discord.Message) -> None:
-        text = message.content.strip()
+        text, addressed = self._addressed(message.content)
         audio = [a for a in message.attachments if is_audio(a.filename, a.content_type)]
         note = skipped_files(
             audio[1:], [a for a in message.attachments if a not in audio], self.bot.settings.command_prefix
@@ -169,9 +169,13 @@ class Conversation(commands.Cog):
             if heard is None:
                 return
             text = heard
-        if not text:
-            return
         caller = person(self.bot, message.author, message.guild, channel_id=message.channel.id, message_id=message.id)
+        if not text:
+            if addressed and not message.attachments:  # a bare mention of the bot: it says hello and how to start
+                nonce = answer_nonce(message.id, "a", 0)
+                greeting = self.bot.services.conversation.greet(caller).text
+                await send_once(message.channel, greeting, nonce=nonce, reference=message, allowed_mentions=NO_MENTIONS)
+            return
         conversation = self.bot.services.conversation
         arrival = self._arrival.setdefault(message.channel.id, asyncio.Lock())
         async with arrival:
@@ -193,6 +197,16 @@ class Conversation(commands.Cog):
             await in_thread(
                 conversation.finish, prepared, prepared.answer.text, prepared.answer.source, [m.id for m in sent]
             )
+
+    def _addressed(self, content: str) -> tuple[str, bool]:
+        """A message's text without a mention of the bot in front (`@trainerbot, when do you open?`),
+        and whether it had one: the mention is how people talk to a bot, not part of the question."""
+        text = content.strip()
+        if self.bot.user is not None:
+            for mention in (f"<@{self.bot.user.id}>", f"<@!{self.bot.user.id}>"):
+                if text.startswith(mention):
+                    return text.removeprefix(mention).lstrip(" ,:;").strip(), True
+        return text, False
 
     def _speaker(self, message: discord.Message) -> Speaker | None:
         """Where the reply is also said aloud: the bot's voice channel, when the author is in it."""

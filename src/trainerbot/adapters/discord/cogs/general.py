@@ -8,7 +8,15 @@ from discord import app_commands
 from discord.ext import commands
 
 from trainerbot.adapters.discord.limits import per_person
-from trainerbot.adapters.discord.render import audience, caller_of, in_thread, is_owner, send_reply, works_in_dms
+from trainerbot.adapters.discord.render import (
+    audience,
+    caller_of,
+    in_thread,
+    is_owner,
+    send_reply,
+    shown_prefix,
+    works_in_dms,
+)
 from trainerbot.types import Reply
 
 if TYPE_CHECKING:
@@ -37,7 +45,7 @@ class General(commands.Cog):
     @app_commands.describe(command="A command to explain, e.g. train; leave out for the list")
     async def help_command(self, ctx: commands.Context[TrainerBot], command: str | None = None) -> None:
         """List the commands, or explain one."""
-        prefix = ctx.clean_prefix
+        prefix = shown_prefix(ctx)
         if command:
             found = self.bot.get_command(command.strip().lstrip(prefix))
             if found is None or found.hidden:
