@@ -416,3 +416,34 @@ async def test_an_admin_cannot_take_their_own_admin_rights_by_mistake(
     typo = await say(discord_server, "!config admin-roles Trainer, Moderators", author=TRAINER)
     assert "No role here is called `Moderators` yet (this server's roles: `Admin`, `Bot`, `Trainer`)" in typo["content"]
     assert services.store.knowledge.settings(discord_server.guild_id).admin_roles == ("Trainer", "Moderators")
+
+
+async def test_getfile_on_a_directory_names_its_files(discord_server: FakeDiscord) -> None:
+    empty = await say(discord_server, "!getfile faq.txt", author=TRAINER)
+    assert "It is empty so far. Files sent with `!train` are kept in `uploads/`." in empty["content"], empty
+    sent = await discord_server.send_message("!train", author=TRAINER, attachments=[("faq.txt", b"a? => b\n")])
+    await discord_server.wait_for_bot_messages(after=sent["id"])
+    folder = await say(discord_server, "!getfile uploads", author=TRAINER)  # once: "There is no file `uploads`"
+    assert folder["content"].startswith("`uploads` is a directory. Name one of its 1 files: `uploads/"), folder
+    assert "`!archive uploads` zips all of it." in folder["content"]
+    missing = await say(discord_server, "!getfile nothing.txt", author=TRAINER)
+    assert "At its top: `uploads/`." in missing["content"], missing["content"]
+    a_file = await say(discord_server, f"!archive {folder['content'].split('`')[3]}", author=TRAINER)
+    assert "is a file, not a directory: `!getfile uploads/" in a_file["content"], a_file["content"]
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("cases.csv", b"input,output\nwhen do you open?,At nine.\nwhat is the weather?,\n"),
+        (
+            "cases.jsonl",
+            b'{"input": "when do you open?", "output": "At nine."}\n{"input": "the weather?", "output": null}',
+        ),
+    ],
+)
+async def test_test_cases_come_in_the_files_people_have(discord_server: FakeDiscord, name: str, data: bytes) -> None:
+    await say(discord_server, "!train when do you open? => At nine.", author=TRAINER)
+    sent = await discord_server.send_message("!test", author=TRAINER, attachments=[(name, data)])
+    [reply] = await discord_server.wait_for_bot_messages(after=sent["id"])
+    assert reply["content"].startswith("Passed 2 of 2"), reply["content"]  # once: "invalid JSON"

@@ -83,8 +83,18 @@ class DataDirectory:
 
     def existing_file(self, user_path: str, limit: int) -> Path:
         path = self.resolve(user_path)
+        if path.is_dir():  # what is in it, and how to get it all
+            typed = _shown(user_path.strip())
+            inside = self.files_under(path)
+            some = ", ".join(f"`{_shown(self.relative(file), 80)}`" for file in inside[:5])
+            listed = f" of its {len(inside)} files: {some}{', …' if len(inside) > 5 else ''}" if inside else ""
+            raise NotReady(
+                f"`{typed}` is a directory. Name one{listed}; `!archive {typed}` zips all of it."
+                if inside
+                else f"`{typed}` is an empty directory."
+            )
         if not path.is_file():
-            raise NotReady(f"There is no file `{_shown(user_path.strip())}` in {self.called}.")
+            raise NotReady(f"There is no file `{_shown(user_path.strip())}` in {self.called}.{self._what_there_is()}")
         size = path.stat().st_size
         if size > limit:
             raise TooLarge(f"`{_shown(user_path.strip())}` is {human_size(size)}; the limit is {human_size(limit)}.")
@@ -92,9 +102,29 @@ class DataDirectory:
 
     def existing_directory(self, user_path: str) -> Path:
         path = self.resolve(user_path)
+        if path.is_file():
+            typed = _shown(user_path.strip())
+            raise NotReady(f"`{typed}` is a file, not a directory: `!getfile {typed}` sends it.")
         if not path.is_dir():
-            raise NotReady(f"There is no directory `{_shown(user_path.strip())}` in {self.called}.")
+            raise NotReady(
+                f"There is no directory `{_shown(user_path.strip())}` in {self.called}.{self._what_there_is()}"
+            )
         return path
+
+    def _what_there_is(self) -> str:
+        """After "there is no ...": what the folder holds at its top, or that it is empty and how files get there."""
+        root = self.root.resolve()
+        if not root.is_dir():
+            entries = []
+        else:
+            entries = sorted(
+                (p for p in root.iterdir() if not self.is_hidden(p.resolve()) and root in p.resolve().parents),
+                key=lambda p: p.name,
+            )
+        if not entries:  # a server's folder keeps what its admins send with `!train`; the data directory does not
+            return " It is empty so far." + ("" if self.hidden else " Files sent with `!train` are kept in `uploads/`.")
+        shown = ", ".join(f"`{_shown(p.name, 60)}{'/' if p.is_dir() else ''}`" for p in entries[:10])
+        return f" At its top: {shown}{', …' if len(entries) > 10 else ''}."
 
     def label(self, directory: Path) -> str:
         """A directory's name for archive names (cut, so the zip's name stays a valid name); the root is "data"."""

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 from trainerbot.errors import InvalidInput
-from trainerbot.learning.examples import MAX_TEXT, decode_text, load_json_document
+from trainerbot.learning.examples import MAX_TEXT, csv_delimiter, decode_text, load_json_document
 from trainerbot.learning.model import Prediction
 
 UNKNOWN = "unknown"
@@ -59,8 +61,16 @@ CASE_KEYS = {"input", "output"}
 
 
 def parse_cases(data: bytes | str, name: str) -> list[TestCase]:
+    """Test cases: a JSON list (the usual), JSON Lines, or a CSV with input and output columns (an empty
+    output: the answer should be unknown), by the file's name; text typed after `!test` is JSON."""
     text = data if isinstance(data, str) else decode_text(data, name)
-    items, lines = load_json_document(text, name)
+    suffix = PurePath(name).suffix.lower()
+    if suffix == ".jsonl":
+        items, lines = _json_lines(text, name)
+    elif suffix in (".csv", ".tsv"):
+        items, lines = _csv_rows(text, name, "\t" if suffix == ".tsv" else csv_delimiter(text))
+    else:
+        items, lines = load_json_document(text, name, "test cases")
     cases = []
     for item, line in zip(items, lines, strict=True):
         if not isinstance(item, dict) or "input" not in item:
@@ -81,6 +91,42 @@ def parse_cases(data: bytes | str, name: str) -> list[TestCase]:
     if not cases:
         raise InvalidInput(f"{name}: no test cases found")
     return cases
+
+
+def _json_lines(text: str, name: str) -> tuple[list[object], list[int]]:
+    items, lines = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            items.append(json.loads(line))
+        except (ValueError, RecursionError):
+            raise InvalidInput(f'{name}, line {number}: not a JSON case like {{"input": ..., "output": ...}}') from None
+        lines.append(number)
+    return items, lines
+
+
+def _csv_rows(text: str, name: str, delimiter: str) -> tuple[list[object], list[int]]:
+    try:
+        return _read_csv_rows(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter), name)
+    except csv.Error as exc:
+        raise InvalidInput(f"{name}: malformed CSV ({exc})") from None
+
+
+def _read_csv_rows(reader: Any, name: str) -> tuple[list[object], list[int]]:
+    header = [column.strip().lower() for column in next(reader, [])]
+    if "input" not in header or "output" not in header:
+        raise InvalidInput(f"{name}, line 1: the header must name an input and an output column")
+    at_input, at_output = header.index("input"), header.index("output")
+    items, lines = [], []
+    for row in reader:
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            raise InvalidInput(f"{name}, line {reader.line_num}: expected {len(header)} columns, found {len(row)}")
+        items.append({"input": row[at_input], "output": row[at_output].strip() or None})
+        lines.append(reader.line_num)
+    return items, lines
 
 
 def evaluate(cases: list[TestCase], predictions: list[Prediction]) -> TestReport:

@@ -155,8 +155,8 @@ def _data_array_offset(text: str) -> int:
     raise ValueError("no data key")
 
 
-def load_json_document(text: str, name: str) -> tuple[list[object], list[int]]:
-    """A JSON list, or an object with a "data" list: its items and the line each starts on."""
+def load_json_document(text: str, name: str, what: str = "examples") -> tuple[list[object], list[int]]:
+    """A JSON list, or an object with a "data" list: its items and the line each starts on (``what``: of what)."""
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -164,13 +164,13 @@ def load_json_document(text: str, name: str) -> tuple[list[object], list[int]]:
             f"{name}, line {exc.lineno}, column {exc.colno}: invalid JSON ({exc.msg})\n{_pointer(text, exc)}"
         ) from None
     except RecursionError:  # [[[[... deeper than Python's stack: not a list of examples anyway
-        raise InvalidInput(f"{name}: the JSON is nested too deeply to be a list of examples") from None
+        raise InvalidInput(f"{name}: the JSON is nested too deeply to be a list of {what}") from None
     if isinstance(document, list):
         items, start = document, _skip_space(text, 0)
     elif isinstance(document, dict) and isinstance(document.get("data"), list):
         items, start = document["data"], _data_array_offset(text)
     else:
-        raise InvalidInput(f'{name}, line 1: expected a list of examples or an object with a "data" list')
+        raise InvalidInput(f'{name}, line 1: expected a list of {what} or an object with a "data" list')
     return items, [_line_of(text, offset) for offset in _item_offsets(text, start)]
 
 
@@ -321,7 +321,7 @@ def parse_examples(data: bytes | str, name: str, positive: bool = True) -> list[
         elif suffix == ".jsonl":
             examples = _parse_jsonl(text, positive)
         elif suffix in (".csv", ".tsv"):
-            examples = _parse_csv(text, positive, "\t" if suffix == ".tsv" else _csv_delimiter(text))
+            examples = _parse_csv(text, positive, "\t" if suffix == ".tsv" else csv_delimiter(text))
         else:
             examples = parse_lines(text, positive)
     except _Problem as problem:
@@ -332,7 +332,7 @@ def parse_examples(data: bytes | str, name: str, positive: bool = True) -> list[
     return examples
 
 
-def _csv_delimiter(text: str) -> str:
+def csv_delimiter(text: str) -> str:
     """`,`, or `;` where the header has only those: spreadsheets in many languages save CSV with `;`."""
     header = text.lstrip("\ufeff").partition("\n")[0]
     return ";" if ";" in header and "," not in header else ","
