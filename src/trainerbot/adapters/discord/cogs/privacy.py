@@ -14,7 +14,7 @@ import discord
 from discord.ext import commands
 
 from trainerbot.adapters.discord.delivery import answer_nonce, send_once
-from trainerbot.adapters.discord.render import ALLOWED_MENTIONS, caller_of, in_thread, send_reply
+from trainerbot.adapters.discord.render import ALLOWED_MENTIONS, caller_of, in_their_form, in_thread, send_reply
 from trainerbot.types import Reply
 
 if TYPE_CHECKING:
@@ -38,7 +38,8 @@ class Privacy(commands.Cog):
             await ctx.defer(ephemeral=True)  # a large copy may take longer than Discord's 3 s to answer
         reply = await in_thread(self.bot.services.privacy.my_data, caller_of(ctx))
         if ctx.interaction is not None:
-            await ctx.send(reply.text, files=_files(reply), ephemeral=True, allowed_mentions=ALLOWED_MENTIONS)
+            text = in_their_form(ctx, reply.text)
+            await ctx.send(text, files=_files(reply), ephemeral=True, allowed_mentions=ALLOWED_MENTIONS)
             return
         if ctx.guild is None:  # asked in a DM: the answer is as private as the question
             await send_reply(ctx, reply)
@@ -63,6 +64,6 @@ async def forget_me(ctx: commands.Context[TrainerBot]) -> None:
     """`!forget me`: deletes everything the person gave the bot, in every channel, and says what stayed."""
     reply = await in_thread(ctx.bot.services.privacy.forget_me, caller_of(ctx))
     if ctx.interaction is not None:  # what someone had stored is theirs to read
-        await ctx.send(reply.text, ephemeral=True, allowed_mentions=ALLOWED_MENTIONS)
+        await ctx.send(in_their_form(ctx, reply.text), ephemeral=True, allowed_mentions=ALLOWED_MENTIONS)
     else:
         await send_reply(ctx, reply)

@@ -17,6 +17,7 @@ from trainerbot.adapters.discord.render import (
     attachments_of,
     caller_of,
     for_admins,
+    in_their_form,
     in_thread,
     message_id_in,
     owners_in_dms,
@@ -54,7 +55,7 @@ class Teaching(commands.Cog):
         while True:
             await asyncio.sleep(self.bot.progress_interval)
             status, finished = await in_thread(self.teaching.job_status, started.base, started.job_id)
-            text = head + status
+            text = in_their_form(ctx, head + status)
             if text != shown:
                 try:
                     await edit_until_done(message, text, allowed_mentions=ALLOWED_MENTIONS)
