@@ -111,16 +111,18 @@ class DataDirectory:
             )
         return path
 
+    def _shown_entry(self, root: Path, entry: Path) -> bool:
+        """Whether a name at the folder's top may be shown: not the bot's own, and not a link that leaves or loops."""
+        try:
+            real = entry.resolve(strict=True)
+        except (OSError, RuntimeError):  # a broken link, or one that loops
+            return False
+        return root in real.parents and not self.is_hidden(real)
+
     def _what_there_is(self) -> str:
         """After "there is no ...": what the folder holds at its top, or that it is empty and how files get there."""
         root = self.root.resolve()
-        if not root.is_dir():
-            entries = []
-        else:
-            entries = sorted(
-                (p for p in root.iterdir() if not self.is_hidden(p.resolve()) and root in p.resolve().parents),
-                key=lambda p: p.name,
-            )
+        entries = sorted((p for p in (root.iterdir() if root.is_dir() else ()) if self._shown_entry(root, p)), key=str)
         if not entries:  # a server's folder keeps what its admins send with `!train`; the data directory does not
             return " It is empty so far." + ("" if self.hidden else " Files sent with `!train` are kept in `uploads/`.")
         shown = ", ".join(f"`{_shown(p.name, 60)}{'/' if p.is_dir() else ''}`" for p in entries[:10])
