@@ -4,6 +4,7 @@ its default persona, and how much of its quotas it uses."""
 from __future__ import annotations
 
 from collections.abc import Collection
+from functools import partial
 
 from trainerbot.core.conversation import MAX_PERSONA, Conversation
 from trainerbot.core.files import Folders
@@ -42,13 +43,15 @@ class ServerConfig:
         name, value = name.lower().replace("_", "-"), value.strip()
         if not name:
             return self.show(caller)
-        changes = {"admin-roles": self._admin_roles, "bot-wide": self._bot_wide, "persona": self._persona}
+        changes = {
+            "admin-roles": partial(self._admin_roles, server_roles=server_roles),
+            "bot-wide": self._bot_wide,
+            "persona": self._persona,
+        }
         change = changes.get(name)
         if change is None:
             raise InvalidInput(f"There is no setting `{name[:40]}`. {CONFIG_USAGE}")
         self.access.require_admin(caller, "change this server's settings")
-        if change == self._admin_roles:
-            return self._admin_roles(caller, value, server_roles)
         return change(caller, value)
 
     def show(self, caller: Caller) -> Reply:

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path, PurePath
 
 from trainerbot.errors import InvalidInput
@@ -139,20 +140,25 @@ def _item_offsets(text: str, start: int) -> list[int]:
     return offsets
 
 
-def _data_array_offset(text: str) -> int:
-    """Offset of the '[' of the top-level "data" key (the text is a valid JSON object)."""
+def _members(text: str) -> Iterator[tuple[object, int, int]]:
+    """Each member of the top-level JSON object (the text is a valid one): its key, and where the key
+    and the value start."""
     decoder = json.JSONDecoder()
     i = _skip_space(text, _skip_space(text, 0) + 1)
     while text[i] != "}":
+        at = i
         key, i = decoder.raw_decode(text, i)
         i = _skip_space(text, _skip_space(text, i) + 1)  # past ':'
-        if key == "data":
-            return i
+        yield key, at, i
         _, i = decoder.raw_decode(text, i)
         i = _skip_space(text, i)
         if text[i] == ",":
             i = _skip_space(text, i + 1)
-    raise ValueError("no data key")
+
+
+def _data_array_offset(text: str) -> int:
+    """Offset of the '[' of the top-level "data" key (the text is a valid JSON object)."""
+    return next(value for key, _, value in _members(text) if key == "data")
 
 
 def load_json_document(text: str, name: str, what: str = "examples") -> tuple[list[object], list[int]]:
@@ -207,24 +213,8 @@ def _questions_and_answers(text: str) -> list[tuple[str, str, int]] | None:
         return None  # a list, or not an object
     if any(key == "data" or not isinstance(value, str) for key, value in pairs):
         return None
-    lines = [_line_of(text, offset) for offset in _key_offsets(text)]
+    lines = [_line_of(text, at) for _, at, _ in _members(text)]
     return [(key, value, line) for (key, value), line in zip(pairs, lines, strict=True)]
-
-
-def _key_offsets(text: str) -> list[int]:
-    """Offsets of the keys of the top-level JSON object (the text is a valid JSON object)."""
-    decoder = json.JSONDecoder()
-    offsets = []
-    i = _skip_space(text, _skip_space(text, 0) + 1)
-    while text[i] != "}":
-        offsets.append(i)
-        _, i = decoder.raw_decode(text, i)
-        i = _skip_space(text, _skip_space(text, i) + 1)  # past ':'
-        _, i = decoder.raw_decode(text, i)
-        i = _skip_space(text, i)
-        if text[i] == ",":
-            i = _skip_space(text, i + 1)
-    return offsets
 
 
 def _parse_jsonl(text: str, positive: bool) -> list[Example]:

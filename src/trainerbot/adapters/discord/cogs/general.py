@@ -57,7 +57,8 @@ class General(commands.Cog):
             return
         in_dm = ctx.guild is None
         owner = is_owner(self.bot, ctx.author.id)
-        rank = 2 if owner else 1 if not in_dm and self.bot.services.access.is_admin(caller_of(ctx)) else 0
+        admin = not in_dm and await in_thread(self.bot.services.access.is_admin, caller_of(ctx))  # reads settings
+        rank = 2 if owner else 1 if admin else 0
         offered = [
             c
             for c in sorted(self.bot.commands, key=lambda c: c.name)
