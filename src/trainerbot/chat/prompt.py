@@ -11,7 +11,7 @@ stays put (and its evaluation stays cached) for the next several turns.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from trainerbot.chat.engine import MESSAGE_OVERHEAD, ChatMessage
 from trainerbot.learning.retrieval import Retrieved
@@ -35,6 +35,11 @@ class Prompt:
     messages: list[ChatMessage]
     tokens: int  # as the engine counts them, template overhead included
     first_turn: int | None  # id of the oldest history turn kept, None when none is
+    alone: list[ChatMessage] = field(default_factory=list)  # the same prompt without the history
+
+    def earlier_replies(self) -> list[str]:
+        """The bot's replies that the history shows, as the model could copy them."""
+        return [m.content.strip() for m in self.messages if m.role == "assistant"]
 
 
 def _turn_messages(turn: Turn) -> list[ChatMessage]:
@@ -90,4 +95,4 @@ def build_prompt(
         start += 1
     kept_turns = history[start:]
     messages = head + [m for turn in kept_turns for m in _turn_messages(turn)] + tail
-    return Prompt(messages, fixed + sum(costs[start:]), kept_turns[0].id if kept_turns else None)
+    return Prompt(messages, fixed + sum(costs[start:]), kept_turns[0].id if kept_turns else None, head + tail)

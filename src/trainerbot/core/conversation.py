@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trainerbot.chat.engine import ChatEngine
+from trainerbot.chat.engine import ChatEngine, ChatMessage, CutShort
 from trainerbot.chat.prompt import Prompt, build_prompt, examples_note
 from trainerbot.core.answers import TaughtAnswers
 from trainerbot.core.permissions import Access
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 MAX_FEEDBACK = 2000
 MAX_PERSONA = 1000
 CONSOLE_CONVERSATION = 0  # the terminal console's conversation without a server; with one, minus its id
+COPIED = 40  # characters of an earlier reply that a new one repeats before it counts as a copy
 NOTHING_TO_SAY = "I couldn't think of a reply to that. Try saying it another way?"  # when a model writes nothing
 # Under a reply that reached the length limit. "Go on" works: the reply so far is in the conversation's memory.
 LENGTH_LIMIT = "that's as long as my replies get. Ask me to go on."
@@ -193,9 +195,47 @@ class Conversation:
         return Prepared(caller, text, where, turn_id, None, prompt, confidence)
 
     def write(self, prepared: Prepared, cancel: threading.Event) -> Iterator[str]:
-        """The chat engine's reply, piece by piece (blocking: run it in a thread)."""
+        """The chat engine's reply, piece by piece (blocking: run it in a thread).
+
+        A small model given a long message after some history may answer with its previous reply
+        word for word (SmolLM2-135M does, deterministically, also on a fresh read of the prompt: the
+        model's doing, not a reused state). A reply that starts as one of the earlier replies in its
+        prompt is held back until it differs; one that keeps to an earlier reply for ``COPIED``
+        characters is dropped unseen and written again from the prompt without the history.
+        """
         assert self.engine is not None and prepared.prompt is not None
-        return self.engine.stream(prepared.prompt.messages, max_tokens=self.options.max_reply_tokens, cancel=cancel)
+        prompt = prepared.prompt
+        stream = partial(self.engine.stream, max_tokens=self.options.max_reply_tokens, cancel=cancel)
+        earlier = [reply for reply in prompt.earlier_replies() if len(reply) >= COPIED]
+        if not earlier:
+            return stream(prompt.messages)
+        return self._unless_copied(stream, prompt, earlier, prepared.turn_id)
+
+    @staticmethod
+    def _unless_copied(
+        stream: Callable[[Sequence[ChatMessage]], Iterator[str]], prompt: Prompt, earlier: list[str], turn_id: int
+    ) -> Iterator[str]:
+        held = ""  # what the reply wrote while it could still be a copy
+        pieces = stream(prompt.messages)
+        for piece in pieces:
+            if held is not None and isinstance(piece, CutShort):  # the length limit, while still unsure
+                yield held
+                held = None
+            if held is None:
+                yield piece
+                continue
+            held += piece
+            start = held.lstrip()[:COPIED]
+            if not any(reply.startswith(start) for reply in earlier):
+                yield held  # it differs from every earlier reply: what follows streams as written
+                held = None
+            elif len(start) == COPIED:
+                pieces.close()
+                log.info("the reply to turn %d began as an earlier reply; written again without the history", turn_id)
+                yield from stream(prompt.alone)
+                return
+        if held:
+            yield held
 
     def finish(self, prepared: Prepared, reply: str, source: str | None, message_ids: Sequence[int]) -> None:
         """Stores the reply as the bot's turn and links every message that carried it to the question.
