@@ -62,6 +62,18 @@ def bot_env(**settings: str) -> dict[str, str]:
     }
 
 
+def snapshot(data_dir: Path, *sqls: str) -> list[list[sqlite3.Row]]:
+    """Several reads of the bot's database from outside, all in one read transaction: one moment's data,
+    while the bot may go on writing."""
+    db = sqlite3.connect(data_dir / "trainerbot.sqlite3", timeout=10, isolation_level=None)
+    try:
+        db.row_factory = sqlite3.Row
+        db.execute("BEGIN")
+        return [db.execute(sql).fetchall() for sql in sqls]
+    finally:
+        db.close()
+
+
 def query(data_dir: Path, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
     """Reads the bot's database from outside, as another process would."""
     db = sqlite3.connect(data_dir / "trainerbot.sqlite3", timeout=10)
@@ -345,20 +357,20 @@ async def test_killed_during_a_burst_of_feedback_and_corrections(tmp_path: Path)
         assert len(stored_feedback) >= feedback_acks
         assert len(set(stored_feedback)) == len(stored_feedback), "a feedback was stored twice"
         assert all(re.fullmatch(r"burst feedback \d+", text) for text in stored_feedback)
-        stored_corrections = [
-            r["suggestion"] for r in query(data, "SELECT suggestion FROM review_items WHERE kind = 'suggestion'")
-        ]
+        # Read in one snapshot: the restarted bot may still be catching up on the burst, storing more.
+        suggestions, whole, topics, from_corrections = snapshot(
+            data,
+            "SELECT suggestion FROM review_items WHERE kind = 'suggestion'",
+            "SELECT count(*) FROM review_items i JOIN review_topics t ON t.id = i.topic_id"
+            " AND t.kind = 'suggestion' AND t.status = 'open' WHERE i.kind = 'suggestion'",
+            "SELECT count(*) FROM review_topics WHERE kind = 'suggestion'",
+            "SELECT count(*) FROM examples WHERE source = 'correction'",
+        )
+        stored_corrections = [r["suggestion"] for r in suggestions]
         assert corrections_acked <= set(stored_corrections)
         assert len(set(stored_corrections)) == len(stored_corrections), "a suggestion was stored twice"
         # A suggestion is its item and its own open topic, together or not at all, and it teaches nothing.
-        whole = query(
-            data,
-            "SELECT count(*) FROM review_items i JOIN review_topics t ON t.id = i.topic_id"
-            " AND t.kind = 'suggestion' AND t.status = 'open' WHERE i.kind = 'suggestion'",
-        )[0][0]
-        topics = query(data, "SELECT count(*) FROM review_topics WHERE kind = 'suggestion'")[0][0]
-        from_corrections = query(data, "SELECT count(*) FROM examples WHERE source = 'correction'")[0][0]
-        assert whole == topics == len(stored_corrections) and from_corrections == 0
+        assert whole[0][0] == topics[0][0] == len(stored_corrections) and from_corrections[0][0] == 0
         ratings = query(data, "SELECT count(*), count(DISTINCT bot_message_id || ' ' || user_id) FROM reactions")[0]
         assert ratings[0] == ratings[1]  # once per person and reply
         # Elsewhere: in the burst's channel the bot may still be catching up on what it missed.
