@@ -204,6 +204,16 @@ def test_no_path_string_resolves_outside_the_root(data_dir: DataDirectory, text:
     assert isinstance(path.is_file(), bool) and isinstance(path.is_dir(), bool)  # what commands do next
 
 
+def test_a_folder_with_links_that_leave_or_loop_is_listed_without_them(file_service: FileService) -> None:
+    """`!getfile .` lists the folder's files (issue 13): the link loop and the links that leave are no files of it."""
+    with pytest.raises(UserError) as listed:
+        file_service.getfile(ADMIN, ".")
+    assert str(listed.value).startswith("`.` is a directory. Name one of its 1 files: `notes/a.txt`"), listed.value
+    with pytest.raises(UserError) as missing:
+        file_service.getfile(ADMIN, "nothing.txt")
+    assert "At its top:" in str(missing.value) and "loop" not in str(missing.value) and "up" not in str(missing.value)
+
+
 @QUICK
 @given(HOSTILE_PATHS)
 def test_getfile_sends_nothing_from_outside_whatever_the_path(file_service: FileService, text: str) -> None:

@@ -151,7 +151,10 @@ class DataDirectory:
             dirs[:] = [d for d in dirs if not self.is_hidden((Path(base) / d).resolve())]
             for name in sorted(names):
                 path = Path(base) / name
-                real = path.resolve()
+                try:
+                    real = path.resolve(strict=True)
+                except (OSError, RuntimeError):  # a broken link, or one that loops: nothing to read
+                    continue
                 if real.is_file() and root in real.parents and not self.is_hidden(real):
                     found.append(path)
         return found
