@@ -74,3 +74,36 @@ async def test_heavy_commands_have_a_per_person_cooldown_that_owners_skip(tmp_pa
             sent = await server.send_message(f"!test {cases}", author=CONFIGURED_OWNER)
             reply = await server.wait_for_bot_messages(after=sent["id"])
             assert not reply[0]["content"].startswith("Slow down"), reply[0]["content"]
+
+
+async def test_cooldowns_forget_people_whose_window_has_passed() -> None:
+    from types import SimpleNamespace
+
+    from trainerbot.adapters.discord import limits
+    from trainerbot.adapters.discord.limits import Cooldowns, per_person
+
+    @per_person(1, 60)
+    async def callback() -> None: ...
+
+    now = [0.0]
+    cooldowns = Cooldowns(clock=lambda: now[0])
+    bot = SimpleNamespace(settings=SimpleNamespace(owner_ids=[]), owner_id=None, owner_ids=None)
+    command = SimpleNamespace(callback=callback, qualified_name="train")
+
+    class Context(SimpleNamespace):  # a stand-in for discord.py's Context, which needs a live message
+        __hash__ = object.__hash__
+
+    def ctx(person: int) -> Context:
+        return Context(command=command, bot=bot, author=SimpleNamespace(id=person))
+
+    for person in range(limits.FORGET_AFTER + 1):
+        await cooldowns(ctx(person))  # type: ignore[arg-type]
+    now[0] = 61.0  # every window has passed: the next use forgets them, and still counts itself
+    await cooldowns(ctx(-1))  # type: ignore[arg-type]
+    assert len(cooldowns._uses) == 1
+    try:
+        await cooldowns(ctx(-1))  # type: ignore[arg-type]
+    except Exception as exc:  # the use kept counting
+        assert type(exc).__name__ == "CommandOnCooldown"
+    else:
+        raise AssertionError("the second use within the minute was allowed")

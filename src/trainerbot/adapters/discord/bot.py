@@ -22,7 +22,7 @@ from trainerbot.adapters.discord.cogs.voice import Voice
 from trainerbot.adapters.discord.delivery import Inbox, RepliesInWriting, answer_nonce, send_once
 from trainerbot.adapters.discord.errors import ErrorHandler
 from trainerbot.adapters.discord.limits import Cooldowns
-from trainerbot.adapters.discord.render import ALLOWED_MENTIONS, in_thread
+from trainerbot.adapters.discord.render import ALLOWED_MENTIONS, in_thread, leading_mention
 from trainerbot.app import Services, build_services
 from trainerbot.config import Settings
 
@@ -48,12 +48,11 @@ def prefixes(bot: TrainerBot, message: discord.Message) -> list[str]:
     command `hello`, so a mention is a prefix only before a command's name.
     """
     found = [bot.settings.command_prefix]
-    if bot.user is not None:
-        for mention in (f"<@{bot.user.id}>", f"<@!{bot.user.id}>"):
-            if message.content.startswith(mention):
-                first = message.content[len(mention) :].split(maxsplit=1)[:1]
-                if first and first[0] in bot.all_commands:  # case-insensitive, like the bot's commands
-                    found.append(mention)
+    mention = leading_mention(bot, message.content)
+    if mention is not None:
+        first = message.content[len(mention) :].split(maxsplit=1)[:1]
+        if first and first[0] in bot.all_commands:  # case-insensitive, like the bot's commands
+            found.append(mention)
     return found
 
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 _LIMIT = "__trainerbot_per_person__"
+FORGET_AFTER = 10_000  # people remembered before those whose window has passed are forgotten
 
 
 def per_person(rate: int, seconds: float) -> Callable[[F], F]:
@@ -44,8 +45,9 @@ class Cooldowns:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._uses: dict[tuple[str, int], deque[float]] = {}  # (command, person): when each use in the window began
-        self._taken: weakref.WeakKeyDictionary[commands.Context[TrainerBot], tuple[tuple[str, int], float]] = (
+        # (command, person, window): when each use in the window began
+        self._uses: dict[tuple[str, int, float], deque[float]] = {}
+        self._taken: weakref.WeakKeyDictionary[commands.Context[TrainerBot], tuple[tuple[str, int, float], float]] = (
             weakref.WeakKeyDictionary()
         )
 
@@ -56,7 +58,9 @@ class Cooldowns:
             return True
         rate, seconds = limit
         now = self._clock()
-        key = (command.qualified_name, ctx.author.id)
+        if len(self._uses) > FORGET_AFTER:  # people who have not used a command lately: nothing to remember
+            self._forget_idle(now)
+        key = (command.qualified_name, ctx.author.id, seconds)
         uses = self._uses.setdefault(key, deque())
         while uses and uses[0] <= now - seconds:
             uses.popleft()
@@ -66,6 +70,10 @@ class Cooldowns:
         uses.append(now)
         self._taken[ctx] = (key, now)
         return True
+
+    def _forget_idle(self, now: float) -> None:
+        for key in [key for key, uses in self._uses.items() if not uses or uses[-1] <= now - key[2]]:
+            del self._uses[key]
 
     def give_back(self, ctx: commands.Context[TrainerBot]) -> None:
         """The use ``ctx`` counted no longer counts: the command did not do its work."""

@@ -171,6 +171,13 @@ def attachments_of(ctx: commands.Context[TrainerBot], given: discord.Attachment 
 _NAMED_COMMAND = re.compile(r"`(?P<prefix>[^\s`\w]{1,5})(?P<name>[a-z_]+)(?=[\s`])")
 
 
+def leading_mention(bot: commands.Bot, text: str) -> str | None:
+    """The mention of the bot that ``text`` starts with (`<@id>` or the older `<@!id>`), if it does."""
+    if bot.user is None:
+        return None
+    return next((m for m in (f"<@{bot.user.id}>", f"<@!{bot.user.id}>") if text.startswith(m)), None)
+
+
 def shown_prefix(ctx: commands.Context[TrainerBot]) -> str:
     """The prefix to show someone: `/` after a slash command, else the server's, also when they typed a mention."""
     return "/" if ctx.interaction is not None else ctx.bot.settings.command_prefix

@@ -20,6 +20,7 @@ from trainerbot.adapters.discord.render import (
     ALLOWED_MENTIONS,
     caller_of,
     in_thread,
+    leading_mention,
     person,
     read_uploads,
     send_reply,
@@ -202,11 +203,10 @@ class Conversation(commands.Cog):
         """A message's text without a mention of the bot in front (`@trainerbot, when do you open?`),
         and whether it had one: the mention is how people talk to a bot, not part of the question."""
         text = content.strip()
-        if self.bot.user is not None:
-            for mention in (f"<@{self.bot.user.id}>", f"<@!{self.bot.user.id}>"):
-                if text.startswith(mention):
-                    return text.removeprefix(mention).lstrip(" ,:;").strip(), True
-        return text, False
+        mention = leading_mention(self.bot, text)
+        if mention is None:
+            return text, False
+        return text.removeprefix(mention).lstrip(" ,:;").strip(), True
 
     def _speaker(self, message: discord.Message) -> Speaker | None:
         """Where the reply is also said aloud: the bot's voice channel, when the author is in it."""
