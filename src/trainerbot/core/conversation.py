@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trainerbot.chat.engine import ChatEngine, ChatMessage, CutShort
+from trainerbot.chat.loops import stop_loops
 from trainerbot.chat.prompt import Prompt, build_prompt, examples_note
 from trainerbot.core.answers import TaughtAnswers
 from trainerbot.core.permissions import Access
@@ -202,14 +203,15 @@ class Conversation:
         model's doing, not a reused state). A reply that starts as one of the earlier replies in its
         prompt is held back until it differs; one that keeps to an earlier reply for ``COPIED``
         characters is dropped unseen and written again from the prompt without the history.
+        A reply that goes into a loop ends where the loop began (trainerbot/chat/loops.py).
         """
         assert self.engine is not None and prepared.prompt is not None
         prompt = prepared.prompt
         stream = partial(self.engine.stream, max_tokens=self.options.max_reply_tokens, cancel=cancel)
         earlier = [reply for reply in prompt.earlier_replies() if len(reply) >= COPIED]
         if not earlier:
-            return stream(prompt.messages)
-        return self._unless_copied(stream, prompt, earlier, prepared.turn_id)
+            return stop_loops(stream(prompt.messages))
+        return stop_loops(self._unless_copied(stream, prompt, earlier, prepared.turn_id))
 
     @staticmethod
     def _unless_copied(
