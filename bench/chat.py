@@ -1,6 +1,7 @@
 """Chat benchmark of the local engine (llama.cpp): speed, first token, memory.
 
-    .venv/bin/python bench/chat.py [--model quality|small|FILE] [--turns 20] [--runs 5] [--data tests/data/banking77]
+    .venv/bin/python bench/chat.py [--model quality|small|FILE] [--parallel N] [--turns 20] [--runs 5]
+                                   [--data tests/data/banking77]
 
 Prints the figures quoted in docs/benchmarks.md, in four parts:
 
@@ -65,16 +66,25 @@ FAQ = [
 OWNER = Caller(1, "bench", is_owner=True)  # the console's operator: teaches the bot-wide base
 
 
-def resident_mb() -> int:
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) // 1024 for line in status if line.startswith("VmRSS"))
+def resident_mb(services: Services | None = None) -> int:
+    """This process's resident memory, and llama-server's when the engine runs one."""
+    pids = ["self"]
+    process = getattr(services.engine, "_process", None) if services is not None else None
+    if process is not None and process.poll() is None:
+        pids.append(str(process.pid))
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/status") as status:
+            total += next(int(line.split()[1]) // 1024 for line in status if line.startswith("VmRSS"))
+    return total
 
 
 MODEL: str | None = None  # --model; None: the default preset
+PARALLEL: dict[str, int] = {}  # --parallel; none: the default (llama-server with 4 slots)
 
 
 def make_services(data_dir: Path, **settings: object) -> Services:
-    options = {"chat_engine": "local", "chat_max_reply_tokens": 200, "chat_model": MODEL, **settings}
+    options = {"chat_engine": "local", "chat_max_reply_tokens": 200, "chat_model": MODEL, **PARALLEL, **settings}
     return build_services(load_settings(_env_file=None, data_dir=data_dir, **options))
 
 
@@ -124,14 +134,16 @@ def part_beside_training(runs: int, data: Path) -> None:
             job = services.store.jobs.job(started.base, started.job_id)
             assert job is not None and job.status == "running", "training ended during the measurement"
             engine = services.engine
-            engine._threads = 2  # type: ignore[union-attr]  # forced, for comparison only
-            forced = [speed(services, 60)[0] for _ in range(2)]
-            engine._threads = None  # type: ignore[union-attr]
+            forced = ""
+            if hasattr(engine, "_threads"):  # in process: one thread while training; two forced, for comparison
+                engine._threads = 2  # type: ignore[union-attr]
+                forced = ", ".join(f"{speed(services, 60)[0]:.1f}" for _ in range(2))
+                engine._threads = None  # type: ignore[union-attr]
+                forced = f" with the engine's choice (1 thread); two threads forced: {forced} tokens/s"
             still = services.store.jobs.job(started.base, started.job_id)
             print(
                 f"2. writing beside a training job ({job.stage}): median {statistics.median(own):.1f} tokens/s "
-                f"({', '.join(f'{r:.0f}' for r in own)}) with the engine's choice (1 thread); "
-                f"two threads forced: {', '.join(f'{r:.1f}' for r in forced)} tokens/s"
+                f"({', '.join(f'{r:.0f}' for r in own)}){forced}"
                 f"{'' if still and still.status == 'running' else ' (training ended during it)'}"
             )
         finally:
@@ -160,8 +172,7 @@ def part_beside_transcription(runs: int, audio: Path) -> None:
             worker.join()
             print(
                 f"2b. writing beside transcriptions (Whisper, 2 threads, {done[0]} of jfk.wav meanwhile): median "
-                f"{statistics.median(rates):.1f} tokens/s ({', '.join(f'{r:.0f}' for r in rates)}) with the "
-                "engine's choice (1 thread)"
+                f"{statistics.median(rates):.1f} tokens/s ({', '.join(f'{r:.0f}' for r in rates)})"
             )
         finally:
             stop.set()
@@ -239,13 +250,13 @@ def part_memory(turns: int = 50) -> None:
                 starts.add(prepared.prompt.first_turn)
                 empty += not reply
                 if turn == 0:
-                    warm = resident_mb()
+                    warm = resident_mb(services)
             print(
                 f"4. {turns}-turn conversation: every prompt within the budget of {budget} tokens: "
                 f"{max(tokens) <= budget} (largest {max(tokens)}, last {tokens[-1]}); the history window moved "
                 f"{len(starts) - 1} times; empty replies {empty}; seconds a turn median "
                 f"{statistics.median(seconds):.2f}, max {max(seconds):.2f}; resident memory {warm} MB after "
-                f"the first turn, {resident_mb()} MB after the last"
+                f"the first turn, {resident_mb(services)} MB after the last (with llama-server's, if it runs)"
             )
         finally:
             services.close()
@@ -258,9 +269,12 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--parts", default="1234")
     parser.add_argument("--model", help="a chat model preset or GGUF file (default: the default preset)")
+    parser.add_argument("--parallel", type=int, help="TRAINERBOT_CHAT_PARALLEL (1: in process)")
     args = parser.parse_args()
     global MODEL
     MODEL = args.model
+    if args.parallel is not None:
+        PARALLEL["chat_parallel"] = args.parallel
     if "1" in args.parts:
         part_speed(args.runs)
     if "2" in args.parts:

@@ -165,7 +165,7 @@ FAQ = {
     ],
 }
 REPHRASINGS = [
-    ("remind me what we're not allowed to post here", r"spam|NSFW|#rules"),
+    ("remind me what we're not allowed to post here", r"NSFW|#rules"),
     ("is there something fun happening on fridays?", r"movie|8\s?pm|Cinema"),
     ("what do i need to do to be recognised as an artist on this server?", r"#art-share|three|3"),
     ("which address should I type in minecraft to play with you all?", r"play\.example\.net"),
@@ -357,7 +357,10 @@ def main() -> None:
     parser.add_argument("--temperature", type=float)
     parser.add_argument("--repeat-penalty", type=float)
     parser.add_argument("--replies", type=Path, default=ROOT / "docs" / "chat-replies.md")
+    parser.add_argument("--kinds", help="only these kinds of case, comma-separated (the FAQ section always runs)")
     args = parser.parse_args()
+    if args.kinds:
+        CASES[:] = [c for c in CASES if c.kind in args.kinds.split(",")]
     options: dict[str, object] = {}
     if args.temperature is not None:
         options["chat_temperature"] = args.temperature

@@ -18,6 +18,8 @@ from trainerbot.config import Settings, load_settings
 os.environ.setdefault("TRAINERBOT_AUTO_TRAIN_QUIET_SECONDS", "0")
 # Tests that chat but do not judge the replies' quality write them with the small model: it is ten times faster.
 os.environ.setdefault("TRAINERBOT_CHAT_MODEL", "small")
+# ... in the bot's process, one reply at a time; tests/test_llama_server.py runs the default, llama-server.
+os.environ.setdefault("TRAINERBOT_CHAT_PARALLEL", "1")
 
 OWNER_ID = 900_000_000_000_000_999  # a configured owner who holds no role in the guild
 TRAINER = FakeUser(900_000_000_000_000_204, "trainer", role_names=("Trainer",))

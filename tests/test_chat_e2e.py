@@ -138,9 +138,10 @@ async def test_a_reply_streams_with_typing_first_and_about_one_edit_a_second(tmp
 
 
 async def test_a_long_reply_is_split_between_paragraphs_and_never_inside_a_code_block(tmp_path: Path) -> None:
-    prose = "This paragraph explains the next step in plain words. " * 20
-    code = "```python\n" + "\n".join(f"print('line {i}')" for i in range(40)) + "\n```"
-    text = "\n\n".join([prose.strip(), code, prose.strip(), code, prose.strip()])
+    # Varied text: the same paragraph or block written twice would be stopped as a loop (test_loops.py).
+    prose = [" ".join(f"Step {p}.{i} explains the next part in plain words." for i in range(20)) for p in range(3)]
+    code = ["```python\n" + "\n".join(f"print('block {b}, line {i}')" for i in range(40)) + "\n```" for b in range(2)]
+    text = "\n\n".join([prose[0], code[0], prose[1], code[1], prose[2]])
     engine = ScriptedEngine(text, piece=50)
     async with chat_bot(tmp_path, scripted(engine), edit_interval=0.05) as (server, services):
         sent = await server.send_message("Show me some code.")
@@ -149,7 +150,7 @@ async def test_a_long_reply_is_split_between_paragraphs_and_never_inside_a_code_
         assert len(text) > 4000 and len(contents) >= 3
         assert all(len(c) <= 2000 for c in contents)
         assert all(c.count("```") % 2 == 0 for c in contents)  # every message renders on its own
-        assert sum(c.count(code) for c in contents) == 2  # each block fits on a page, so it is whole
+        assert sum(c.count(block) for c in contents for block in code) == 2  # each fits on a page, so it is whole
         assert "\n\n".join(contents) == text
         stored = {stored_reply(services, server, m).reply for m in messages}
         assert stored == {text}  # each part maps to the whole reply, for !correct and reactions
@@ -163,11 +164,11 @@ async def test_engine_failures_are_short_messages_and_the_bot_keeps_serving(tmp_
         reply = await wait_reply(server, "Hello there!")
         assert reply["content"] == "The chat server can't be reached right now. Try again later."
         assert "Hi member" in (await wait_reply(server, "!hi"))["content"]
-        half_way = ScriptedEngine("First part of the answer. " * 10, piece=20, fail_after=100)
+        half_way = ScriptedEngine(" ".join(f"Part {n} of the answer." for n in range(10)), piece=20, fail_after=100)
         services.conversation.engine = half_way
         sent = await server.send_message("Tell me everything.")
         [partial] = await answered(services, server, sent)
-        assert partial["content"].startswith("First part of the answer.")
+        assert partial["content"].startswith("Part 0 of the answer. Part 1")
         assert partial["content"].endswith(
             "*(cut off: The chat engine failed while writing; the owners can find why in the log.)*"
         )

@@ -117,3 +117,12 @@ async def test_the_sequence_that_got_the_previous_reply_and_others_that_move_the
                 )
             )
         assert copies(issue + here) == [] and copies(there) == [], (here, there)
+
+
+async def test_the_same_answer_to_the_same_question_asked_again_is_no_copy(tmp_path: Path) -> None:
+    engine = CopyingEngine()
+    async with chat_bot(tmp_path, make_engine=scripted(engine), edit_interval=0.01) as (server, services):
+        [first] = await answered(services, server, await server.send_message("What's the plan for the library?"))
+        [again] = await answered(services, server, await server.send_message("what's the plan for the library"))
+        assert again["content"] == first["content"]  # the earlier answer, as the model wrote it
+        assert len(engine.prompts) == 2  # and not written again without the history

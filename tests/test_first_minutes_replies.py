@@ -158,7 +158,11 @@ class LengthLimitedEngine(ScriptedEngine):
 
 @pytest.mark.parametrize(
     "text",
-    ["word " * 399, "```python\n" + "print('a line of code')\n" * 120],  # 1,995 characters; a code block left open
+    # 1,994 characters; a code block left open (varied: a line written again and again is stopped as a loop)
+    [
+        " ".join(f"w{n:03d}" for n in range(399)),
+        "```python\n" + "".join(f"print('line {n:03d}')\n" for n in range(120)),
+    ],
 )
 async def test_the_note_of_a_cut_reply_fits_discords_limit_and_stays_out_of_code(tmp_path: Path, text: str) -> None:
     engine = LengthLimitedEngine(text, piece=100)

@@ -61,7 +61,12 @@ def test_a_loop_is_cut_where_it_began_and_none_of_it_is_shown(written: str, kept
     assert shown.strip() == kept.strip()
 
 
-@pytest.mark.parametrize("text", [PROSE, TABLE, CODE, "hahaha that's funny", "1000000 is a million. 2000000 is two."])
+NUMBERED = "Teams: " + ", ".join(f"Player{n}" for n in range(1, 30)) + "."
+
+
+@pytest.mark.parametrize(
+    "text", [PROSE, TABLE, CODE, NUMBERED, "hahaha that's funny", "1000000 is a million. 2000000 is two."]
+)
 def test_text_that_repeats_a_little_is_shown_whole(text: str) -> None:
     for how in ("chars", "threes", "words"):
         assert "".join(stop_loops(pieces(text, how))) == text
@@ -109,3 +114,25 @@ async def test_a_looping_model_is_stopped_and_discord_gets_the_clean_reply(tmp_p
             r.json.get("content", "") for r in server.requests if r.method == "PATCH" and isinstance(r.json, dict)
         ]
         assert all(text.count("🌱") <= 1 for text in every_version), every_version  # not even an edit showed the loop
+
+
+async def test_a_reply_held_back_while_it_repeats_is_not_taken_for_a_stalled_engine(tmp_path: Path) -> None:
+    """The stall timeout counts the engine's pieces, also those the loop guard holds back: here the
+    guard holds "I like tea. I like t" for about 2 s, twice the timeout, before it diverges."""
+    text = "I like tea. I like tea. I like coffee too."
+    slow = ScriptedEngine(text, piece=1, delay=0.1)
+    async with chat_bot(tmp_path, make_engine=scripted(slow), chat_timeout_seconds=1) as (server, services):
+        sent = await server.send_message("what do you like to drink?")
+        [said] = await answered(services, server, sent)
+        assert said["content"] == text
+
+
+async def test_a_long_reply_written_slowly_but_steadily_is_never_cut_off_as_too_slow(tmp_path: Path) -> None:
+    """A 400-token reply at 8 tokens a second takes 50 s: the timeout is for silence, not for the whole
+    reply. Scaled down: 60 pieces at 0.05 s each (3 s) under a 1 s timeout."""
+    text = " ".join(f"word{n}" for n in range(60))
+    steady = ScriptedEngine(text, piece=len("word00 "), delay=0.05)
+    async with chat_bot(tmp_path, make_engine=scripted(steady), chat_timeout_seconds=1) as (server, services):
+        sent = await server.send_message("tell me a long story")
+        [said] = await answered(services, server, sent)
+        assert said["content"] == text

@@ -107,3 +107,37 @@ async def test_cooldowns_forget_people_whose_window_has_passed() -> None:
         assert type(exc).__name__ == "CommandOnCooldown"
     else:
         raise AssertionError("the second use within the minute was allowed")
+
+
+async def test_the_place_in_line_says_how_long_the_wait_may_be_once_replies_have_been_timed(tmp_path: Path) -> None:
+    engine = ScriptedEngine(REPLY, piece=8, delay=0.05)  # about half a second a reply
+    async with chat_bot(tmp_path, make_engine=scripted(engine), edit_interval=0.2) as (server, services):
+        for person in PEOPLE:
+            server.setup.extra_users.append(person)
+            server.users[person.id] = person
+        for n in range(3):  # three replies, one after the other: the queue has timed them
+            await answered(services, server, await server.send_message(f"warm-up {n}"))
+        asked = [await server.send_message(f"question {n}", author=person) for n, person in enumerate(PEOPLE)]
+        answers = [await answered(services, server, sent) for sent in asked]
+        notices = [server.message_bodies[int(messages[0]["id"])][0]["content"] for messages in answers[1:]]
+        for n, notice in enumerate(notices, start=1):
+            assert notice.startswith(f"⏳ You're number {n} in line for a written reply (a few seconds); "), notice
+
+
+def test_the_wait_estimate_is_the_median_turn_for_each_round_ahead() -> None:
+    from trainerbot.core.queue import WorkQueue
+    from trainerbot.core.text import about
+
+    queue = WorkQueue("a written reply", capacity=2)
+    assert queue.expected_wait(1) is None  # nothing timed yet: no guess
+    queue._recent.extend([30.0, 50.0, 40.0, 400.0])
+    assert (queue.expected_wait(1), queue.expected_wait(2), queue.expected_wait(3)) == (45.0, 45.0, 90.0)
+    assert [about(s) for s in (None, 4, 44.9, 45.0, 89, 90, 150)] == [
+        "",
+        " (a few seconds)",
+        " (about 40 seconds)",
+        " (about 40 seconds)",
+        " (about 90 seconds)",
+        " (about 2 minutes)",
+        " (about 2 minutes)",
+    ]

@@ -10,7 +10,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_INSTRUCTIONS = Path(__file__).with_name("instructions.md")
 DEFAULT_PERSONA = (
-    "You are trainerbot, a friendly and helpful assistant in a Discord server. Answer in a few clear sentences."
+    "You are trainerbot, a friendly and helpful assistant in a Discord server. Answer in a few clear sentences. "
+    "Never give out or help find anyone's personal details, such as a home address or phone number."
 )
 
 
@@ -62,6 +63,9 @@ class Settings(BaseSettings):
     chat_context_tokens: int = Field(default=2048, ge=512, le=262_144)
     chat_max_reply_tokens: int = Field(default=400, ge=16, le=8192)
     chat_threads: int | None = Field(default=None, ge=1, le=64)  # None: 2 when idle, 1 beside training
+    # Replies the local engine writes at once: above 1, llama.cpp's own server (llama-server, built by the
+    # Makefile) runs the model with that many slots, batched; 1 keeps the model in the bot's process.
+    chat_parallel: int = Field(default=4, ge=1, le=64)
     chat_temperature: float = Field(default=0.7, ge=0.0, le=2.0)
     chat_repeat_penalty: float = Field(default=1.1, ge=1.0, le=2.0)  # the local engine's; 1 is none
     chat_timeout_seconds: float = Field(default=60.0, gt=0)

@@ -145,6 +145,7 @@ class BotProcess:
         env["DISCORD_TOKEN"] = self.server.token
         env["TRAINERBOT_DATA_DIR"] = str(self.data_dir)
         env["TRAINERBOT_CHAT_MODEL"] = os.environ.get("TRAINERBOT_CHAT_MODEL", "small")  # as conftest.py chooses
+        env["TRAINERBOT_CHAT_PARALLEL"] = os.environ.get("TRAINERBOT_CHAT_PARALLEL", "1")
         env.update(self.env)
         return env
 

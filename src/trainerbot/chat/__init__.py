@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from trainerbot.chat.engine import ChatEngine
 from trainerbot.config import Settings
+
+log = logging.getLogger(__name__)
 
 
 def build_engine(settings: Settings, busy: Callable[[], bool] = lambda: False) -> ChatEngine | None:
@@ -25,6 +28,7 @@ def build_engine(settings: Settings, busy: Callable[[], bool] = lambda: False) -
             streaming=settings.openai_stream,
             parallel=settings.openai_parallel,
         )
+    from trainerbot.chat.llama_server import LlamaServerEngine, server_binary
     from trainerbot.chat.local import LocalEngine
     from trainerbot.chat.models import ModelInstallError, model_file
 
@@ -32,6 +36,21 @@ def build_engine(settings: Settings, busy: Callable[[], bool] = lambda: False) -
         path = model_file(settings.chat_model)
     except ModelInstallError as exc:
         raise RuntimeError(str(exc)) from None
+    if settings.chat_parallel > 1:
+        binary = server_binary()
+        if binary is not None:
+            return LlamaServerEngine(
+                path,
+                binary,
+                parallel=settings.chat_parallel,
+                context_tokens=settings.chat_context_tokens,
+                threads=settings.chat_threads,
+                temperature=settings.chat_temperature,
+                repeat_penalty=settings.chat_repeat_penalty,
+                timeout=settings.chat_timeout_seconds,
+                log_path=settings.data_dir / "llama-server.log",
+            )
+        log.warning("llama-server is not installed (make llama-server): writing one reply at a time, in process")
     return LocalEngine(
         path,
         context_tokens=settings.chat_context_tokens,

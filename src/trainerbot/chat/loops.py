@@ -7,8 +7,8 @@ it streams. Whatever the reply is writing that repeats something it wrote before
 is let through. When the repeat grows into a loop (``LOOP_CHARS`` characters copied from
 earlier in the reply, a line written ``LONG_TIMES`` times in a row, or one short piece
 ``LOOP_TIMES`` times) the held text
-is dropped, the model is stopped, and the reply ends before the loop began. Digits count as
-one digit, so "1. Be kind" and "2. Be kind" are the same line.
+is dropped, the model is stopped, and the reply ends before the loop began. List numbers do not
+count, so "1. Be kind" and "2. Be kind" are the same line.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ LOOP_CHARS = 100  # characters repeated verbatim from earlier in the reply: a lo
 LOOP_TIMES = 5  # a short piece (up to SHORT characters) written this many times in a row: a loop of words or emoji
 SHORT = 16
 LONG_TIMES = 3  # a longer piece (a line, a sentence) written this many times in a row
-_DIGIT = re.compile(r"\d")
+_LIST_NUMBER = re.compile(r"(?m)^([ \t]*)(\d+)(?=[.)]|\Z)")  # at the very end: perhaps one
 
 
 def _shape(text: str) -> str:
-    """The text with every digit as 0, the same length: numbered lines that differ only in their number match."""
-    return _DIGIT.sub("0", text)
+    """The text with each list line's number as zeros, the same length: "1. Be kind" and "2. Be kind" match."""
+    return _LIST_NUMBER.sub(lambda m: m.group(1) + "0" * len(m.group(2)), text)
 
 
 def _meaningful(piece: str) -> bool:
@@ -63,7 +63,7 @@ class LoopWatch:
     def feed(self, piece: str) -> str | None:
         """Takes the next piece; returns the text that may be shown now, or None once the reply loops."""
         self.text += piece
-        self._shape += _shape(piece)
+        self._shape = _shape(self.text)  # a whole line's start decides its shape
         while self.held_from < len(self.text) and self._shape.find(self._shape[self.held_from :]) >= self.held_from:
             self.held_from += 1
         if self.looping():
@@ -112,7 +112,6 @@ def stop_loops(pieces: Iterator[str]) -> Iterator[str]:
                 yield "```" if kept.endswith("\n") else "\n```"  # the loop was inside a code block: close it
             log.info("a reply went into a loop after %d characters; it ends there", len(kept))
             return
-        if shown:
-            yield shown
+        yield shown  # even when empty: the reply is still on its way (the stall timeout counts pieces)
     if rest := watch.rest():
         yield rest

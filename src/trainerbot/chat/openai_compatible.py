@@ -35,8 +35,10 @@ class OpenAIEngine:
         temperature: float = 0.7,
         streaming: bool = True,
         parallel: int = 4,
+        extra_body: dict[str, object] | None = None,
     ) -> None:
         self.model = model
+        self.extra_body = extra_body  # fields the server understands beyond OpenAI's (llama-server's sampling)
         self.parallel = parallel
         self.context_tokens = context_tokens
         self.temperature = temperature
@@ -53,12 +55,25 @@ class OpenAIEngine:
     def count_tokens(self, text: str) -> int:
         return math.ceil(len(text) / CHARACTERS_PER_TOKEN)
 
-    def stream(self, messages: Sequence[ChatMessage], *, max_tokens: int, cancel: threading.Event) -> Iterator[str]:
+    def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        max_tokens: int,
+        cancel: threading.Event,
+        extra_body: dict[str, object] | None = None,
+    ) -> Iterator[str]:
+        """``extra_body``: fields for this request alone, beside the engine's own."""
         payload = [m.as_dict() for m in messages]
+        extra_body = {**(self.extra_body or {}), **(extra_body or {})} or None
         try:
             if not self.streaming:
                 response = self._client.chat.completions.create(
-                    model=self.model, messages=payload, max_tokens=max_tokens, temperature=self.temperature
+                    model=self.model,
+                    messages=payload,
+                    max_tokens=max_tokens,
+                    temperature=self.temperature,
+                    extra_body=extra_body,
                 )
                 choice = response.choices[0] if response.choices else None
                 if choice is not None and choice.message.content:
@@ -67,7 +82,12 @@ class OpenAIEngine:
                     yield CUT_SHORT
                 return
             with self._client.chat.completions.create(
-                model=self.model, messages=payload, max_tokens=max_tokens, temperature=self.temperature, stream=True
+                model=self.model,
+                messages=payload,
+                max_tokens=max_tokens,
+                temperature=self.temperature,
+                stream=True,
+                extra_body=extra_body,
             ) as chunks:
                 for chunk in chunks:
                     if cancel.is_set():

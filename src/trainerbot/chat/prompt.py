@@ -24,7 +24,10 @@ REFILL_SHARE = 2 / 3  # history kept, as a share of its budget, when old turns m
 def examples_note(examples: Sequence[Retrieved]) -> str | None:
     if not examples:
         return None
-    lines = ["Answers you have been taught (use one when it fits the question):"]
+    lines = [
+        "What this community taught you (when the message asks about one of these, answer with its facts, "
+        "and never contradict them):"
+    ]
     for example in examples:
         lines.append(f"Q: {example.input[:EXAMPLE_CHARACTERS]}\nA: {example.output[:EXAMPLE_CHARACTERS]}")
     return "\n".join(lines)
@@ -38,8 +41,21 @@ class Prompt:
     alone: list[ChatMessage] = field(default_factory=list)  # the same prompt without the history
 
     def earlier_replies(self) -> list[str]:
-        """The bot's replies that the history shows, as the model could copy them."""
-        return [m.content.strip() for m in self.messages if m.role == "assistant"]
+        """The bot's replies that the history shows, as the model could copy them: all but those that
+        answered the very message asked now (giving the same answer to the same question is no copy)."""
+        asked = _same(self.messages[-1].content)
+        replies, question = [], None
+        for message in self.messages[:-1]:
+            if message.role == "user":
+                question = message.content
+            elif message.role == "assistant" and (question is None or _same(question) != asked):
+                replies.append(message.content.strip())
+        return replies
+
+
+def _same(text: str) -> str:
+    """A message as compared with another: case, spacing and end punctuation aside."""
+    return " ".join(text.lower().split()).rstrip("?!. ")
 
 
 def _turn_messages(turn: Turn) -> list[ChatMessage]:

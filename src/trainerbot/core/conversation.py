@@ -236,6 +236,8 @@ class Conversation:
                 log.info("the reply to turn %d began as an earlier reply; written again without the history", turn_id)
                 yield from stream(prompt.alone)
                 return
+            else:
+                yield ""  # still unsure, and still writing: the stall timeout counts pieces
         if held:
             yield held
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import statistics
+import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -18,6 +21,7 @@ from trainerbot.errors import UserError
 
 log = logging.getLogger(__name__)
 
+RECENT = 20  # turns whose length the wait estimate is the median of
 OnWait = Callable[[int], Awaitable[None]]
 
 
@@ -43,6 +47,7 @@ class WorkQueue:
         self._per_user: Counter[int] = Counter()
         self.served = 0
         self.longest_line = 0  # the most callers ever waiting at once, for benchmarks and the log
+        self._recent: deque[float] = deque(maxlen=RECENT)  # seconds the last turns took
 
     @property
     def running(self) -> int:
@@ -66,9 +71,11 @@ class WorkQueue:
         self._per_user[user_id] += 1
         try:
             await self._acquire(on_wait)
+            started = time.monotonic()
             try:
                 yield
             finally:
+                self._recent.append(time.monotonic() - started)
                 self._release()
         finally:
             self._per_user[user_id] -= 1
@@ -103,6 +110,15 @@ class WorkQueue:
                 ticket.set_result(None)  # the place passes straight to the next in line
                 return
         self._running -= 1
+
+    def expected_wait(self, place: int) -> float | None:
+        """Seconds a caller at ``place`` may wait: the median of the last turns, for each round ahead of it.
+
+        None until a few turns have been timed (a guess from nothing would mislead).
+        """
+        if len(self._recent) < 3:
+            return None
+        return statistics.median(self._recent) * math.ceil(place / self.capacity)
 
     def place(self) -> int:
         """Where a caller arriving now would wait: 0 when it would start at once."""

@@ -43,6 +43,17 @@ def short(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def about(seconds: float | None) -> str:
+    """A wait in words, as a parenthesis to add to a sentence: " (about 40 seconds)"; nothing for None."""
+    if seconds is None:
+        return ""
+    if seconds < 10:
+        return " (a few seconds)"
+    if seconds < 90:
+        return f" (about {round(seconds / 10) * 10} seconds)"
+    return f" (about {count(round(seconds / 60), 'minute')})"
+
+
 def progress_bar(fraction: float, width: int = 20) -> str:
     fraction = min(max(fraction, 0.0), 1.0)
     filled = round(fraction * width)

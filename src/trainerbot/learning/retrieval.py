@@ -34,7 +34,7 @@ class ExampleIndex:
     a moment ago is found at once, before any training job has run.
     """
 
-    def __init__(self, knowledge: Knowledge, base: int, encoder: TextEncoder, min_similarity: float = 0.35) -> None:
+    def __init__(self, knowledge: Knowledge, base: int, encoder: TextEncoder, min_similarity: float = 0.25) -> None:
         self._knowledge = knowledge
         self.base = base
         self._encoder = encoder

@@ -32,7 +32,7 @@ from trainerbot.core.conversation import Prepared, Where, written
 from trainerbot.core.listening import quoted
 from trainerbot.core.queue import Busy, WorkQueue
 from trainerbot.core.streaming import pieces_from_thread
-from trainerbot.core.text import PageSplitter, short, split_message
+from trainerbot.core.text import PageSplitter, about, short, split_message
 from trainerbot.errors import ChatUnavailable, UserError
 from trainerbot.speech.audio import is_audio
 from trainerbot.speech.tts import spoken_so_far
@@ -136,7 +136,9 @@ class PlaceInLine:
         self.message: discord.Message | None = None
 
     async def __call__(self, place: int) -> None:
-        text = f"⏳ You're number {place} in line for {self.queue.what}; I'll answer here when it's your turn."
+        text = f"⏳ You're number {place} in line for {self.queue.what}{about(self.queue.expected_wait(place))}; " + (
+            "I'll answer here when it's your turn."
+        )
         try:
             self.message = await send_once(
                 self.question.channel,
