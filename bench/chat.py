@@ -32,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # for tests.loopback_discord, the fake Discord API
 
+from tests.load import rss_mb  # noqa: E402
 from tests.loopback_discord import FakeDiscord, GuildSetup, run_bot  # noqa: E402
 
 from trainerbot.app import Services, build_services  # noqa: E402
@@ -64,19 +65,6 @@ FAQ = [
     "what is the wifi password => The wifi password is pancake42.",
 ]
 OWNER = Caller(1, "bench", is_owner=True)  # the console's operator: teaches the bot-wide base
-
-
-def resident_mb(services: Services | None = None) -> int:
-    """This process's resident memory, and llama-server's when the engine runs one."""
-    pids = ["self"]
-    process = getattr(services.engine, "_process", None) if services is not None else None
-    if process is not None and process.poll() is None:
-        pids.append(str(process.pid))
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/status") as status:
-            total += next(int(line.split()[1]) // 1024 for line in status if line.startswith("VmRSS"))
-    return total
 
 
 MODEL: str | None = None  # --model; None: the default preset
@@ -250,13 +238,13 @@ def part_memory(turns: int = 50) -> None:
                 starts.add(prepared.prompt.first_turn)
                 empty += not reply
                 if turn == 0:
-                    warm = resident_mb(services)
+                    warm = round(rss_mb(services))
             print(
                 f"4. {turns}-turn conversation: every prompt within the budget of {budget} tokens: "
                 f"{max(tokens) <= budget} (largest {max(tokens)}, last {tokens[-1]}); the history window moved "
                 f"{len(starts) - 1} times; empty replies {empty}; seconds a turn median "
                 f"{statistics.median(seconds):.2f}, max {max(seconds):.2f}; resident memory {warm} MB after "
-                f"the first turn, {resident_mb(services)} MB after the last (with llama-server's, if it runs)"
+                f"the first turn, {round(rss_mb(services))} MB after the last (with llama-server's, if it runs)"
             )
         finally:
             services.close()

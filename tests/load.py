@@ -80,10 +80,17 @@ async def loaded_bot(data_dir: Path, users: int, **overrides: Any) -> AsyncItera
         services.close()
 
 
-def rss_mb() -> float:
-    """The process's resident memory now (Linux), in MB."""
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+def rss_mb(services: Services | None = None) -> float:
+    """The process's resident memory now (Linux), in MB, with llama-server's when the chat engine runs one."""
+    pids = ["self"]
+    process = getattr(services.engine, "_process", None) if services is not None else None
+    if process is not None and process.poll() is None:
+        pids.append(str(process.pid))
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/statm") as statm:
+            total += int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return total / 1e6
 
 
 @dataclass
@@ -283,7 +290,7 @@ async def run_load(
         await simulated[-1].act("test", rng, voice)
         if voice is not None:
             await simulated[-1].act("voice", rng, voice)
-        figures.rss_warm_mb = rss_mb()
+        figures.rss_warm_mb = rss_mb(services)
         started = time.perf_counter()
         plans = [
             plan(
@@ -303,7 +310,7 @@ async def run_load(
 
         await asyncio.gather(*(run(user, actions) for user, actions in zip(simulated, plans, strict=True)))
         figures.seconds = time.perf_counter() - started
-        figures.rss_after_mb = rss_mb()
+        figures.rss_after_mb = rss_mb(services)
     finally:
         logging.getLogger().removeHandler(errors)
     figures.errors += errors.records

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -127,3 +131,59 @@ def test_without_the_server_binary_the_model_runs_in_process(
         assert "llama-server is not installed" in caplog.text
     finally:
         services.close()
+
+
+def test_the_operator_can_give_the_server_more_options(tmp_path: Path) -> None:
+    from trainerbot.chat import build_engine
+
+    settings = load_settings(
+        _env_file=None,
+        data_dir=tmp_path,
+        chat_engine="local",
+        chat_parallel=2,
+        llama_server_args="--poll 0 --no-warmup",
+    )
+    engine = build_engine(settings)
+    assert isinstance(engine, LlamaServerEngine) and engine.extra_args == ["--poll", "0", "--no-warmup"]
+    try:
+        assert "".join(engine.stream(ASK, max_tokens=10, cancel=threading.Event())).strip()
+    finally:
+        engine.close()
+
+
+def running(pid: int) -> bool:
+    """Whether a process runs (a zombie waiting for its new parent to reap it has stopped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def test_the_server_dies_with_a_bot_killed_outright(tmp_path: Path, binary: Path) -> None:
+    """A bot killed with SIGKILL cannot stop its server; the server must not outlive it, holding a GB."""
+    script = (
+        "import sys, threading\n"
+        "from pathlib import Path\n"
+        "from trainerbot.chat.llama_server import LlamaServerEngine\n"
+        f"engine = LlamaServerEngine(Path({str(small_model())!r}), Path({str(binary)!r}), parallel=2)\n"
+        "threading.Thread(target=engine.load).start()  # started from a thread that ends, as at the bot's start\n"
+        "import time\n"
+        "while engine._process is None or engine._client is None: time.sleep(0.05)\n"
+        "print(engine._process.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    bot = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        server_pid = int(bot.stdout.readline())
+        time.sleep(1)
+        assert running(server_pid)  # the thread that started it has ended: the server runs on
+        bot.kill()
+        bot.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and running(server_pid):
+            time.sleep(0.1)
+        if running(server_pid):
+            os.kill(server_pid, signal.SIGKILL)
+            pytest.fail("llama-server outlived the bot that started it")
+    finally:
+        bot.kill()

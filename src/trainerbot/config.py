@@ -66,6 +66,7 @@ class Settings(BaseSettings):
     # Replies the local engine writes at once: above 1, llama.cpp's own server (llama-server, built by the
     # Makefile) runs the model with that many slots, batched; 1 keeps the model in the bot's process.
     chat_parallel: int = Field(default=4, ge=1, le=64)
+    llama_server_args: str = ""  # more llama-server options, as on its command line (e.g. "--n-gpu-layers 99")
     chat_temperature: float = Field(default=0.7, ge=0.0, le=2.0)
     chat_repeat_penalty: float = Field(default=1.1, ge=1.0, le=2.0)  # the local engine's; 1 is none
     chat_timeout_seconds: float = Field(default=60.0, gt=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 from collections.abc import Callable
 
 from trainerbot.chat.engine import ChatEngine
@@ -49,6 +50,7 @@ def build_engine(settings: Settings, busy: Callable[[], bool] = lambda: False) -
                 repeat_penalty=settings.chat_repeat_penalty,
                 timeout=settings.chat_timeout_seconds,
                 log_path=settings.data_dir / "llama-server.log",
+                extra_args=shlex.split(settings.llama_server_args),
             )
         log.warning("llama-server is not installed (make llama-server): writing one reply at a time, in process")
     return LocalEngine(

@@ -14,6 +14,7 @@ import contextlib
 import functools
 import logging
 import os
+import queue
 import secrets
 import shutil
 import socket
@@ -23,6 +24,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -51,6 +53,34 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _spawn(command: list[str], output: Any) -> subprocess.Popen[bytes]:
+    """Starts the server so that it dies with the bot, even a bot killed with SIGKILL.
+
+    Linux sends a process's death signal when the thread that started it ends, so the server is
+    started by a thread of its own that waits for it as long as it runs; `setpriv --pdeathsig`
+    (util-linux) sets the signal without running Python code between fork and exec.
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv is not None:
+        command = [setpriv, "--pdeathsig", "TERM", "--", *command]
+    started: queue.Queue[subprocess.Popen[bytes] | OSError] = queue.Queue(maxsize=1)
+
+    def parent() -> None:
+        try:
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output, stderr=output)
+        except OSError as exc:
+            started.put(exc)
+            return
+        started.put(process)
+        process.wait()
+
+    threading.Thread(target=parent, name="llama-server", daemon=True).start()
+    process = started.get()
+    if isinstance(process, OSError):
+        raise process
+    return process
+
+
 class LlamaServerEngine:
     name = "local"
 
@@ -66,6 +96,7 @@ class LlamaServerEngine:
         repeat_penalty: float = 1.1,
         timeout: float = 60.0,
         log_path: Path | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.model_path = model_path
         self.binary = binary
@@ -76,6 +107,7 @@ class LlamaServerEngine:
         self.repeat_penalty = repeat_penalty
         self.timeout = timeout
         self.log_path = log_path
+        self.extra_args = list(extra_args)
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
         self._client: OpenAIEngine | None = None
@@ -127,11 +159,12 @@ class LlamaServerEngine:
             "--api-key", key,
             "--no-webui",
             "--jinja",  # the model file's own chat template, as the in-process engine uses
+            *self.extra_args,
         ]  # fmt: skip
         output = open(self.log_path, "ab") if self.log_path is not None else subprocess.DEVNULL  # noqa: SIM115
         started = time.monotonic()
         try:
-            self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output, stderr=output)
+            self._process = _spawn(command, output)
         finally:
             if output is not subprocess.DEVNULL:
                 output.close()
