@@ -155,6 +155,9 @@ class LlamaServerEngine:
             "--threads-batch", str(self.threads),
             "--threads-http", "2",
             "--cache-ram", str(CACHE_RAM_MIB),
+            # Read, not mapped: the weights are repacked for the CPU's kernels anyway, and a mapped file's
+            # pages would stay resident beside the repacked copy (1,952 MiB against 1,361, as fast).
+            "--load-mode", "none",
             "--cache-reuse", "64",  # when old turns leave a prompt, move the rest up instead of reading it again
             "--api-key", key,
             "--no-webui",
