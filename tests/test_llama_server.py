@@ -51,9 +51,7 @@ async def test_four_people_asking_at_once_are_answered_together_without_waiting_
     async with chat_bot(tmp_path, chat_parallel=4, edit_interval=0.2) as (server, services):
         assert isinstance(services.engine, LlamaServerEngine)
         assert services.queues.replies.capacity == 4
-        for person in PEOPLE:
-            server.setup.extra_users.append(person)
-            server.users[person.id] = person
+        server.add_members(*PEOPLE)
         asked = await asyncio.gather(
             *(server.send_message(f"hi, give me one tip about {topic}", author=person)
               for person, topic in zip(PEOPLE, ("tea", "sleep", "running", "reading"), strict=True))

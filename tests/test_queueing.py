@@ -21,9 +21,7 @@ PEOPLE = [FakeUser(900_000_000_000_000_600 + n, f"person{n}") for n in range(3)]
 async def test_people_who_must_wait_are_told_their_place_and_the_notice_becomes_the_answer(tmp_path: Path) -> None:
     engine = ScriptedEngine(REPLY, piece=8, delay=0.05)  # about half a second a reply
     async with chat_bot(tmp_path, make_engine=scripted(engine), edit_interval=0.2) as (server, services):
-        for person in PEOPLE:
-            server.setup.extra_users.append(person)
-            server.users[person.id] = person
+        server.add_members(*PEOPLE)
         asked = [await server.send_message(f"question {n}", author=person) for n, person in enumerate(PEOPLE)]
         answers = [await answered(services, server, sent) for sent in asked]
 
@@ -112,9 +110,7 @@ async def test_cooldowns_forget_people_whose_window_has_passed() -> None:
 async def test_the_place_in_line_says_how_long_the_wait_may_be_once_replies_have_been_timed(tmp_path: Path) -> None:
     engine = ScriptedEngine(REPLY, piece=8, delay=0.05)  # about half a second a reply
     async with chat_bot(tmp_path, make_engine=scripted(engine), edit_interval=0.2) as (server, services):
-        for person in PEOPLE:
-            server.setup.extra_users.append(person)
-            server.users[person.id] = person
+        server.add_members(*PEOPLE)
         for n in range(3):  # three replies, one after the other: the queue has timed them
             await answered(services, server, await server.send_message(f"warm-up {n}"))
         asked = [await server.send_message(f"question {n}", author=person) for n, person in enumerate(PEOPLE)]

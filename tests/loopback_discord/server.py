@@ -194,6 +194,12 @@ class FakeDiscord:
         guild_id = self.channels[channel_id].get("guild_id")
         return self.guild_by_id(guild_id) if guild_id is not None else None
 
+    def add_members(self, *people: FakeUser, guild: GuildSetup | None = None) -> None:
+        """People who join the guild (the first one unless named) after the bot connected."""
+        for person in people:
+            (guild or self.setup).extra_users.append(person)
+            self.users[person.id] = person
+
     def user(self, ref: UserRef, default: FakeUser | None = None) -> FakeUser:
         if ref is None:
             return default or self.member
