@@ -101,6 +101,8 @@ def test_the_server_is_for_the_bot_alone_and_takes_its_sampling_settings(binary:
         base = str(engine._http.base_url)
         refused = httpx.post(f"{base}/v1/chat/completions", json={"messages": [m.as_dict() for m in ASK]})
         assert refused.status_code == 401  # another local program, without the bot's key
+        key = engine._http.headers["Authorization"].removeprefix("Bearer ")
+        assert key not in Path(f"/proc/{engine._process.pid}/cmdline").read_text()  # not for `ps` to show
         slots = engine._http.get("/slots").json()
         used = [slot for slot in slots if slot.get("params", {}).get("repeat_penalty")]
         assert used and all(abs(slot["params"]["repeat_penalty"] - 1.3) < 1e-6 for slot in used), slots

@@ -35,7 +35,8 @@ from trainerbot.errors import ChatUnavailable
 log = logging.getLogger(__name__)
 
 CACHE_RAM_MIB = 256  # prompts kept for conversations that left their slot (llama-server's default: 8 GiB)
-START_SECONDS = 120.0  # loading a 1 GB model takes a few seconds; a cold disk more
+START_SECONDS = 120.0
+RETRY_SECONDS = 60.0  # loading a 1 GB model takes a few seconds; a cold disk more
 
 
 def server_binary() -> Path | None:
@@ -53,7 +54,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _spawn(command: list[str], output: Any) -> subprocess.Popen[bytes]:
+def _spawn(command: list[str], output: Any, env: dict[str, str]) -> subprocess.Popen[bytes]:
     """Starts the server so that it dies with the bot, even a bot killed with SIGKILL.
 
     Linux sends a process's death signal when the thread that started it ends, so the server is
@@ -67,7 +68,7 @@ def _spawn(command: list[str], output: Any) -> subprocess.Popen[bytes]:
 
     def parent() -> None:
         try:
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output, stderr=output)
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output, stderr=output, env=env)
         except OSError as exc:
             started.put(exc)
             return
@@ -112,7 +113,7 @@ class LlamaServerEngine:
         self._process: subprocess.Popen[bytes] | None = None
         self._client: OpenAIEngine | None = None
         self._http: httpx.Client | None = None
-        self._failed: str | None = None
+        self._failed_at: float | None = None  # a start that failed is tried again after RETRY_SECONDS
         self._slots_lock = threading.Lock()
         self._busy: set[int] = set()  # slots writing a reply now
         self._held: dict[int, frozenset[ChatMessage]] = {}  # the messages each slot's cache last held
@@ -127,15 +128,17 @@ class LlamaServerEngine:
         with self._lock:
             if self._client is not None and self._process is not None and self._process.poll() is None:
                 return self._client
-            if self._failed is not None:
+            if self._failed_at is not None and time.monotonic() - self._failed_at < RETRY_SECONDS:
                 raise ChatUnavailable("The chat model could not be started; the owners can find why in the log.")
             if self._process is not None:  # it was running and stopped: start it again
                 log.warning("llama-server exited with %s; starting it again", self._process.returncode)
+                self._close_clients()
             try:
                 self._client = self._start()
+                self._failed_at = None
             except (OSError, RuntimeError) as exc:
-                self._failed = f"{type(exc).__name__}: {exc}"
-                log.error("cannot start llama-server for %s: %s", self.model_path.name, self._failed)
+                self._failed_at = time.monotonic()
+                log.error("cannot start llama-server for %s: %s: %s", self.model_path.name, type(exc).__name__, exc)
                 raise ChatUnavailable(
                     "The chat model could not be started; the owners can find why in the log."
                 ) from exc
@@ -143,7 +146,9 @@ class LlamaServerEngine:
 
     def _start(self) -> OpenAIEngine:
         port = _free_port()
-        key = secrets.token_urlsafe(24)  # only the bot may use its server, even from another local account
+        # Only the bot may use its server, even from another local account; given in the environment, which
+        # only the server's own user can read (a command line is there for anyone to see with `ps`).
+        key = secrets.token_urlsafe(24)
         command = [
             str(self.binary),
             "--model", str(self.model_path),
@@ -159,7 +164,6 @@ class LlamaServerEngine:
             # pages would stay resident beside the repacked copy (1,952 MiB against 1,361, as fast).
             "--load-mode", "none",
             "--cache-reuse", "64",  # when old turns leave a prompt, move the rest up instead of reading it again
-            "--api-key", key,
             "--no-webui",
             "--jinja",  # the model file's own chat template, as the in-process engine uses
             *self.extra_args,
@@ -167,7 +171,7 @@ class LlamaServerEngine:
         output = open(self.log_path, "ab") if self.log_path is not None else subprocess.DEVNULL  # noqa: SIM115
         started = time.monotonic()
         try:
-            self._process = _spawn(command, output)
+            self._process = _spawn(command, output, {**os.environ, "LLAMA_API_KEY": key})
         finally:
             if output is not subprocess.DEVNULL:
                 output.close()
@@ -261,11 +265,14 @@ class LlamaServerEngine:
                 self._process.kill()
                 self._process.wait()
 
+    def _close_clients(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        if self._http is not None:
+            self._http.close()
+        self._client = self._http = None
+
     def close(self) -> None:
         with self._lock:
             self._stop()
-            if self._client is not None:
-                self._client.close()
-            if self._http is not None:
-                self._http.close()
-            self._client = None
+            self._close_clients()
