@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from trainerbot.chat.engine import MESSAGE_OVERHEAD, ChatMessage
+from trainerbot.learning.matching import normalise
 from trainerbot.learning.retrieval import Retrieved
 from trainerbot.types import Turn
 
@@ -43,19 +44,14 @@ class Prompt:
     def earlier_replies(self) -> list[str]:
         """The bot's replies that the history shows, as the model could copy them: all but those that
         answered the very message asked now (giving the same answer to the same question is no copy)."""
-        asked = _same(self.messages[-1].content)
+        asked = normalise(self.messages[-1].content)
         replies, question = [], None
         for message in self.messages[:-1]:
             if message.role == "user":
                 question = message.content
-            elif message.role == "assistant" and (question is None or _same(question) != asked):
+            elif message.role == "assistant" and (question is None or normalise(question) != asked):
                 replies.append(message.content.strip())
         return replies
-
-
-def _same(text: str) -> str:
-    """A message as compared with another: case, spacing and end punctuation aside."""
-    return " ".join(text.lower().split()).rstrip("?!. ")
 
 
 def _turn_messages(turn: Turn) -> list[ChatMessage]:
