@@ -20,6 +20,8 @@ os.environ.setdefault("TRAINERBOT_AUTO_TRAIN_QUIET_SECONDS", "0")
 os.environ.setdefault("TRAINERBOT_CHAT_MODEL", "small")
 # ... in the bot's process, one reply at a time; tests/test_llama_server.py runs the default, llama-server.
 os.environ.setdefault("TRAINERBOT_CHAT_PARALLEL", "1")
+# The dashboard is served only where a test asks for it (tests/test_dashboard*.py): many bots run at once here.
+os.environ.setdefault("TRAINERBOT_WEB", "false")
 
 OWNER_ID = 900_000_000_000_000_999  # a configured owner who holds no role in the guild
 TRAINER = FakeUser(900_000_000_000_000_204, "trainer", role_names=("Trainer",))

@@ -31,9 +31,31 @@ guild: list the same person in each guild they are in, with that guild's roles::
 
 Acting in a guild one is not a member of raises ValueError; anyone, in a guild or not, can DM the bot.
 
+Signing in with Discord (OAuth2 authorization code flow, for a web dashboard): the application's
+client id is ``server.client_id`` (its id, a string) and its secret ``server.client_secret``
+(random per server). Point the web app at ``server.authorize_endpoint`` (the consent page, at
+``/oauth2/authorize`` as on discord.com), ``server.token_endpoint`` and ``server.api_base``. Who
+is signed in to Discord in the browser is ``server.sign_in_browser(user)`` (nobody by default: the
+page then only says so); the page's Authorize button sends the browser to
+``redirect_uri?code=...&state=...``, Cancel to ``?error=access_denied&...``. The token endpoint
+checks the code (single use, 10 minutes, same client and redirect_uri) and the client secret, and
+the access token opens ``/users/@me`` and ``/users/@me/guilds`` (the person's guilds among the
+fake's, with their permissions there), never a bot route::
+
+    server.sign_in_browser(server.admin)
+    url = server.authorize_url("http://127.0.0.1:8080/callback", state="xyz")  # what the web app builds
+    ...  # the browser opens url and clicks Authorize; the web app redeems the code
+    [code] = server.oauth_codes_issued  # OAuthCode: code, user, redirect_uri, scopes, state, used
+    [token] = server.oauth_tokens  # OAuthToken: access_token, refresh_token, user, scopes, revoked
+
+``server.oauth_redirect_uris`` (empty: any http(s) URI) registers the only redirect URIs allowed;
+setting a code's or token's ``expires_at`` to 0 expires it; ``fail_route(r"POST /oauth2/token")``
+makes the token endpoint fail like any REST route.
+
 Modules: ``payloads`` (JSON builders, ``GuildSetup``, ``FakeUser``), ``gateway`` (websocket
 protocol, sessions, fault injection), ``rest`` (REST routes), ``interactions`` (slash commands),
-``server`` (``FakeDiscord``: state and the test-side API), ``harness`` (``run_bot``).
+``oauth`` (OAuth2: consent page, token endpoint), ``server`` (``FakeDiscord``: state and the
+test-side API), ``harness`` (``run_bot``).
 """
 
 from .harness import discord_endpoints, run_bot

@@ -305,6 +305,15 @@ def client_user_payload(user: FakeUser) -> dict[str, Any]:
     return {**user_payload(user), "verified": True, "mfa_enabled": False, "flags": 0, "locale": "en-US"}
 
 
+def oauth_user_payload(user: FakeUser) -> dict[str, Any]:
+    """A person's own user as GET /users/@me returns it for their OAuth2 token (scope identify).
+
+    No ``email`` nor ``verified``: those need the email scope, which the fake does not grant.
+    """
+    own = {"mfa_enabled": False, "flags": 0, "locale": "en-US", "premium_type": 0, "banner": None}
+    return {**user_payload(user), **own, "accent_color": None}
+
+
 def member_payload(setup: GuildSetup, user: FakeUser, *, with_user: bool = True) -> dict[str, Any]:
     """A member of ``setup``'s guild, with their roles there. Messages carry it without ``user``."""
     member: dict[str, Any] = {

@@ -146,6 +146,7 @@ class BotProcess:
         env["TRAINERBOT_DATA_DIR"] = str(self.data_dir)
         env["TRAINERBOT_CHAT_MODEL"] = os.environ.get("TRAINERBOT_CHAT_MODEL", "small")  # as conftest.py chooses
         env["TRAINERBOT_CHAT_PARALLEL"] = os.environ.get("TRAINERBOT_CHAT_PARALLEL", "1")
+        env["TRAINERBOT_WEB"] = os.environ.get("TRAINERBOT_WEB", "false")  # a test that wants it says so in ``env``
         env.update(self.env)
         return env
 

@@ -18,6 +18,10 @@ Conventions copied from Discord because discord.py depends on them:
 
 * Routes under ``/guilds/{guild_id}`` (and guild-scoped commands) answer for the guild named in
   the URL, and 404 ``Unknown Guild`` (10004) for a guild the fake does not host.
+* Every route asks for ``Authorization: Bot <token>`` except the interaction webhooks and the
+  OAuth2 token endpoints (``oauth.py``; they check client credentials). A person's OAuth2 access
+  token (``Authorization: Bearer ...``) opens only ``BEARER_ROUTES``, each within its scope:
+  ``/users/@me`` and ``/users/@me/guilds`` then answer about that person, not the bot.
 
 Requests to routes not implemented here are logged at ERROR level, listed in
 ``FakeDiscord.unknown_routes`` and answered 404, so gaps in the fake show up immediately.
@@ -45,6 +49,7 @@ from .interactions import (
 from .payloads import FLAG_EPHEMERAL, FLAG_LOADING
 
 if TYPE_CHECKING:
+    from .oauth import OAuthToken
     from .server import FakeDiscord
 
 log = logging.getLogger(__name__)
@@ -68,7 +73,7 @@ FLAG_SUPPRESS_EMBEDS = 1 << 2
 
 @dataclass
 class RecordedRequest:
-    """A REST request the bot made. ``json`` is the JSON body (or multipart ``payload_json``)."""
+    """A REST request. ``json`` is the JSON body (or multipart ``payload_json``, or OAuth2 form fields)."""
 
     method: str
     path: str  # without the /api/v10 prefix
@@ -99,6 +104,14 @@ class InjectedFailure:
 
 # Where the middleware keeps the request's record for ``read_body`` (RequestKey: aiohttp >= 3.13).
 RECORD_KEY: Any = web.RequestKey("loopback_record", RecordedRequest) if hasattr(web, "RequestKey") else "record"
+# ... and the OAuth2 token (oauth.OAuthToken) of a request made with a bearer token.
+BEARER_KEY: Any = web.RequestKey("loopback_bearer", object) if hasattr(web, "RequestKey") else "bearer"
+# The routes a bearer token opens (path after /api/v10), with the scope each needs. The bot's token opens
+# every other route, and not /oauth2/@me, which is about an OAuth2 authorization.
+BEARER_ROUTES: dict[str, str | None] = {"/users/@me": "identify", "/users/@me/guilds": "guilds", "/oauth2/@me": None}
+# The OAuth2 token endpoints: the client's credentials, checked there, stand for the Authorization header.
+CLIENT_ROUTES = ("/oauth2/token", "/oauth2/token/revoke")
+API_PREFIX = re.compile(r"^/api(/v\d+)?(?=/)")  # /api/v10/... and the unversioned /api/... (OAuth2's token URL)
 
 
 class ApiError(Exception):
@@ -119,6 +132,11 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 def no_content() -> web.Response:
     return web.Response(status=204)
+
+
+def bearer_of(request: web.Request) -> OAuthToken | None:
+    """The OAuth2 token a request was made with; None when it came with the bot's token."""
+    return request.get(BEARER_KEY)
 
 
 class RestApi:
@@ -168,7 +186,7 @@ class RestApi:
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        api_path = request.path.removeprefix("/api/v10") if request.path.startswith("/api/") else None
+        api_path = API_PREFIX.sub("", request.path) if request.path.startswith("/api/") else None
         injected = None
         if api_path is not None:
             record = RecordedRequest(request.method, api_path, dict(request.query))
@@ -177,8 +195,7 @@ class RestApi:
             injected = self._injected_failure(f"{request.method} {api_path}")
             if injected is not None and not injected.processed:
                 return self._failure_response(request, injected)
-            needs_auth = not api_path.startswith(("/webhooks/", "/interactions/"))
-            if needs_auth and request.headers.get("Authorization") != f"Bot {self.server.token}":
+            if not self._authorized(request, api_path):
                 return json_response({"message": "401: Unauthorized", "code": 0}, status=401)
         try:
             response = await handler(request)
@@ -190,6 +207,20 @@ class RestApi:
         finally:
             self.server.notify_changed()
         return self._failure_response(request, injected) if injected is not None else response
+
+    def _authorized(self, request: web.Request, api_path: str) -> bool:
+        """Whether the request's credentials open its route; a valid bearer token is kept on the request."""
+        if api_path.startswith(("/webhooks/", "/interactions/")) or api_path in CLIENT_ROUTES:
+            return True
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer ") and api_path in BEARER_ROUTES:
+            token = self.server.oauth_token(header.removeprefix("Bearer "))
+            scope = BEARER_ROUTES[api_path]
+            if token is None or (scope is not None and scope not in token.scopes):
+                return False
+            request[BEARER_KEY] = token
+            return True
+        return header == f"Bot {self.server.token}" and api_path != "/oauth2/@me"
 
     def _injected_failure(self, route: str) -> InjectedFailure | None:
         for failure in self.server.failures:
@@ -272,6 +303,9 @@ class RestApi:
     # -- users, application, guild, channels -----------------------------------------------------
 
     async def get_me(self, request: web.Request) -> web.Response:
+        token = bearer_of(request)
+        if token is not None:
+            return json_response(payloads.oauth_user_payload(token.user))
         return json_response(payloads.client_user_payload(self.server.bot_user))
 
     async def get_application(self, request: web.Request) -> web.Response:
@@ -290,26 +324,34 @@ class RestApi:
         return json_response(self.server.channels[self.server.dm_channel_id(user)])
 
     async def get_my_guilds(self, request: web.Request) -> web.Response:
-        """The bot's guilds as partial guilds, in id order; ``limit``, ``before`` and ``after`` page them."""
+        """The caller's guilds as partial guilds, in id order; ``limit``, ``before`` and ``after`` page them.
+
+        The caller is the bot, or with a bearer token the person it was issued to: the guilds they
+        are a member of, their permissions there (the owner has all) and, only when asked for with
+        ``with_counts`` as Discord does, the member counts (always for the bot, as before).
+        """
         limit = int(request.query.get("limit", 200))
         before = int(request.query.get("before", 0)) or None
         after = int(request.query.get("after", 0))
-        bot = self.server.bot_user
-        found = [
-            {
+        token = bearer_of(request)
+        user = token.user if token is not None else self.server.bot_user
+        counts = token is None or request.query.get("with_counts", "").lower() in ("1", "true")
+        found = []
+        for setup in sorted(self.server.guilds, key=lambda g: g.guild_id):
+            if not setup.has_member(user.id) or setup.guild_id <= after or (before and setup.guild_id >= before):
+                continue
+            guild: dict[str, Any] = {
                 "id": str(setup.guild_id),
                 "name": setup.guild_name,
                 "icon": None,
                 "banner": None,
-                "owner": setup.owner.id == bot.id,
-                "permissions": str(setup.permissions(bot)),
+                "owner": setup.owner.id == user.id,
+                "permissions": str(setup.permissions(user)),
                 "features": [],
-                "approximate_member_count": len(setup.users),
-                "approximate_presence_count": 0,
             }
-            for setup in sorted(self.server.guilds, key=lambda g: g.guild_id)
-            if setup.guild_id > after and (before is None or setup.guild_id < before)
-        ]
+            if counts:
+                guild.update(approximate_member_count=len(setup.users), approximate_presence_count=0)
+            found.append(guild)
         return json_response(found[-limit:] if before is not None else found[:limit])
 
     async def get_guild(self, request: web.Request) -> web.Response:

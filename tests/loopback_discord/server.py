@@ -1,7 +1,8 @@
 """``FakeDiscord``: a test double for Discord's servers, on 127.0.0.1 at a random free port.
 
 It serves the REST API under ``/api/v10`` (see ``rest.py``), the gateway websocket at ``/``
-(see ``gateway.py``) and uploaded files under ``/attachments/...``, and keeps all state in memory:
+(see ``gateway.py``), uploaded files under ``/attachments/...`` and the OAuth2 consent page at
+``/oauth2/authorize`` with its token endpoint (see ``oauth.py``), and keeps all state in memory:
 the guilds (one ``GuildSetup`` each; the first is the default guild of the test-side API), their
 channels, users and voice states, DM channels, every message with its attachments' bytes,
 reactions, synced application commands (global and per guild) and interactions.
@@ -24,12 +25,14 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 from aiohttp import web
 
 from . import payloads
 from .gateway import INTENT_GUILD_MEMBERS, INTENT_GUILD_VOICE_STATES, Gateway, GatewaySession
 from .interactions import OPTION_ATTACHMENT, OPTION_USER, InteractionHandle, build_options
+from .oauth import OAuth2, OAuthCode, OAuthToken
 from .payloads import FakeUser, GuildSetup, check_guilds
 from .rest import InjectedFailure, RecordedRequest, RestApi
 
@@ -96,6 +99,15 @@ class FakeDiscord:
         self.requests: list[RecordedRequest] = []
         self.unknown_routes: list[str] = []
         self.failures: list[InjectedFailure] = []
+        # OAuth2 (oauth.py): the application's client secret, who is signed in to Discord in the
+        # browser (nobody until sign_in_browser), and every code and token issued, for assertions.
+        self.client_secret = secrets.token_urlsafe(24)
+        self.browser_user: FakeUser | None = None
+        self.oauth_redirect_uris: list[str] = []  # registered redirect URIs; while empty any http(s) URI goes
+        self.oauth_codes_issued: list[OAuthCode] = []
+        self.oauth_tokens: list[OAuthToken] = []
+        self.oauth_consents: set[tuple[str, int, str]] = set()  # (client id, user id, scope) consented to
+        self.oauth = OAuth2(self)
         self.gateway = Gateway(
             token=token,
             bot_id=self.setup.bot.id,
@@ -118,6 +130,7 @@ class FakeDiscord:
         app.router.add_get("/", self.gateway.handle)
         app.router.add_get("/attachments/{channel_id}/{attachment_id}/{filename}", self.rest.get_attachment)
         app.router.add_routes(self.rest.routes("/api/v10"))
+        app.router.add_routes(self.oauth.routes())
         app.router.add_route("*", "/{tail:.*}", self.rest.unknown_route)
         self._runner, self.port = await serve_on_loopback(app)
         return self
@@ -148,6 +161,16 @@ class FakeDiscord:
         """What ``discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY`` must be set to."""
         return f"ws://127.0.0.1:{self.port}/"
 
+    @property
+    def authorize_endpoint(self) -> str:
+        """Discord's https://discord.com/oauth2/authorize, here: the consent page."""
+        return f"{self.base_url}/oauth2/authorize"
+
+    @property
+    def token_endpoint(self) -> str:
+        """Discord's https://discord.com/api/v10/oauth2/token, here (``/api/oauth2/token`` works too)."""
+        return f"{self.api_base}/oauth2/token"
+
     # -- who and where --------------------------------------------------------------------------
 
     @property
@@ -157,6 +180,11 @@ class FakeDiscord:
     @property
     def application_id(self) -> int:
         return self.setup.application_id
+
+    @property
+    def client_id(self) -> str:
+        """The application's OAuth2 client id: its id, as a string (the secret is ``client_secret``)."""
+        return str(self.application_id)
 
     @property
     def bot_user(self) -> FakeUser:
@@ -510,6 +538,31 @@ class FakeDiscord:
                 raise TimeoutError(f"timed out after {timeout}s waiting for {what}{hint}")
             with suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), remaining)
+
+    # -- test-side API: OAuth2 (a person signing in to a web app with Discord) ------------------
+
+    def sign_in_browser(self, user: FakeUser | int | None) -> None:
+        """Who is signed in to the fake Discord in the browser: the person the consent page asks.
+
+        None signs them out (the page then says nobody is signed in and offers no button). One
+        browser at a time: sign someone else in between two flows to switch people.
+        """
+        self.browser_user = None if user is None else self.user(user)
+        if self.browser_user is not None:
+            self.users.setdefault(self.browser_user.id, self.browser_user)
+
+    def authorize_url(
+        self, redirect_uri: str, *, state: str | None = None, scope: str = "identify guilds", prompt: str | None = None
+    ) -> str:
+        """The consent page's URL for this application, as a web app sends people to it."""
+        params = {"client_id": self.client_id, "redirect_uri": redirect_uri, "response_type": "code", "scope": scope}
+        params |= {"state": state} if state is not None else {}
+        params |= {"prompt": prompt} if prompt is not None else {}
+        return f"{self.authorize_endpoint}?{urlencode(params)}"
+
+    def oauth_token(self, access_token: str) -> OAuthToken | None:
+        """The token issued with this access token while it is valid (not expired, not revoked); else None."""
+        return next((t for t in self.oauth_tokens if t.access_token == access_token and t.valid), None)
 
     # -- test-side API: faults ------------------------------------------------------------------
 
