@@ -39,9 +39,10 @@ $(STAMP): $(VENV)/bin/python pyproject.toml requirements-models.txt
 	@command -v espeak-ng >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 		&& apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null; } \
 		|| echo "note: espeak-ng is not installed (apt-get install espeak-ng); only the espeak voice needs it"
-	@# Chromium, the browser the browser tests drive through Playwright, is Debian's too (Playwright's download is not used).
+	@# Chromium, the browser the browser tests drive through Playwright, is Debian's too (Playwright's download is not used),
+	@# with an emoji font for the pages' 👍 and 👎 in the screenshots docs/dashboard.md shows.
 	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-		&& apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+		&& apt-get update -qq && apt-get install -y -qq chromium fonts-noto-color-emoji >/dev/null; } \
 		|| echo "note: chromium is not installed (apt-get install chromium); the browser tests fail without it"
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

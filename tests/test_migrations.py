@@ -96,6 +96,9 @@ def test_upgrading_0_1_0_keeps_everything_and_answers_as_before(release_dir: Pat
             assert db.execute("SELECT id, active_model, selected_dataset, use_global FROM bases").fetchall() == [
                 (GLOBAL_BASE, 2, 1, 1)
             ]
+            for table in ("audit", "web_sessions"):  # the dashboard's: empty until someone changes or signs in
+                assert db.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,), table
+            assert db.execute("SELECT revision FROM bases").fetchall() == [(0,)]  # nothing edited yet
         active = store.knowledge.active_model(GLOBAL_BASE)
         assert active is not None and (active.id, active.path) == (2, "models/model-00002.npz")
         assert store.knowledge.selected_dataset_id(GLOBAL_BASE) == 1

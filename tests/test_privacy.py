@@ -61,12 +61,15 @@ class Seeded:
     test_runs: set[int]
     jobs: set[int]
     datasets: set[int]
+    audit: set[int]  # changes they made: kept by forget me, without their id and name
+    sessions: set[str]  # their dashboard sign-ins: not in the copy (secrets, not their data), deleted by forget me
 
 
 def seed(store: Store, user: int, *, bot_message: int) -> Seeded:
     """One person's data in every table: chat in a channel, a thread and a DM, feedback, a rating, a
-    correction, a taught example, a selected dataset, a test run, a job and a persona; what is taught
-    and tested goes to the server's knowledge base, as a reply in its channel is of that base."""
+    correction, a taught example, a selected dataset, a test run, a job, a persona, an audit entry and a
+    dashboard sign-in; what is taught and tested goes to the server's knowledge base, as a reply in its
+    channel is of that base."""
     turns, replies = set(), set()
     for conversation, guild in ((CHANNEL, GUILD), (THREAD, GUILD), (DM, None)):
         asked = store.conversations.add_turn(
@@ -128,6 +131,14 @@ def seed(store: Store, user: int, *, bot_message: int) -> Seeded:
     )
     job = store.jobs.create(GUILD, requested_by=user, channel_id=CHANNEL).id
     store.conversations.set_persona(CHANNEL + user % 7, f"persona of {user}", user_id=user)
+    store.audit.add(GUILD, user_id=user, user_name=f"user {user}", via="web", action="add example", detail=str(user))
+    entry = store.db.query_one("SELECT max(id) AS id FROM audit WHERE user_id = ?", (user,))["id"]
+    with store.db.transaction() as db:
+        db.execute(
+            "INSERT INTO web_sessions (id, user_id, name, operator, guilds, csrf, created_at, expires_at)"
+            " VALUES (?, ?, ?, 0, '[]', 'csrf', '2025-01-01', '2099-01-01')",
+            (f"session of {user}", user, f"user {user}"),
+        )
     return Seeded(
         chat_turns=turns,
         replies=replies,
@@ -139,6 +150,8 @@ def seed(store: Store, user: int, *, bot_message: int) -> Seeded:
         test_runs={run},
         jobs={job},
         datasets={dataset},
+        audit={entry},
+        sessions={f"session of {user}"},
     )
 
 
@@ -173,6 +186,8 @@ def test_the_copy_holds_exactly_the_persons_rows(store: Store) -> None:
     assert ids(tables["test_runs"]) == mine.test_runs and len(tables["test_failures"]) == 1
     assert ids(tables["jobs"]) == mine.jobs and ids(tables["datasets"]) == mine.datasets
     assert [row["text"] for row in tables["personas"]] == [f"persona of {PERSON}"]
+    assert ids(tables["audit"]) == mine.audit and tables["audit"][0]["user_name"] == f"user {PERSON}"
+    assert "web_sessions" not in tables and "csrf" not in json.dumps(document)
     assert set(document["about"]) == set(tables)
     # Ids are strings, exact: a 64-bit id as a JSON number would lose its last digits in JavaScript.
     text = json.dumps(document)
@@ -197,6 +212,8 @@ def test_forget_deletes_exactly_the_persons_rows_and_keeps_approved_examples(sto
         kept_dataset=2,
         unlinked=3,  # the job, the dataset and the persona
         conversations=forgotten.conversations,
+        audit_entries=1,
+        sessions=1,
     )
     assert set(forgotten.conversations) == {CHANNEL, THREAD, DM}
     assert all(rows == [] for rows in store.people.data(PERSON).values()), store.people.data(PERSON)
@@ -206,6 +223,11 @@ def test_forget_deletes_exactly_the_persons_rows_and_keeps_approved_examples(sto
     vectors = {row["example_id"] for row in store.db.query("SELECT example_id FROM example_vectors")}
     assert mine.approved <= vectors and not (mine.examples - mine.approved) & vectors
     assert store.jobs.job(GUILD, next(iter(mine.jobs))).requested_by is None
+    # Their change stays in the server's trail (it happened), without who made it; their sign-in is gone.
+    [entry] = store.db.query(f"SELECT * FROM audit WHERE id IN ({','.join(map(str, mine.audit))})")
+    assert (entry["user_id"], entry["user_name"], entry["detail"]) == (None, None, str(PERSON))
+    sessions = {row["id"] for row in store.db.query("SELECT id FROM web_sessions")}
+    assert sessions == {f"session of {OTHER}"}
     assert store.db.query_one("PRAGMA foreign_key_check") is None
 
 
@@ -295,6 +317,8 @@ def test_the_answer_says_what_was_deleted_kept_and_still_learned(store: Store) -
     assert "an admin approved them" in text
     assert "until the next training (`!retrain`)" in text
     assert "3 training jobs, datasets and personas" in text
+    assert "1 test run, 1 dashboard sign-in (you are signed out)." in text
+    assert "Kept in servers' audit trails, as the changes happened, without your name: 1 change you made" in text
     assert forget_text(Forgotten(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, ())).startswith("There was nothing of yours")
 
 

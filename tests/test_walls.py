@@ -2,9 +2,9 @@
 of people, against A's data and files, through the real bot on a loopback Discord hosting two guilds.
 
 Server A has taught its bot an FAQ, trained three model versions, run a test, corrected a reply,
-set a persona and its own admin roles, keeps files in its folder, and has a question and a member's
-suggestion waiting in its review inbox; every piece of it carries a secret word. The people, none
-of whom is an admin of A:
+set a persona and its own admin roles, keeps files in its folder, has a question and a member's
+suggestion waiting in its review inbox, and an audit trail of who changed what; every piece of it
+carries a secret word. The people, none of whom is an admin of A:
 
 - ``owner``: a bot owner (TRAINERBOT_OWNER_IDS), a member of both guilds, acting in server B;
 - ``B's admin``: holds B's Administrator role, and is a plain member of A; acting in B;
@@ -274,6 +274,14 @@ def seed(services: Services) -> Seeded:
     store.feedback.add_correction(reply=reply, user_id=A.owner.id, correction=A_ANSWER)
     store.conversations.set_persona(A.channel_id, A_PERSONA, user_id=A.owner.id)
     store.knowledge.change_settings(A.guild_id, A.owner.id, admin_roles=[A_ROLE], persona=A_PERSONA)
+    store.audit.add(
+        A.guild_id,
+        user_id=A.owner.id,
+        user_name="owner of A",
+        via="web",
+        action="add example",
+        detail=f"A positive example for `{A_ANSWER}`",
+    )
     [vector] = encoder.encode([A_QUESTION])
     item = ReviewItem("unknown", A_QUESTION, A.member.id, asked_by=A.member.id)
     seeded.topic = store.review.add(A.guild_id, item, vector, SAME_TOPIC)
@@ -327,8 +335,9 @@ def a_snapshot(session: Session) -> dict[str, Any]:
     rows["replies"] = [tuple(r) for r in db.query("SELECT * FROM replies WHERE guild_id = ?", (a,))]
     rows["personas"] = [tuple(r) for r in db.query("SELECT * FROM personas WHERE conversation_id = ?", (A.channel_id,))]
     rows["bases"] = [tuple(r) for r in db.query("SELECT * FROM bases WHERE id = ?", (a,))]
-    for table in ("review_topics", "review_items"):
+    for table in ("review_topics", "review_items", "audit"):  # audit: nothing done elsewhere enters A's trail
         rows[table] = [tuple(r) for r in db.query(f"SELECT * FROM {table} WHERE base = ? ORDER BY id", (a,))]
+    # Not web_sessions: a sign-in is a person's, not a server's (the dashboard's own tests wall them).
     examples = "SELECT id FROM examples WHERE base = ?"
     rows["review_examples"] = [
         tuple(r) for r in db.query(f"SELECT * FROM review_examples WHERE example_id IN ({examples})", (a,))

@@ -16,7 +16,9 @@ from trainerbot.config import Settings
 from trainerbot.core.answers import TaughtAnswers
 from trainerbot.core.conversation import ChatOptions, Conversation
 from trainerbot.core.files import FileService, Folders
+from trainerbot.core.knowledge import KnowledgeService
 from trainerbot.core.listening import Listening
+from trainerbot.core.overview import Overview
 from trainerbot.core.permissions import Access
 from trainerbot.core.privacy import PrivacyService
 from trainerbot.core.queue import WorkQueue
@@ -52,6 +54,8 @@ class Services:
     files: FileService
     teaching: TeachingService
     review: ReviewService
+    knowledge: KnowledgeService  # what a base knows, answer by answer, edited outright (the dashboard)
+    overview: Overview
     conversation: Conversation
     privacy: PrivacyService
     servers: ServerConfig
@@ -157,6 +161,8 @@ def build_services(
         files=FileService(folders, access, settings.upload_limit_bytes),
         teaching=teaching,
         review=ReviewService(store, access, teaching),
+        knowledge=KnowledgeService(store, access, teaching),
+        overview=Overview(store, access),
         conversation=conversation,
         privacy=PrivacyService(store, conversation, settings.upload_limit_bytes, settings.command_prefix),
         servers=ServerConfig(store, access, folders, quotas, conversation),

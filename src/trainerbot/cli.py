@@ -102,11 +102,49 @@ def cmd_console(settings: Settings, server: int | None = None, role: str = "owne
     from trainerbot.adapters.console.console import Console
 
     services = _services(settings)
+    web = None
+    if settings.web and role == "owner":  # the console's operator may open the dashboard too
+        from trainerbot.adapters.web.server import BackgroundWeb
+
+        web = BackgroundWeb(services)
+        if web.start():
+            web.web.announce()
     try:
         Console(services, server=server, role=role).run()
     finally:
+        if web is not None:
+            web.stop()
         services.close()
     return 0
+
+
+def cmd_web(settings: Settings) -> int:
+    """The dashboard alone, over the data of a bot that runs elsewhere on the same database."""
+    configure_logging(settings, console=False)
+    import asyncio
+
+    from trainerbot.adapters.web.directory import StoredDirectory
+    from trainerbot.adapters.web.server import WebServer
+
+    services = _services(settings, chat=False)
+
+    async def serve() -> int:
+        web = WebServer(services, StoredDirectory(services.store.knowledge.bases, settings.owner_ids))
+        if not await web.start():
+            return 1
+        web.announce()
+        try:
+            await asyncio.Event().wait()  # until Ctrl-C
+        finally:
+            await web.stop()
+        return 0
+
+    try:
+        return asyncio.run(serve())
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        services.close()
 
 
 def cmd_train(settings: Settings, paths: list[Path], negative: bool, server: int | None = None) -> int:
@@ -282,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     test.add_argument("path", type=Path)
     test.add_argument("--json", action="store_true", help="print one JSON object")
     test.add_argument("--server", type=_server_id, help="test as the bot answers in this server")
+    sub.add_parser("web", help="serve the dashboard alone, over the data of a bot running elsewhere")
     backup = sub.add_parser("backup", help="copy the database consistently, even while the bot runs")
     backup.add_argument("file", type=Path)
     transcribe = sub.add_parser("transcribe", help="print what audio files say")
@@ -312,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_train(settings, args.paths, args.negative, args.server)
     if args.command == "test":
         return cmd_test(settings, args.path, args.json, args.server)
+    if args.command == "web":
+        return cmd_web(settings)
     if args.command == "backup":
         return cmd_backup(settings, args.file)
     if args.command == "transcribe":

@@ -94,6 +94,23 @@ class Settings(BaseSettings):
     piper_voice: Path | None = None  # a Piper .onnx voice (its .onnx.json beside it); default: en_US-joe-medium
     voice_idle_seconds: float = Field(default=300.0, gt=0)  # the bot leaves a voice channel this long unused
 
+    # The dashboard (adapters/web), served in the bot's process; `trainerbot web` serves it alone.
+    web: bool = True
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=8080, ge=0, le=65_535)  # 0: any free port
+    web_public_url: str | None = None  # where people reach it, e.g. https://bot.example.com; default http://host:port
+    web_session_hours: float = Field(default=24.0 * 7, gt=0, le=24.0 * 90)
+    # Signs the dashboard's cookies; default: made once and kept in the data directory (readable by its owner only).
+    web_secret: SecretStr | None = None
+    # Sign-in with Discord (OAuth2) needs the application's client id and secret (Developer Portal, OAuth2 page).
+    discord_client_id: int | None = Field(
+        default=None, validation_alias=AliasChoices("TRAINERBOT_DISCORD_CLIENT_ID", "DISCORD_CLIENT_ID")
+    )
+    discord_client_secret: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("TRAINERBOT_DISCORD_CLIENT_SECRET", "DISCORD_CLIENT_SECRET")
+    )
+    discord_url: str = "https://discord.com"  # Discord's site and API (tests point it at the loopback Discord)
+
     @field_validator("owner_ids", "admin_roles", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
@@ -111,13 +128,15 @@ class Settings(BaseSettings):
         "openai_base_url",
         "whisper_model",
         "piper_voice",
+        "web_public_url",
+        "discord_client_id",
         mode="before",
     )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("openai_api_key", mode="before")
+    @field_validator("openai_api_key", "web_secret", "discord_client_secret", mode="before")
     @classmethod
     def _blank_key_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -148,6 +167,13 @@ class Settings(BaseSettings):
         if self.chat_engine == "openai" and self.openai_base_url is None and self.openai_api_key is None:
             raise ValueError("openai_api_key: OpenAI needs an API key (or set TRAINERBOT_OPENAI_BASE_URL)")
         return self
+
+    @field_validator("web_public_url", "discord_url")
+    @classmethod
+    def _web_address(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value}: give a web address starting with https:// (or http://)")
+        return value.rstrip("/") if value is not None else None
 
     @property
     def database_path(self) -> Path:

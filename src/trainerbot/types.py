@@ -37,6 +37,7 @@ class Caller:
     guild_id: int | None = None  # None: a direct message, or the console without a server
     channel_id: int | None = None
     message_id: int | None = None
+    via: str = ""  # the front end: "discord", "console" or "web" (the audit list says it)
 
     @property
     def base(self) -> int:
@@ -184,6 +185,24 @@ class IndexedExample:
 
 
 @dataclass(frozen=True)
+class StoredExample:
+    """One example a base uses, as the people who edit what it knows see it (the dashboard)."""
+
+    id: int
+    question: str
+    answer: str
+    positive: bool  # False: an answer the bot must not give to that question
+    source: str  # "train:<what it came from>", "review:<topic>", "correction" or "dataset:<name>"
+    author_id: int | None  # who taught it (None once they asked to be forgotten)
+    created_at: str
+    from_dataset: bool  # of the base's selected dataset: read-only, a newly selected dataset replaces it
+
+    @property
+    def example(self) -> Example:
+        return Example(self.question, self.answer, self.positive)
+
+
+@dataclass(frozen=True)
 class ReviewItem:
     """One entry of a base's review inbox: a question, and what it is about (see storage/review.py)."""
 
@@ -255,6 +274,8 @@ class Forgotten:
     quoted_by_others: int = 0  # ratings and feedback notes of those replies: kept, without the copied text
     review_items: int = 0  # entries of review inboxes they gave or that quote their question
     review_examples: int = 0  # examples admins taught from their questions with `!answer`
+    audit_entries: int = 0  # changes they made, in the bases' audit trails: kept (the change happened), without them
+    sessions: int = 0  # their sign-ins to the dashboard: deleted, which signs them out
 
     @property
     def deleted(self) -> int:
@@ -271,6 +292,7 @@ class Forgotten:
             + self.examples_of_others
             + self.review_items
             + self.review_examples
+            + self.sessions
         )
 
 

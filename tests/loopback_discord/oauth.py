@@ -336,7 +336,7 @@ def oauth_error(error: OAuthError) -> web.Response:
 
 def html_page(title: str, body: str, *, status: int = 200) -> web.Response:
     page = (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">'
         f"<title>{html.escape(title)}</title>"
         "<style>body{font-family:sans-serif;background:#313338;color:#dbdee1;display:flex;justify-content:center}"
         "main{background:#2b2d31;margin-top:4em;padding:2em;border-radius:8px;max-width:28em}"

@@ -25,6 +25,7 @@ from trainerbot.core.permissions import Access
 from trainerbot.core.text import count, valid_text
 from trainerbot.errors import InvalidInput, NotReady
 from trainerbot.learning.retrieval import ExampleIndexes
+from trainerbot.storage.audit import Change
 from trainerbot.storage.store import Store
 from trainerbot.types import Caller, Reply, ReplyRecord, place_of
 
@@ -318,11 +319,18 @@ class Conversation:
         text = valid_text(text)
         if text.lower() == "reset":
             conversations.set_persona(where.conversation_id, None, user_id=caller.user_id)
+            self._audit_persona(caller, where, "the default again")
             return Reply(f"The persona here is the default again:\n> {self.server_persona(caller.guild_id)}")
         if len(text) > MAX_PERSONA:
             raise InvalidInput(f"A persona must be at most {MAX_PERSONA} characters; this one has {len(text)}.")
         conversations.set_persona(where.conversation_id, text, user_id=caller.user_id)
+        self._audit_persona(caller, where, text)
         return Reply(f"From now on, here I am:\n> {text}")
+
+    def _audit_persona(self, caller: Caller, where: Where, persona: str) -> None:
+        """The server's audit trail gets the change (personas are stored by channel, without a transaction to share)."""
+        said = f"Channel {where.conversation_id}: {persona}"
+        self.store.audit.add_change(caller.base, Change.by(caller, "persona", said))
 
     def forget(self, caller: Caller, where: Where, everyone: bool | None = None) -> Reply:
         """Clears the conversation's memory: all of it for admins, only the caller's own turns for others."""

@@ -49,6 +49,15 @@ class Access:
         if not caller.is_owner:
             raise PermissionDenied(f"Sorry, only the bot's owners can {action}.")
 
+    def require_admin_of(self, caller: Caller, base: int, action: str) -> None:
+        """For a base named outright (the dashboard's pages name one) rather than the one the caller is in:
+        the bot-wide base is its owners', a server's is its admins', and the caller speaks from that server."""
+        if base == GLOBAL_BASE:
+            self.require_owner(caller, f"{action} in {BOT_WIDE}")
+        elif caller.guild_id != base and not caller.is_owner:
+            raise PermissionDenied("Sorry, that belongs to another server.")
+        self.require_admin(caller, action)
+
     def require_view(self, caller: Caller, base: int) -> None:
         """Jobs, models, test runs and failures of a base are shown to its server's members only;
         the bot-wide base's to owners only (in a DM, that is the base the commands would show)."""

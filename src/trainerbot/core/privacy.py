@@ -42,6 +42,7 @@ ABOUT = {
     "corrections, and others' about my replies to you",
     "review_examples": "examples an admin taught (!answer) from your questions in a review inbox",
     "review_topics": "review inbox topics you answered or dismissed",
+    "audit": "changes you made to a server's knowledge, model, review inbox or settings, as its audit trail lists them",
 }
 NOT_INCLUDED = (
     "The embeddings of your examples and review inbox entries (numbers computed from their text) and the "
@@ -137,7 +138,9 @@ def forget_text(f: Forgotten, prefix: str = "!") -> str:
         )
         if n
     ]
-    if not (deleted or kept or f.unlinked or f.corrected_by_others or f.quoted_by_others):
+    if f.sessions:
+        deleted.append(count(f.sessions, "dashboard sign-in") + " (you are signed out)")
+    if not (deleted or kept or f.unlinked or f.corrected_by_others or f.quoted_by_others or f.audit_entries):
         return "I had nothing stored about you."
     lines = [
         "Forgotten, in every channel and DM: " + ", ".join(deleted) + "."
@@ -164,6 +167,11 @@ def forget_text(f: Forgotten, prefix: str = "!") -> str:
         lines.append(
             f"{count(f.unlinked, 'training job, dataset or persona', 'training jobs, datasets and personas')} "
             "you started, selected or set stay, without your name."
+        )
+    if f.audit_entries:
+        lines.append(
+            "Kept in servers' audit trails, as the changes happened, without your name: "
+            f"{count(f.audit_entries, 'change')} you made to their knowledge or settings."
         )
     lines.append(
         "The model that answers now was trained before this: it keeps what it learned from you "

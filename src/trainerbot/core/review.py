@@ -23,6 +23,7 @@ from trainerbot.core.text import count, short, valid_text
 from trainerbot.errors import InvalidInput, NotReady, PermissionDenied
 from trainerbot.learning.examples import MAX_TEXT
 from trainerbot.learning.model import TextEncoder
+from trainerbot.storage.audit import Change
 from trainerbot.storage.store import Store
 from trainerbot.types import GLOBAL_BASE, Caller, Example, OutFile, Reply, ReplyRecord, ReviewItem, ReviewTopic
 
@@ -222,7 +223,11 @@ class ReviewService:
         output = self._output(base, text)
         questions = _distinct_questions(self.store.review.items(base, found.id))
         self.teaching.check_room(caller, base, [Example(question, output) for question, _ in questions])
-        made = self.store.review.answer_questions(base, found.id, questions, output, by=caller.user_id)
+        # Counts, not the questions: they are the askers' words, and the trail outlives their `!forget me`.
+        said = f"Topic #{found.id}: {count(len(questions), 'question')} answered `{short(output, 200)}`"
+        made = self.store.review.answer_questions(
+            base, found.id, questions, output, by=caller.user_id, change=Change.by(caller, "answer topic", said)
+        )
         if made is None:
             raise NotReady(f"Topic #{found.id} was answered or dismissed meanwhile. `!review` lists the open ones.")
         self.teaching.taught(base, caller)
@@ -257,6 +262,12 @@ class ReviewService:
             correction=correction,
             user_id=caller.user_id if own else item.user_id,
             by=caller.user_id,
+            change=Change.by(
+                caller,
+                "answer topic",
+                f"Topic #{topic.id}: a member's suggestion {'answered otherwise' if own else 'accepted'}, "
+                f"`{short(correction, 200)}`",
+            ),
         )
         if made is None:
             raise NotReady(f"Topic #{topic.id} was answered or dismissed meanwhile. `!review` lists the open ones.")
@@ -308,7 +319,9 @@ class ReviewService:
         """Hides an open topic from `!review`; a suggestion is rejected, and nothing is taught."""
         base = self._inbox_of(caller, "dismiss the review inbox's topics")
         found = self._open_topic(base, topic)
-        if not self.store.review.dismiss(base, found.id, caller.user_id):
+        what = "a member's suggestion rejected" if found.kind == "suggestion" else count(found.items, "message")
+        dismissed = Change.by(caller, "dismiss topic", f"Topic #{found.id} ({what})")
+        if not self.store.review.dismiss(base, found.id, caller.user_id, dismissed):
             raise NotReady(f"Topic #{found.id} was answered or dismissed meanwhile. `!review` lists the open ones.")
         if found.kind == "suggestion":
             [item, *_] = self.store.review.items(base, found.id)

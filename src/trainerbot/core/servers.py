@@ -12,6 +12,7 @@ from trainerbot.core.permissions import Access
 from trainerbot.core.teaching import Quotas
 from trainerbot.core.text import short, valid_text
 from trainerbot.errors import InvalidInput, NotReady
+from trainerbot.storage.audit import Change
 from trainerbot.storage.store import Store
 from trainerbot.types import Caller, Reply, human_size
 
@@ -91,7 +92,10 @@ class ServerConfig:
                 "That would take your own admin rights away: you hold none of those roles. Include one of yours, "
                 "or ask the server's owner or an Administrator to change it. Nothing changed."
             )
-        self.store.knowledge.change_settings(caller.guild_id, caller.user_id, admin_roles=roles)
+        said = "admin roles: the bot's default" if roles is None else f"admin roles: {', '.join(roles) or 'none'}"
+        self.store.knowledge.change_settings(
+            caller.guild_id, caller.user_id, admin_roles=roles, change=Change.by(caller, "settings", said)
+        )
         now = self.access.admin_roles(caller.guild_id)
         shown = ", ".join(f"`{role}`" for role in now) or "none"
         reply = f"Admin roles here are now: {shown} (with the server's owner and its Administrators)."
@@ -108,7 +112,10 @@ class ServerConfig:
         on = SWITCH.get(value.lower())
         if on is None:
             raise InvalidInput("Say `!config bot-wide on` or `!config bot-wide off`.")
-        self.store.knowledge.change_settings(caller.guild_id, caller.user_id, use_global=on)
+        said = f"bot-wide knowledge: {'on' if on else 'off'}"
+        self.store.knowledge.change_settings(
+            caller.guild_id, caller.user_id, use_global=on, change=Change.by(caller, "settings", said)
+        )
         if on:
             return Reply("The bot-wide knowledge answers here again, after this server's own.")
         return Reply("Only what this server taught answers here now; the bot-wide knowledge is off.")
@@ -121,7 +128,13 @@ class ServerConfig:
         if len(value) > MAX_PERSONA:
             raise InvalidInput(f"A persona must be at most {MAX_PERSONA} characters; this one has {len(value)}.")
         reset = value.lower() == "reset"
-        self.store.knowledge.change_settings(caller.guild_id, caller.user_id, persona=None if reset else value)
+        said = "default persona: the bot's" if reset else f"default persona: {value}"
+        self.store.knowledge.change_settings(
+            caller.guild_id,
+            caller.user_id,
+            persona=None if reset else value,
+            change=Change.by(caller, "settings", said),
+        )
         if reset:
             return Reply("This server's channels use the bot's default persona again (unless a channel set its own).")
         return Reply(f"This server's default persona (channels with their own keep theirs):\n> {value}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -17,6 +18,7 @@ from trainerbot.learning import datasets
 from trainerbot.learning.evaluation import chart_png, evaluate, parse_cases, report_json
 from trainerbot.learning.examples import ARROW, MAX_TEXT, parse_inline, read_examples
 from trainerbot.learning.jobs import TrainingJobs
+from trainerbot.storage.audit import Change
 from trainerbot.storage.store import Store
 from trainerbot.types import (
     GLOBAL_BASE,
@@ -73,6 +75,11 @@ class Quotas:
     examples: int
     stored_bytes: int  # examples' text and the files in the server's folder
     jobs_per_hour: int
+
+
+def _size(examples: Sequence[Example]) -> int:
+    """The bytes of text examples keep, as a server's quota counts them."""
+    return sum(len(ex.input.encode()) + len(ex.output.encode()) for ex in examples)
 
 
 def check_upload(upload: Upload, limit: int) -> None:
@@ -191,23 +198,41 @@ class TeachingService:
         self.access.require_admin(caller, "train the model")
         return caller.base
 
-    def check_room(self, caller: Caller, base: int, examples: list[Example], files: int = 0) -> None:
-        """Refuses what would take a server past its quotas, before anything is stored (``files``: bytes to keep)."""
+    def check_room(
+        self,
+        caller: Caller,
+        base: int,
+        examples: Sequence[Example],
+        files: int = 0,
+        replacing: Sequence[Example] = (),
+    ) -> None:
+        """Refuses what would take a server past its quotas, before anything is stored (``files``: bytes to keep;
+        ``replacing``: examples that leave as these come, an edit). What does not grow is never refused."""
         if caller.is_owner or base == GLOBAL_BASE:
             return
         held, held_bytes = self.store.knowledge.stored(base)
-        if held + len(examples) > self.quotas.examples:
+        growing = len(examples) - len(replacing)
+        if growing > 0 and held + growing > self.quotas.examples:
             raise QuotaReached(
-                f"This server's knowledge would hold {held + len(examples):,} examples; it may hold "
+                f"This server's knowledge would hold {held + growing:,} examples; it may hold "
                 f"{self.quotas.examples:,} (it has {held:,}). Remove a dataset or ask the bot's owners."
             )
-        adding = sum(len(ex.input.encode()) + len(ex.output.encode()) for ex in examples) + files
+        adding = _size(examples) - _size(replacing) + files
         total = held_bytes + adding + self.folders.size(base)
-        if adding and total > self.quotas.stored_bytes:
+        if adding > 0 and total > self.quotas.stored_bytes:
             raise QuotaReached(
                 f"This server would keep {human_size(total)} of examples and files; it may keep "
                 f"{human_size(self.quotas.stored_bytes)}. Ask the bot's owners for more room."
             )
+
+    def new_examples(self, base: int, given: Sequence[Example]) -> list[Example]:
+        """Those of ``given`` the base was not taught yet, each once, in the order given; none: a UserError."""
+        known = self.store.knowledge.already_taught(base, given)
+        examples = [e for e in dict.fromkeys(given) if e not in known]
+        if not examples:
+            everything = "it" if len(given) == 1 else f"all {len(given)}"
+            raise InvalidInput(f"I knew {everything} already: nothing new was stored. `!retrain` trains again.")
+        return examples
 
     def _may_start_job(self, caller: Caller | None, base: int) -> bool:
         """Whether the base may start another job this hour (a job waiting to start costs nothing more)."""
@@ -275,33 +300,42 @@ class TeachingService:
         everywhere: bool = False,
         *,
         now: bool = False,
+        base: int | None = None,
     ) -> JobStarted:
         """Stores the examples given in the caller's base (all or nothing); they answer at once, and the
         base's refit takes them in once teaching there pauses (``now``: as soon as a worker is free).
 
-        ``everywhere`` (or `--global` in the text): the bot-wide base, for the bot's owners.
+        ``everywhere`` (or `--global` in the text): the bot-wide base, for the bot's owners. ``base``: a base
+        named outright (the dashboard's), for its admins, or for the bot-wide one its owners, without `--global`.
         """
         text, flag = parse_positive_flag(text)
         text, global_flag = take_global_flag(text)
-        base = self._teaching_base(caller, everywhere or global_flag)
+        if base is None:
+            base = self._teaching_base(caller, everywhere or global_flag)
+        else:
+            self.access.require_admin_of(caller, base, "train the model")
         if not text and not uploads:
             raise InvalidInput(f"What should I learn? {TRAIN_USAGE}\n{TRAIN_EXAMPLE}")
         positive = positive if flag is None else flag
         given, source = self._examples_from(self.folders.of(base), text, uploads, positive)
-        known = self.store.knowledge.already_taught(base, given)
-        examples = [e for e in dict.fromkeys(given) if e not in known]  # each new one once, in the order given
-        if not examples:
-            everything = "it" if len(given) == 1 else f"all {len(given)}"
-            raise InvalidInput(f"I knew {everything} already: nothing new was stored. `!retrain` trains again.")
+        examples = self.new_examples(base, given)
         kept = uploads if base != GLOBAL_BASE else []  # a server's files stay in its folder, for `!getfile` & co
         self.check_room(caller, base, examples, sum(len(upload.data) for upload in kept))
         self._check_job_quota(caller, base)
-        self.store.knowledge.add_examples(base, examples, source=f"train:{source}", author_id=caller.user_id)
         kind = "positive" if positive else "negative"
+        repeated = f" ({count(len(given) - len(examples), 'repeat')} left out)" if len(given) > len(examples) else ""
+        stored = f"Stored {count(len(examples), kind + ' example')} from {source}"
+        self.store.knowledge.add_examples(
+            base,
+            examples,
+            source=f"train:{source}",
+            author_id=caller.user_id,
+            # The trail is read by others: "your message" is the teacher's.
+            change=Change.by(caller, "train", stored.replace("your message", "a message") + repeated),
+        )
         where = " to the bot-wide knowledge" if base == GLOBAL_BASE and caller.guild_id is not None else ""
         effect = "They answer" if positive else "Those answers stop"
-        repeated = f" ({count(len(given) - len(examples), 'repeat')} left out)" if len(given) > len(examples) else ""
-        added = f"Stored {count(len(examples), kind + ' example')} from {source}{where}{repeated}. "
+        added = f"{stored}{where}{repeated}. "
         added += f"{effect} from now on. "
         added += self._keep(base, kept)
         return self._start(caller, base, added, 0.0 if now else self._delay(base))
@@ -348,7 +382,11 @@ class TeachingService:
         if self.store.knowledge.example_counts(base)["positive"] == 0:
             raise NotReady(f"Nothing has been taught here yet. {TRAIN_USAGE}")
         self._check_job_quota(caller, base)
-        return self._start(caller, base, "", 0.0)
+        started = self._start(caller, base, "", 0.0)
+        self.store.audit.add_change(
+            base, Change.by(caller, "retrain", f"Training job #{started.job_id} on everything taught")
+        )
+        return started
 
     def retry(self, caller: Caller, job_id: int) -> JobStarted:
         """A new job on exactly the examples an interrupted or failed job of this base was given."""
@@ -373,6 +411,9 @@ class TeachingService:
             base, requested_by=caller.user_id, channel_id=caller.channel_id, same_inputs_as=job_id
         )
         counts = self.store.jobs.input_counts(base, started.id)
+        self.store.audit.add_change(
+            base, Change.by(caller, "retry", f"Training job #{started.id} on the examples of job #{job_id}")
+        )
         return JobStarted(
             started.id,
             base,
@@ -478,7 +519,12 @@ class TeachingService:
 
     def rollback(self, caller: Caller) -> Reply:
         self.access.require_admin(caller, "roll back the model")
-        swapped = self.store.knowledge.roll_back(caller.base)
+        swapped = self.store.knowledge.roll_back(
+            caller.base,
+            lambda old, new: Change.by(
+                caller, "rollback", f"Model version {new.id} answers again; version {old.id} is retired"
+            ),
+        )
         if swapped is None:
             raise NotReady("There is no earlier model version to return to.")
         old, new = swapped
@@ -564,6 +610,8 @@ class TeachingService:
         except QuotaReached:
             snap.archive.unlink(missing_ok=True)  # nothing half-stored: the snapshot goes with the refusal
             raise
+        outputs = len({ex.output for ex in snap.examples})
+        kind = "positive" if positive else "negative"
         self.store.knowledge.add_dataset(
             base,
             name=name,
@@ -574,10 +622,14 @@ class TeachingService:
             archive=data.relative(snap.archive),
             manifest=snap.manifest,
             created_by=caller.user_id,
+            change=Change.by(
+                caller,
+                "select dataset",
+                f"Dataset {name}: {count(len(snap.examples), kind + ' example')}, {count(outputs, 'answer')}, "
+                f"from {count(len(snap.files), 'file')}",
+            ),
         )
         self.taught(base, caller)
-        outputs = len({ex.output for ex in snap.examples})
-        kind = "positive" if positive else "negative"
         return Reply(
             f"Dataset `{name}` selected: {count(len(snap.examples), kind + ' example')}, "
             f"{count(outputs, 'answer')}, from {count(len(snap.files), 'file')}. "
@@ -610,7 +662,12 @@ class TeachingService:
         self.check_room(
             caller, reply.base, [Example(reply.input, correction), Example(reply.input, reply.reply, False)]
         )
-        self.store.feedback.add_correction(reply=reply, user_id=caller.user_id, correction=correction)
+        # The question and the reply are left out of the trail: they are (or may quote) the asker's words, and the
+        # trail outlives their `!forget me`.
+        said = f"Reply {reply.bot_message_id} corrected: it answers `{short(correction, 200)}` now"
+        self.store.feedback.add_correction(
+            reply=reply, user_id=caller.user_id, correction=correction, change=Change.by(caller, "correct", said)
+        )
         if self.review is not None:
             self.review.corrected(reply, caller.user_id, correction)
         self.taught(reply.base, caller)

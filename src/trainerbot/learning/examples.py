@@ -21,6 +21,7 @@ MAX_TEXT = 2000  # a taught answer must fit in one Discord message
 ARROW = "=>"
 INPUT_KEYS = ("input", "text", "question", "prompt")
 OUTPUT_KEYS = ("output", "label", "category", "intent", "answer")
+CSV_FLAGS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}  # a "positive" column
 EXAMPLE_SUFFIXES = {".json", ".jsonl", ".csv", ".txt", ".md", ".tsv"}
 READABLE_SUFFIXES = EXAMPLE_SUFFIXES | {".zip"}  # what a directory is searched for: example files and zips of them
 SNAPSHOT_MANIFEST = "manifest.json"  # what a dataset snapshot adds beside its files (see datasets.snapshot)
@@ -79,6 +80,14 @@ def _clean(value: object, what: str, line: int | None) -> str:
     if any("\ud800" <= c <= "\udfff" for c in text):  # only typed text can hold these; they cannot be stored
         raise _Problem(line, f"{what} contains a lone surrogate, which is not valid text")
     return text
+
+
+def checked_text(value: str, what: str) -> str:
+    """Typed text (a form's field) as a file's line would be taken: stripped, or why it cannot be one."""
+    try:
+        return _clean(value, what, None)
+    except _Problem as problem:
+        raise InvalidInput(f"{problem.message[:1].upper()}{problem.message[1:]}.") from None
 
 
 def _from_mapping(item: object, positive: bool, line: int | None) -> Example:
@@ -240,6 +249,8 @@ def _parse_csv(text: str, positive: bool, delimiter: str) -> list[Example]:
         return []
     input_col = next((header.index(k) for k in INPUT_KEYS if k in header), None)
     output_col = next((header.index(k) for k in OUTPUT_KEYS if k in header), None)
+    # Optional, as "positive" is in JSON: an exported base keeps its answers the bot must not give.
+    positive_col = header.index("positive") if "positive" in header else None
     if input_col is None or output_col is None:
         raise _Problem(
             1,
@@ -253,11 +264,14 @@ def _parse_csv(text: str, positive: bool, delimiter: str) -> list[Example]:
                 continue
             if len(row) <= max(input_col, output_col):
                 raise _Problem(reader.line_num, f"expected {len(header)} columns, found {len(row)}")
+            flag = row[positive_col].strip().lower() if positive_col is not None and positive_col < len(row) else ""
+            if flag and flag not in CSV_FLAGS:
+                raise _Problem(reader.line_num, f"positive must be true or false, not `{flag[:20]}`")
             examples.append(
                 Example(
                     _clean(row[input_col], header[input_col], reader.line_num),
                     _clean(row[output_col], header[output_col], reader.line_num),
-                    positive,
+                    CSV_FLAGS[flag] if flag else positive,
                 )
             )
     except csv.Error as exc:

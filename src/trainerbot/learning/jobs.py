@@ -37,7 +37,7 @@ import numpy as np
 from trainerbot.errors import UserError
 from trainerbot.learning.encoder import MiniLMEncoder
 from trainerbot.learning.live import Fresh, LiveModel
-from trainerbot.learning.matching import has_words
+from trainerbot.learning.matching import has_words, normalise
 from trainerbot.learning.model import IntentModel, Prediction, TextEncoder, train
 from trainerbot.storage.database import Database
 from trainerbot.storage.knowledge import Knowledge
@@ -171,10 +171,14 @@ class ServingModels:
     """What answers in each knowledge base: its active model version, loaded when first needed,
     with the examples taught since its training on top (``LiveModel``).
 
-    Before each prediction it asks the database which version is active in that base and how
-    many examples came after it (two indexed reads), so a finished job, a rollback, an example
-    taught a moment ago, or another process sharing the database is picked up at once. At most
-    ``capacity`` bases stay loaded; the least recently used goes.
+    Before each prediction it asks the database which version is active in that base, how many
+    examples came after it and the base's revision (two indexed reads), so a finished job, a rollback,
+    an example taught a moment ago, one edited or deleted, or another process sharing the database is
+    picked up at once. At most ``capacity`` bases stay loaded; the least recently used goes.
+
+    Answers the model learned that the base no longer teaches (deleted, renamed), and the questions it
+    learned to answer exactly with an example since deleted or edited, are withdrawn from its predictions
+    until the next training leaves them out.
     """
 
     def __init__(self, knowledge: Knowledge, encoder: TextEncoder, data_dir: Path, capacity: int = 256) -> None:
@@ -183,15 +187,15 @@ class ServingModels:
         self._data_dir = data_dir
         self.capacity = capacity
         self._lock = threading.Lock()
-        # base -> (version id, fresh state, live model)
-        self._loaded: OrderedDict[int, tuple[int | None, tuple[int, int], LiveModel]] = OrderedDict()
+        # base -> (version id, fresh state and revision, live model)
+        self._loaded: OrderedDict[int, tuple[int | None, tuple[int, int, int], LiveModel]] = OrderedDict()
 
     def live(self, base: int) -> tuple[int | None, LiveModel | None]:
         """The base's active version and what answers there; (None, None) when nothing was taught."""
         version = self._knowledge.active_model(base)
         version_id = version.id if version is not None else None
         after = version.trained_through if version is not None else 0
-        state = self._knowledge.fresh_state(base, after)
+        state = self._knowledge.serving_state(base, after)
         with self._lock:
             held = self._loaded.get(base)
             if held is not None and held[:2] == (version_id, state):
@@ -207,13 +211,32 @@ class ServingModels:
             with self._lock:
                 self._loaded.pop(base, None)
             return None, None
-        live = LiveModel(model, fresh, self.encoder)
+        # What the model learned that the base no longer teaches. Its answers are read again whenever something
+        # changed (a few milliseconds for 10,000 examples); its question-and-answer pairs, a pass over every
+        # question, only when the model or the base's revision did (an edit, a deletion, a dataset selected).
+        withdrawn: frozenset[str] = frozenset()
+        retracted: frozenset[tuple[str, str]] = frozenset()
+        if model is not None and held is not None and held[0] == version_id and held[1][2] == state[2]:
+            withdrawn = frozenset(model.outputs) - set(self._knowledge.taught_outputs(base))
+            retracted = held[2].retracted
+        elif model is not None:
+            withdrawn, retracted = self._unlearned(base, model)
+        live = LiveModel(model, fresh, self.encoder, withdrawn, retracted)
         with self._lock:
             self._loaded[base] = (version_id, state, live)
             self._loaded.move_to_end(base)
             while len(self._loaded) > self.capacity:
                 self._loaded.popitem(last=False)
         return version_id, live
+
+    def _unlearned(self, base: int, model: IntentModel) -> tuple[frozenset[str], frozenset[tuple[str, str]]]:
+        """The answers the model learned that the base no longer gives, and the (question, answer) pairs it
+        answers exactly that the base no longer teaches (an example deleted or edited since its training)."""
+        pairs = self._knowledge.taught_pairs(base)
+        taught = {(normalise(question), answer) for question, answer in pairs}
+        learned = ((question, model.outputs[label]) for question, label in model.exact.items())
+        withdrawn = frozenset(model.outputs) - {answer for _, answer in pairs}
+        return withdrawn, frozenset(pair for pair in learned if pair not in taught)
 
     def _fresh(self, base: int, after: int) -> Fresh:
         """The newest examples since the model, encoded (their embeddings are kept for the next time)."""

@@ -95,12 +95,27 @@ class Fresh:
 
 
 class LiveModel:
-    """A base's model (None before its first training) with its fresh examples on top."""
+    """A base's model (None before its first training) with its fresh examples on top.
 
-    def __init__(self, model: IntentModel | None, fresh: Fresh, encoder: TextEncoder) -> None:
+    ``withdrawn``: answers the model learned that the base no longer teaches (their examples were
+    deleted, or renamed to another answer, since its training); ``retracted``: (normalised question,
+    answer) pairs it learned whose example was deleted or edited since. The model's guesses of those
+    count for nothing: the question is then answered by the fresh examples, or not at all.
+    """
+
+    def __init__(
+        self,
+        model: IntentModel | None,
+        fresh: Fresh,
+        encoder: TextEncoder,
+        withdrawn: frozenset[str] = frozenset(),
+        retracted: frozenset[tuple[str, str]] = frozenset(),
+    ) -> None:
         self.model = model
         self.fresh = fresh
         self.encoder = encoder
+        self.withdrawn = withdrawn
+        self.retracted = retracted
 
     @property
     def threshold(self) -> float:
@@ -133,6 +148,8 @@ class LiveModel:
             output = fresh.exact[key]
             return Prediction(output, 1.0, output)
         best: Prediction | None = None
+        if guess is not None and (guess.best_guess in self.withdrawn or (key, guess.best_guess) in self.retracted):
+            guess = None  # not even a guess: an unconfident one would still name it (a review, a test report)
         if guess is not None:
             confidence = guess.confidence
             if (key, guess.best_guess) in fresh.forbidden:

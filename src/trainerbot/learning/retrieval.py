@@ -40,7 +40,7 @@ class ExampleIndex:
         self._encoder = encoder
         self.min_similarity = min_similarity
         self._lock = threading.Lock()
-        self._state: tuple[int, int, int | None] | None = None
+        self._state: tuple[int, int, int | None, int] | None = None
         self._incomplete = False
         self._vectors = np.zeros((0, encoder.dimension), dtype=np.float32)
         self._pairs: list[tuple[str, str]] = []

@@ -21,6 +21,10 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+def _casefold(text: object) -> object:
+    return text.casefold() if isinstance(text, str) else text
+
+
 def _run_script(db: sqlite3.Connection, script: str) -> None:
     # executescript() would commit the surrounding transaction first; run statement by statement instead.
     for statement in script.split(";"):
@@ -307,12 +311,59 @@ def _m005_review(db: sqlite3.Connection) -> None:
     )
 
 
+def _m006_dashboard(db: sqlite3.Connection) -> None:
+    # ``audit``: every change to a base (its knowledge, model, inbox and settings), who made it and through
+    # which front end, newest last; the dashboard lists it per server. ``web_sessions``: the dashboard's
+    # signed-in people; the cookie holds a random token whose SHA-256 is the id, so a copy of the
+    # database signs nobody in. ``guilds`` is what Discord said of their servers at sign-in (JSON).
+    _run_script(
+        db,
+        """
+        CREATE TABLE audit (
+            id INTEGER PRIMARY KEY,
+            base INTEGER NOT NULL,
+            user_id INTEGER,
+            user_name TEXT,
+            via TEXT NOT NULL,
+            action TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX audit_base ON audit(base, id);
+        CREATE INDEX audit_user ON audit(user_id);
+        CREATE TABLE web_sessions (
+            id TEXT PRIMARY KEY,
+            user_id INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            operator INTEGER NOT NULL,
+            guilds TEXT NOT NULL,
+            csrf TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL
+        );
+        CREATE INDEX web_sessions_user ON web_sessions(user_id);
+        CREATE INDEX feedback_guild ON feedback(guild_id, id);
+        """,
+    )
+
+
+def _m007_knowledge_revision(db: sqlite3.Connection) -> None:
+    # The serving layers know a base's examples changed from cheap fingerprints: the active model, and the
+    # count and largest id of what came after it. Editing or deleting examples the model was trained on
+    # changes neither, so each such change also counts up ``revision`` (storage/knowledge.py). No index is
+    # added for the dashboard's pages of answers: grouping a base's 10,000 examples over ``examples_base``
+    # takes a few milliseconds.
+    db.execute("ALTER TABLE bases ADD COLUMN revision INTEGER NOT NULL DEFAULT 0")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _m001_initial,
     _m002_conversations,
     _m003_handled_messages,
     _m004_knowledge_bases,
     _m005_review,
+    _m006_dashboard,
+    _m007_knowledge_revision,
 ]
 
 
@@ -327,6 +378,8 @@ class Database:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA foreign_keys=ON")
+        # SQLite's LIKE and lower() fold ASCII letters only; searches of people's words in any language use this.
+        self._conn.create_function("casefold", 1, _casefold, deterministic=True)
         self._lock = threading.RLock()
         self._migrate()
 

@@ -49,3 +49,21 @@ class Evaluations:
     def failure_count(self, base: int) -> int:
         row = self.db.query_one(f"SELECT count(*) AS n FROM test_failures WHERE run_id = {_LAST_RUN}", (base,))
         return int(row["n"]) if row else 0
+
+    def runs(self, base: int, limit: int = 20) -> list[dict[str, Any]]:
+        """The base's newest test runs, newest first."""
+        rows = self.db.query(
+            "SELECT id, user_id, model_version_id, total, passed, accuracy, created_at FROM test_runs"
+            " WHERE base = ? ORDER BY id DESC LIMIT ?",
+            (base, limit),
+        )
+        return [dict(r) for r in rows]
+
+    def failures(self, base: int, run_id: int, limit: int = 200) -> list[dict[str, Any]]:
+        """One run's failures; a run of another base has none here."""
+        rows = self.db.query(
+            "SELECT f.input, f.expected, f.got, f.confidence FROM test_failures f JOIN test_runs r ON r.id = f.run_id"
+            " WHERE r.base = ? AND r.id = ? ORDER BY f.id LIMIT ?",
+            (base, run_id, limit),
+        )
+        return [dict(r) for r in rows]

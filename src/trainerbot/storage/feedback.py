@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from trainerbot.storage.audit import Change, note
 from trainerbot.storage.database import Database, utc_now
 from trainerbot.storage.knowledge import ensure_base
 from trainerbot.types import Rating, ReplyRecord
@@ -42,6 +43,24 @@ class Feedback:
                 ),
             ).lastrowid
 
+    def notes(self, guild_id: int | None, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest feedback notes sent in a server (None: in DMs), with the reply each is about."""
+        rows = self.db.query(
+            "SELECT id, user_id, user_name, text, about_reply, created_at FROM feedback WHERE guild_id IS ?"
+            " ORDER BY id DESC LIMIT ?",
+            (guild_id, limit),
+        )
+        return [dict(r) for r in rows]
+
+    def ratings(self, guild_id: int | None, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest ratings of the bot's replies in a server (None: in DMs), with the question and the reply."""
+        rows = self.db.query(
+            "SELECT r.id, r.user_id, r.emoji, r.rating, r.input, r.reply, r.created_at FROM reactions r"
+            " JOIN replies p ON p.bot_message_id = r.bot_message_id WHERE p.guild_id IS ? ORDER BY r.id DESC LIMIT ?",
+            (guild_id, limit),
+        )
+        return [dict(r) for r in rows]
+
     def add_reaction(self, *, user_id: int, emoji: str, rating: int, reply: ReplyRecord) -> Rating | None:
         """Stores a person's rating of a reply in place of their earlier one there; None when it already was theirs."""
         with self.db.transaction() as db:
@@ -72,9 +91,12 @@ class Feedback:
                 > 0
             )
 
-    def add_correction(self, *, reply: ReplyRecord, user_id: int | None, correction: str) -> int:
+    def add_correction(
+        self, *, reply: ReplyRecord, user_id: int | None, correction: str, change: Change | None = None
+    ) -> int:
         """The correction and its two examples, in the base of the place the reply was given, all or nothing."""
         with self.db.transaction() as db:
+            note(db, reply.base, change)
             return insert_correction(db, reply=reply, user_id=user_id, correction=correction)
 
 

@@ -78,6 +78,9 @@ class People:
                 + change("UPDATE bases SET changed_by = NULL WHERE changed_by = ?")
                 + change("UPDATE review_topics SET closed_by = NULL WHERE closed_by = ?")
             )
+            # What they changed stays in the bases' trails (it happened), without who they were.
+            audit_entries = change("UPDATE audit SET user_id = NULL, user_name = NULL WHERE user_id = ?")
+            sessions = change("DELETE FROM web_sessions WHERE user_id = ?")
         return Forgotten(
             messages=messages,
             answers=answers,
@@ -96,6 +99,8 @@ class People:
             quoted_by_others=quoted_by_others,
             review_items=review_items,
             review_examples=review_examples,
+            audit_entries=audit_entries,
+            sessions=sessions,
         )
 
 
@@ -121,4 +126,8 @@ _ROWS_ABOUT_A_USER = {
     " JOIN examples e ON e.id = r.example_id WHERE r.user_id = ? ORDER BY r.example_id",
     "review_topics": "SELECT id, base, kind, status, answer, closed_at FROM review_topics WHERE closed_by = ?"
     " ORDER BY id",
+    "audit": "SELECT * FROM audit WHERE user_id = ? ORDER BY id",
+    # Not web_sessions: a sign-in's row is its secrets (the token's hash, the CSRF token) and what Discord said of
+    # the person's servers at sign-in, nothing they gave the bot; a copy sent around must not carry them.
+    # `!forget me` deletes them all the same (it signs the person out).
 }

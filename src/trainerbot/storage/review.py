@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from trainerbot.storage.audit import Change, note
 from trainerbot.storage.database import Database, utc_now
 from trainerbot.storage.feedback import insert_correction
 from trainerbot.storage.knowledge import ensure_base
@@ -223,6 +224,7 @@ class ReviewInbox:
         output: str,
         *,
         by: int | None,
+        change: Change | None = None,
     ) -> list[int] | None:
         """A positive example ``question => output`` for each question (with who asked it), and the topic answered,
         all or nothing. None, and nothing stored, when the topic is no longer open (another admin was quicker)."""
@@ -242,22 +244,35 @@ class ReviewInbox:
                     [(example_id, asker, topic_id) for asker in set(askers)],
                 )
                 ids.append(example_id)
+            note(db, base, change)
             return ids
 
     def accept_suggestion(
-        self, base: int, topic_id: int, *, reply: ReplyRecord, correction: str, user_id: int | None, by: int | None
+        self,
+        base: int,
+        topic_id: int,
+        *,
+        reply: ReplyRecord,
+        correction: str,
+        user_id: int | None,
+        by: int | None,
+        change: Change | None = None,
     ) -> int | None:
         """The suggestion's topic answered and the correction stored (``user_id`` made it: the member who suggested
         it, or the admin who gave their own), all or nothing; None when the topic is no longer open."""
         with self.db.transaction() as db:
             if not _close(db, base, topic_id, "answered", by, correction):
                 return None
+            note(db, base, change)
             return insert_correction(db, reply=reply, user_id=user_id, correction=correction)
 
-    def dismiss(self, base: int, topic_id: int, by: int | None) -> bool:
+    def dismiss(self, base: int, topic_id: int, by: int | None, change: Change | None = None) -> bool:
         """Hides an open topic (rejects a suggestion); False when it was not open."""
         with self.db.transaction() as db:
-            return _close(db, base, topic_id, "dismissed", by, None)
+            if not _close(db, base, topic_id, "dismissed", by, None):
+                return False
+            note(db, base, change)
+            return True
 
 
 def _close(db: Any, base: int, topic_id: int, status: str, by: int | None, answer: str | None) -> bool:

@@ -4,11 +4,13 @@ Each is small enough to read whole: ``knowledge`` (examples, datasets, embedding
 and each base's settings), ``jobs`` (training jobs), ``evaluations`` (test runs),
 ``conversations`` (turns, replies, personas), ``feedback`` (notes, ratings, corrections),
 ``inbox`` (which Discord messages were handled), ``review`` (each base's review inbox: what it could not
-answer, grouped into topics) and ``people`` (one person's rows everywhere).
+answer, grouped into topics), ``audit`` (who changed what in each base), ``web_sessions`` (the
+dashboard's sign-ins) and ``people`` (one person's rows everywhere).
 """
 
 from __future__ import annotations
 
+from trainerbot.storage.audit import Audit
 from trainerbot.storage.conversations import Conversations
 from trainerbot.storage.database import Database
 from trainerbot.storage.evaluations import Evaluations
@@ -18,6 +20,7 @@ from trainerbot.storage.jobs import Jobs
 from trainerbot.storage.knowledge import Knowledge
 from trainerbot.storage.people import People
 from trainerbot.storage.review import ReviewInbox
+from trainerbot.storage.sessions import WebSessions
 
 
 class Store:
@@ -31,3 +34,5 @@ class Store:
         self.inbox = HandledMessages(db)
         self.review = ReviewInbox(db)
         self.people = People(db)
+        self.audit = Audit(db)
+        self.web_sessions = WebSessions(db)

@@ -106,6 +106,7 @@ class Console:
             manages_server=role == "admin" and server is not None,
             guild_id=server,
             channel_id=self.here.conversation_id,
+            via="console",
         )
         self.outbox = services.settings.data_dir / "outbox"
         self._next_id = services.store.conversations.next_local_message_id()

@@ -172,7 +172,19 @@ def run_discord(settings: Settings) -> None:
 
     async def main() -> None:
         async with TrainerBot(services) as bot:
-            await bot.start(settings.discord_token.get_secret_value())
+            web = None
+            if settings.web:  # the dashboard, in this event loop, with the gateway's view of servers and members
+                from trainerbot.adapters.web.directory import GatewayDirectory
+                from trainerbot.adapters.web.server import WebServer
+
+                web = WebServer(services, GatewayDirectory(bot))
+                if await web.start():
+                    web.announce()
+            try:
+                await bot.start(settings.discord_token.get_secret_value())
+            finally:
+                if web is not None:
+                    await web.stop()
 
     try:
         asyncio.run(main())

@@ -64,6 +64,7 @@ def person(
         guild_id=guild.id if guild is not None else None,
         channel_id=channel_id,
         message_id=message_id,
+        via="discord",
     )
 
 

@@ -1,0 +1,1 @@
+"""The web dashboard: sign in with Discord, and see and change what each server's bot knows."""
