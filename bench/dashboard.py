@@ -298,7 +298,7 @@ async def beside_the_bot(data_dir: Path, examples: int, count: int, clients: int
     from tests.load import ADMIN_ROLE, FIRST_CHANNEL_ID, LOAD_OWNER_ID, Figures, SimulatedUser, load_guild
     from tests.loopback_discord import FakeDiscord, run_bot
 
-    from trainerbot.adapters.discord.bot import TrainerBot
+    from trainerbot.adapters.discord.bot import TrainerBot, settle
     from trainerbot.adapters.web.directory import GatewayDirectory
     from trainerbot.adapters.web.server import WebServer
     from trainerbot.app import build_services
@@ -314,6 +314,7 @@ async def beside_the_bot(data_dir: Path, examples: int, count: int, clients: int
             async with run_bot(bot, server):
                 web = WebServer(services, GatewayDirectory(bot))
                 assert await web.start(), "the dashboard did not start"
+                await settle(bot)  # as run_discord does once connected
                 try:
                     admin, _, member = setup.extra_users[:3]
                     seen = [GuildSeen(server.guild_id, setup.guild_name, owner=False, administrator=False)]

@@ -4,6 +4,8 @@ its default persona, and how much of its quotas it uses."""
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
 from trainerbot.core.conversation import MAX_PERSONA, Conversation
@@ -22,6 +24,21 @@ CONFIG_USAGE = (
 )
 MAX_ROLES = 20
 SWITCH = {"on": True, "yes": True, "true": True, "off": False, "no": False, "false": False}
+
+
+@dataclass(frozen=True)
+class ServerSummary:
+    admin_roles: tuple[str, ...]
+    roles_set_here: bool  # else the bot's default (TRAINERBOT_ADMIN_ROLES)
+    use_global: bool
+    persona: str  # the server's default persona, or the bot's
+    persona_set_here: bool
+    examples: int
+    max_examples: int
+    stored_bytes: int  # examples' text and the server folder's files
+    max_bytes: int
+    jobs_last_hour: int
+    jobs_per_hour: int
 
 
 class ServerConfig:
@@ -55,25 +72,42 @@ class ServerConfig:
         self.access.require_admin(caller, "change this server's settings")
         return change(caller, value)
 
-    def show(self, caller: Caller) -> Reply:
-        assert caller.guild_id is not None
+    def summary(self, caller: Caller) -> ServerSummary:
+        """The server's settings and how much of its quotas it uses (anyone in the server may see them)."""
+        if caller.guild_id is None:
+            raise NotReady("`!config` is about a server's settings: use it in your server.")
         base = caller.guild_id
         settings = self.store.knowledge.settings(base)
-        roles = self.access.admin_roles(base)
-        roles_text = ", ".join(f"`{role}`" for role in roles) or "none"
-        origin = "the bot's default" if settings.admin_roles is None else "set here"
         examples, text_bytes = self.store.knowledge.stored(base)
-        stored = text_bytes + self.folders.size(base)
-        persona = settings.persona or self.conversation.options.persona
+        since = (datetime.now(UTC) - timedelta(hours=1)).isoformat(timespec="milliseconds")
+        return ServerSummary(
+            admin_roles=self.access.admin_roles(base),
+            roles_set_here=settings.admin_roles is not None,
+            use_global=settings.use_global,
+            persona=settings.persona or self.conversation.options.persona,
+            persona_set_here=settings.persona is not None,
+            examples=examples,
+            max_examples=self.quotas.examples,
+            stored_bytes=text_bytes + self.folders.size(base),
+            max_bytes=self.quotas.stored_bytes,
+            jobs_last_hour=self.store.jobs.started_since(base, since),
+            jobs_per_hour=self.quotas.jobs_per_hour,
+        )
+
+    def show(self, caller: Caller) -> Reply:
+        now = self.summary(caller)
+        roles_text = ", ".join(f"`{role}`" for role in now.admin_roles) or "none"
+        origin = "set here" if now.roles_set_here else "the bot's default"
         lines = [
             "This server's settings:",
             f"• admin roles ({origin}): {roles_text}; the server's owner and members with the Administrator "
             "permission are admins too",
-            f"• bot-wide knowledge: {'on' if settings.use_global else 'off'} (what the bot's owners taught "
+            f"• bot-wide knowledge: {'on' if now.use_global else 'off'} (what the bot's owners taught "
             "answers here after this server's own)",
-            f"• default persona ({'set here' if settings.persona else 'the bot default'}): {persona[:300]}",
-            f"• quotas: {examples:,} of {self.quotas.examples:,} examples, {human_size(stored)} of "
-            f"{human_size(self.quotas.stored_bytes)} stored, {self.quotas.jobs_per_hour} training jobs an hour",
+            f"• default persona ({'set here' if now.persona_set_here else 'the bot default'}): {now.persona[:300]}",
+            f"• quotas: {now.examples:,} of {now.max_examples:,} examples, {human_size(now.stored_bytes)} of "
+            f"{human_size(now.max_bytes)} stored, {now.jobs_last_hour} of {now.jobs_per_hour} training jobs "
+            "in the last hour",
             CONFIG_USAGE,
         ]
         return Reply("\n".join(lines))

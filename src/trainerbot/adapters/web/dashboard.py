@@ -42,7 +42,6 @@ from trainerbot.adapters.web.auth import (
 )
 from trainerbot.adapters.web.directory import Directory, Membership
 from trainerbot.app import Services
-from trainerbot.core.text import progress_bar
 from trainerbot.errors import InvalidInput, PermissionDenied, TooLarge, UserError
 from trainerbot.storage.sessions import WebSession
 from trainerbot.types import GLOBAL_BASE, Caller, Upload, human_size
@@ -114,7 +113,7 @@ class Dashboard:
                 f"{self.public_url}/signin/discord/callback",
             )
         self.templates = Jinja2Templates(directory=HERE / "templates")
-        self.templates.env.globals.update(progress_bar=progress_bar, pages=PAGES)
+        self.templates.env.globals.update(pages=PAGES, size=human_size)
         self.templates.env.filters["when"] = lambda iso: (iso or "")[:16].replace("T", " ")
         self.templates.env.filters["chat"] = chat_markup
 
@@ -622,12 +621,7 @@ class Dashboard:
         def build(place: Place) -> dict[str, Any]:
             if place.base == GLOBAL_BASE:
                 raise NotFound()  # the bot's own settings are its environment's, not a page's
-            return {
-                "shown": self.services.servers.show(place.caller).text,
-                "settings": self.services.store.knowledge.settings(place.base),
-                "roles": ", ".join(self.services.access.admin_roles(place.base)),
-                "default_persona": self.services.conversation.options.persona,
-            }
+            return {"summary": self.services.servers.summary(place.caller)}
 
         return await self.show(request, "settings", build)
 
