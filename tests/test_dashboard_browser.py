@@ -210,3 +210,24 @@ async def test_the_pages_fit_a_phones_width(tmp_path: Path) -> None:
             width = await page.evaluate("document.documentElement.scrollWidth")
             assert width <= 390, f"the {name} page is {width} px wide on a 390 px screen"
         await screenshot(page, pictures(tmp_path) / "phone-settings.png")
+        # The keyboard: the first Tab reaches the skip link, which takes the focus to the page's own content.
+        await page.keyboard.press("Tab")
+        assert await page.evaluate("document.activeElement.textContent") == "Skip to the page"
+        await page.keyboard.press("Enter")
+        assert await page.evaluate("document.activeElement.id") == "main"
+
+
+async def test_a_member_sees_their_servers_training_and_no_admin_page(tmp_path: Path) -> None:
+    async with bot_with_dashboard(tmp_path) as running, browser_page() as page:
+        member = running.first.member
+        running.server.sign_in_browser(member)
+        await page.goto(running.url)
+        await page.get_by_role("link", name="Sign in with Discord").click()
+        await page.get_by_role("button", name="Authorize").click()
+        await page.get_by_role("link", name="Loopback Guild").click()
+        await expect(page.get_by_role("heading", name="Training")).to_be_visible()
+        tabs = page.get_by_role("navigation", name="Loopback Guild")
+        await expect(tabs).not_to_contain_text("Knowledge")
+        await expect(page.get_by_role("button", name="Train now")).to_have_count(0)
+        await page.goto(f"{running.url}/servers/{running.first.guild_id}/knowledge")
+        await expect(page.locator("main")).to_contain_text("only the bot's owners and members with an admin role")

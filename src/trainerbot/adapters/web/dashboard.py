@@ -610,7 +610,15 @@ class Dashboard:
     async def feedback(self, request: Request) -> Response:
         def build(place: Place) -> dict[str, Any]:
             notes, ratings = self.services.overview.feedback(place.caller, place.base)
-            return {"notes": notes, "ratings": ratings}
+            liked = sum(rating["rating"] > 0 for rating in ratings)
+            chart = (
+                charts.bars(
+                    ["👍 liked", "👎 disliked"], [liked, len(ratings) - liked], title="Ratings of the latest replies"
+                )
+                if ratings
+                else None
+            )
+            return {"notes": notes, "ratings": ratings, "chart": chart}
 
         return await self.show(request, "feedback", build)
 
