@@ -17,9 +17,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import OWNER_ID, core_services
-from tests.loopback_discord import FakeDiscord, GuildSetup
-from trainerbot.adapters.web.directory import StoredDirectory
+from tests.conftest import OWNER_ID, TRAINER, core_services, guild_setup
+from tests.loopback_discord import FakeDiscord, GuildSetup, discord_endpoints
+from trainerbot.adapters.web.directory import RestDirectory, StoredDirectory
 from trainerbot.adapters.web.server import WebServer
 from trainerbot.app import Services
 from trainerbot.storage.sessions import GuildSeen
@@ -81,7 +81,9 @@ async def test_the_operators_link_signs_in_once_as_an_owner(web: WebServer) -> N
             page = await response.text()
             assert "Bot-wide knowledge" in page and "Status of the bot" in page
         async with http.get("/status") as response:
+            page = html.unescape(await response.text())
             assert response.status == 200
+            assert "Memory: the bot's process" in page and "a written reply" in page and "SQLite" in page
     assert web.dashboard.link_url is None
     async with client(web) as http, http.get(link) as response:
         assert response.status == 403
@@ -311,7 +313,9 @@ async def test_an_admin_teaches_edits_imports_exports_and_deletes_on_the_pages(
         upload.add_field("csrf", token)
         upload.add_field("file", b"question,answer\nwhere are you?,At 1 Main Street.\n", filename="faq.csv")
         async with http.post(f"{url}/knowledge/import", data=upload) as response:
-            assert "Stored 1 positive example from faq.csv" in " ".join(said(await response.text()))
+            [notice] = said(await response.text())
+        assert "Stored 1 positive example from faq.csv" in notice
+        assert "The training page shows how it goes." in notice and "this message" not in notice
         broken = aiohttp.FormData()
         broken.add_field("csrf", token)
         broken.add_field("file", b"\x00\x01 not a table", filename="faq.csv")
@@ -332,3 +336,26 @@ async def test_an_admin_teaches_edits_imports_exports_and_deletes_on_the_pages(
             assert response.status == 400 and "There is no example #999999 here" in html.unescape(await response.text())
     actions = [entry.action for entry in services.store.audit.entries(SERVER_A)]
     assert actions[:4] == ["delete answer", "train", "edit example", "add example"]
+
+
+async def test_alone_with_the_bots_token_roles_decide_as_they_do_for_the_bot(tmp_path: Path) -> None:
+    """`trainerbot web` beside a bot run elsewhere: Discord's REST API says who holds which role."""
+    first, second = guild_setup(), GuildSetup.nth(1)
+    async with FakeDiscord([first, second]) as server:
+        built = core_services(tmp_path / "data", web_port=0, owner_ids=[OWNER_ID], admin_roles=["Trainer"])
+        with discord_endpoints(server):
+            directory = await RestDirectory.connect(server.token, built.settings.owner_ids)
+            web = WebServer(built, directory)
+            assert await web.start()
+            try:
+                assert {s.id for s in await directory.servers()} == {first.guild_id, second.guild_id}
+                knowledge = f"/servers/{first.guild_id}/knowledge"
+                for person, status in ((TRAINER, 200), (first.member, 403), (second.member, 404)):
+                    async with client(web) as http:
+                        await sign_in_as(web, http, person.id, person.username, [])
+                        async with http.get(knowledge) as response:
+                            assert response.status == status, person.username
+            finally:
+                await web.stop()
+                await directory.close()
+                built.close()

@@ -123,20 +123,31 @@ def cmd_web(settings: Settings) -> int:
     configure_logging(settings, console=False)
     import asyncio
 
-    from trainerbot.adapters.web.directory import StoredDirectory
+    from trainerbot.adapters.web.directory import Directory, RestDirectory, StoredDirectory
     from trainerbot.adapters.web.server import WebServer
 
     services = _services(settings, chat=False)
 
     async def serve() -> int:
-        web = WebServer(services, StoredDirectory(services.store.knowledge.bases, settings.owner_ids))
-        if not await web.start():
-            return 1
-        web.announce()
+        directory: Directory = StoredDirectory(services.store.knowledge.bases, settings.owner_ids)
+        if settings.discord_token is not None:  # members' roles, as the bot sees them, through Discord's REST API
+            import discord
+
+            try:
+                directory = await RestDirectory.connect(settings.discord_token.get_secret_value(), settings.owner_ids)
+            except discord.LoginFailure:
+                log.error("Discord refused the token: check DISCORD_TOKEN")
+                return 1
+        web = WebServer(services, directory)
         try:
+            if not await web.start():
+                return 1
+            web.announce()
             await asyncio.Event().wait()  # until Ctrl-C
         finally:
             await web.stop()
+            if isinstance(directory, RestDirectory):
+                await directory.close()
         return 0
 
     try:

@@ -119,6 +119,12 @@ class LlamaServerEngine:
         self._held: dict[int, frozenset[ChatMessage]] = {}  # the messages each slot's cache last held
         self._used: dict[int, float] = {}  # when each slot last finished
 
+    @property
+    def server_pid(self) -> int | None:
+        """The running server's process id (the owners' status page reads its memory)."""
+        process = self._process
+        return process.pid if process is not None and process.poll() is None else None
+
     def load(self) -> None:
         """Starts the server now rather than at the first message (called in a thread at start-up)."""
         with contextlib.suppress(ChatUnavailable):  # logged; each reply will say so

@@ -86,6 +86,11 @@ class Jobs:
         rows = self.db.query("SELECT * FROM jobs WHERE base = ? ORDER BY id DESC LIMIT ?", (base, limit))
         return [_job(r) for r in rows]
 
+    def unfinished(self, limit: int = 50) -> list[Job]:
+        """Every base's queued and running jobs, oldest first (the owners' status page: one bot, all its work)."""
+        rows = self.db.query("SELECT * FROM jobs WHERE status IN ('queued', 'running') ORDER BY id LIMIT ?", (limit,))
+        return [_job(r) for r in rows]
+
     def started_since(self, base: int, since: str) -> int:
         """How many jobs the base started at or after ``since`` (an ISO time), for its hourly quota."""
         row = self.db.query_one("SELECT count(*) AS n FROM jobs WHERE base = ? AND created_at >= ?", (base, since))

@@ -183,7 +183,7 @@ class Dashboard:
         if not where.isdigit() or len(where) > 20 or int(where) == GLOBAL_BASE:
             raise NotFound()
         server_id = int(where)
-        servers = {server.id: server.name for server in self.directory.servers()}
+        servers = {server.id: server.name for server in await self.directory.servers()}
         membership = await self._membership(session, server_id)
         if membership is None and not (owner and server_id in await self._all_bases(servers)):
             raise NotFound()
@@ -208,7 +208,7 @@ class Dashboard:
 
     async def visible_servers(self, session: WebSession) -> list[tuple[str, str, str]]:
         """(slug, name, standing) of every base this person may open."""
-        servers = {server.id: server.name for server in self.directory.servers()}
+        servers = {server.id: server.name for server in await self.directory.servers()}
         owner = self.is_owner(session)
         found = []
         ids = sorted(await self._all_bases(servers) - {GLOBAL_BASE}) if owner else sorted(servers)
@@ -327,7 +327,7 @@ class Dashboard:
             raise HTTPException(403, str(refused)) from None
         except UserError as error:
             return self.back(url, str(error), "error")
-        return self.back(url, text)
+        return self.back(url, on_the_page(text))
 
     # --- signing in and out --------------------------------------------------------------------------
 
@@ -714,6 +714,16 @@ SECURITY_HEADERS = {
 }
 
 
+# What the core says for a chat, where the bot edits its message as a job goes, said for a page.
+CHAT_ONLY = {"I will update this message as it goes.": "The training page shows how it goes."}
+
+
+def on_the_page(text: str) -> str:
+    for said, meant in CHAT_ONLY.items():
+        text = text.replace(said, meant)
+    return text
+
+
 def chat_markup(text: str) -> Markup:
     """The core's replies are written for chat: `code` spans become <code>, the rest is escaped."""
     parts = str(escape(text)).split("`")
@@ -767,26 +777,36 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def resident_bytes(pid: str) -> int | None:
+    """A process's resident memory, from /proc (None where there is no /proc, or the process is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _engine_memory(engine: Any) -> list[tuple[str, int | None]]:
+    """llama-server's memory, when the chat engine runs one beside the bot."""
+    pid = getattr(engine, "server_pid", None)
+    return [("llama-server", resident_bytes(str(pid)))] if pid else []
+
+
 def status_of(services: Services) -> dict[str, Any]:
     """What the owners' status page shows: the queues, training, memory and the engines in use."""
     settings = services.settings
     queues = services.queues
-    resident = 0
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                resident = int(line.split()[1]) * 1024
-    except OSError:
-        pass
     engine = services.engine
     return {
         "queues": [
             (queue.what, queue.running, queue.waiting, queue.capacity)
             for queue in (queues.replies, queues.transcriptions)
         ],
-        "training_busy": services.jobs.busy(),
+        "jobs": services.store.jobs.unfinished(),
         "training_workers": settings.training_workers,
-        "memory": resident,
+        "memory": [("the bot's process", resident_bytes("self")), *_engine_memory(engine)],
         "engines": [
             ("chat", f"{settings.chat_engine} ({settings.chat_model})" if engine else "none"),
             ("chat replies at once", str(engine.parallel) if engine else "-"),
