@@ -359,3 +359,16 @@ async def test_alone_with_the_bots_token_roles_decide_as_they_do_for_the_bot(tmp
                 await web.stop()
                 await directory.close()
                 built.close()
+
+
+async def test_a_form_over_the_upload_limit_is_refused_before_it_is_read(web: WebServer) -> None:
+    async with client(web) as http:
+        async with http.get(web.dashboard.link_url or "") as response:
+            token = csrf_of(await response.text())
+        upload = aiohttp.FormData()
+        upload.add_field("csrf", token)
+        limit = web.dashboard.services.settings.upload_limit_bytes
+        upload.add_field("file", b"q,a\n" * (limit // 4 + 50_000), filename="big.csv")  # 200 KB over
+        async with http.post("/servers/global/knowledge/import", data=upload) as response:
+            assert response.status == 413
+            assert "more than the upload limit" in await response.text()

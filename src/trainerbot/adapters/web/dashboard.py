@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "trainerbot_session"
+FORM_SLACK = 64 * 1024  # a form's fields and multipart framing, beside its file
 FLASH_COOKIE = "trainerbot_said"
 PAGES = [  # (page, title, who sees it in the navigation: "members" or "admins")
     ("knowledge", "Knowledge", "admins"),
@@ -246,6 +247,12 @@ class Dashboard:
         origin = request.headers.get("origin")
         if origin and origin != self._origin(request):
             raise HTTPException(403, "This change came from another site and was refused.")
+        # Starlette keeps a form's files on disk while it parses them: what is over the upload limit is refused
+        # before a byte is read (browsers always say how long a form is; one that does not is refused too).
+        limit = self.services.settings.upload_limit_bytes + FORM_SLACK
+        declared = request.headers.get("content-length", "")
+        if not declared.isdigit() or int(declared) > limit:
+            raise HTTPException(413, f"That is more than the upload limit, {human_size(limit - FORM_SLACK)}.")
         form = await request.form(max_files=4, max_fields=50)
         token = str(form.get("csrf") or request.headers.get("x-csrf-token") or "")
         if not hmac.compare_digest(token.encode(), session.csrf.encode()):
