@@ -372,3 +372,16 @@ async def test_a_form_over_the_upload_limit_is_refused_before_it_is_read(web: We
         async with http.post("/servers/global/knowledge/import", data=upload) as response:
             assert response.status == 413
             assert "more than the upload limit" in await response.text()
+
+
+async def test_signing_out_ends_the_session_even_for_a_copy_of_its_cookie(web: WebServer) -> None:
+    async with client(web) as http:
+        async with http.get(web.dashboard.link_url or "") as response:
+            token = csrf_of(await response.text())
+        [cookie] = [c for c in http.cookie_jar if c.key == "trainerbot_session"]
+        async with http.post("/signout", data={"csrf": token}) as response:
+            assert "Sign in" in await response.text()
+    async with client(web) as thief:
+        thief.cookie_jar.update_cookies({"trainerbot_session": cookie.value})
+        async with thief.get("/api/servers") as response:
+            assert response.status == 401
