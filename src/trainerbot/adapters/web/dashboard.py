@@ -246,7 +246,11 @@ class Dashboard:
         """A change must come from this site's own pages: the session's CSRF token, and no foreign Origin."""
         origin = request.headers.get("origin")
         if origin and origin != self._origin(request):
-            raise HTTPException(403, "This change came from another site and was refused.")
+            raise HTTPException(
+                403,
+                f"This change came from another site and was refused. (If you opened the dashboard at another "
+                f"address than {self.public_url}, its operator sets TRAINERBOT_WEB_PUBLIC_URL to that address.)",
+            )
         # Starlette keeps a form's files on disk while it parses them: what is over the upload limit is refused
         # before a byte is read (browsers always say how long a form is; one that does not is refused too).
         limit = self.services.settings.upload_limit_bytes + FORM_SLACK
