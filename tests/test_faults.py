@@ -17,20 +17,23 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from discord.utils import time_snowflake, utcnow
 
 from tests.conftest import CONFIGURED_OWNER, OWNER_ID, TRAINER, guild_setup
 from tests.doubles import ScriptedEngine
 from tests.loopback_discord import FakeDiscord, GuildSetup, run_bot
-from trainerbot.adapters.discord.delivery import MAX_NONCE, answer_nonce
+from trainerbot.adapters.discord.delivery import MAX_NONCE, Inbox, answer_nonce
 from trainerbot.app import Services, build_services
 from trainerbot.config import Settings, load_settings
 from trainerbot.storage.database import Database
+from trainerbot.storage.inbox import HandledMessages
 from trainerbot.storage.store import Store
 
 SHORT = "Here is what I think about that, in a few words."
@@ -407,3 +410,38 @@ def test_a_claim_holds_once_and_old_claims_are_dropped(services: Services) -> No
     assert inbox.channels_handled_since(1_000) == [8]
     assert inbox.claim_message(3_000, 7, forget_before=1_500) is True  # claims older than 1,500 go
     assert inbox.handled_among([1_000, 2_000, 3_000]) == {2_000, 3_000}
+
+
+class StaleInbox(HandledMessages):
+    """A test double of the claims table that answers "unfinished" as a catch-up's snapshot can, read just
+    before this process finished the message: the race of a command sent right after a restart."""
+
+    def unfinished_among(self, message_ids: Sequence[int]) -> set[int]:
+        return set(message_ids)
+
+
+async def test_a_message_this_process_took_on_is_never_taken_up_as_cut_off(services: Services) -> None:
+    inbox = Inbox(StaleInbox(services.store.db))
+    message = SimpleNamespace(
+        id=time_snowflake(utcnow()), author=SimpleNamespace(bot=False), channel=SimpleNamespace(id=7)
+    )
+
+    class Channel:
+        id = 7
+
+        async def history(self, limit: int) -> AsyncIterator[SimpleNamespace]:
+            yield message
+
+    handled, taken_up = [], []
+
+    async def handle(found: object) -> None:
+        handled.append(found)
+
+    async def take_up(found: object) -> None:
+        taken_up.append(found)
+
+    assert await inbox.claim(message)  # type: ignore[arg-type]
+    await inbox.finish(message)  # type: ignore[arg-type]
+    assert await inbox._catch_up_channel(Channel(), 0, handle, take_up) == 0  # type: ignore[arg-type]
+    assert handled == taken_up == []
+    inbox.close()

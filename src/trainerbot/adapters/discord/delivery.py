@@ -141,6 +141,9 @@ async def edit_until_done(
     )
 
 
+TAKEN_HERE_PRUNED_AT = 10_000  # message ids remembered before the older ones are forgotten
+
+
 class Inbox:
     """The messages the bot took on, so each is handled once and none is missed across a new session."""
 
@@ -161,7 +164,10 @@ class Inbox:
         # One thread for every claim: they finish in the order messages arrived, so the handlers that
         # wait on them go on in that order too (a conversation's turns must not swap places).
         self._claims = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inbox")
-        self._in_flight: set[int] = set()  # taken on by this process and not finished yet
+        # Taken on by this process, finished or not: a restart cut none of these off. Kept past their
+        # finish, since a catch-up's snapshot of unfinished messages may predate it; forgotten once older
+        # than a catch-up looks back.
+        self._taken_here: set[int] = set()
 
     async def claim(self, message: discord.Message) -> bool:
         """True the first time a message is seen; False when it was already taken on."""
@@ -170,12 +176,14 @@ class Inbox:
             self._claims, partial(self.store.claim_message, message.id, message.channel.id, forget_before=forget_before)
         )
         if claimed:
-            self._in_flight.add(message.id)
+            self._taken_here.add(message.id)
+            if len(self._taken_here) > TAKEN_HERE_PRUNED_AT:
+                oldest = time_snowflake(utcnow() - self.window)
+                self._taken_here = {taken for taken in self._taken_here if taken > oldest}
         return claimed
 
     async def finish(self, message: discord.Message) -> None:
         """The message was handled to the end; a restart from now on leaves it alone."""
-        self._in_flight.discard(message.id)
         await asyncio.get_running_loop().run_in_executor(self._claims, self.store.finish_message, message.id)
 
     def close(self) -> None:
@@ -261,8 +269,8 @@ class Inbox:
         for message in sorted(messages, key=lambda m: m.id):  # oldest first, one at a time: order is kept
             if message.id not in handled:
                 await handle(message)
-            elif message.id in cut_off and message.id not in self._in_flight:  # not one being handled now
-                self._in_flight.add(message.id)
+            elif message.id in cut_off and message.id not in self._taken_here:  # not one this process took on
+                self._taken_here.add(message.id)
                 log.info("taking up message %s again: a restart cut off its handling", message.id)
                 await take_up(message)
             else:
