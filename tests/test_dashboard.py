@@ -355,6 +355,16 @@ async def test_alone_with_the_bots_token_roles_decide_as_they_do_for_the_bot(tmp
                         await sign_in_as(web, http, person.id, person.username, [])
                         async with http.get(knowledge) as response:
                             assert response.status == status, person.username
+                # The list of their servers asks Discord about those it listed at sign-in, not every server.
+                asked = len(server.requests)
+                async with client(web) as http:
+                    await sign_in_as(web, http, TRAINER.id, "trainer", [GuildSeen(first.guild_id, "A", False, False)])
+                    async with http.get("/api/servers") as response:
+                        assert [s["standing"] for s in await response.json()] == ["admin"]
+                asked_about = {
+                    re.findall(r"/guilds/(\d+)/", r.path)[0] for r in server.requests[asked:] if "/guilds/" in r.path
+                }
+                assert asked_about <= {str(first.guild_id)}  # (the answer about the first may be remembered)
             finally:
                 await web.stop()
                 await directory.close()

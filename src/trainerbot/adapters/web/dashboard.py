@@ -209,32 +209,33 @@ class Dashboard:
         return set(servers) | set(stored)
 
     async def visible_servers(self, session: WebSession) -> list[tuple[str, str, str]]:
-        """(slug, name, standing) of every base this person may open."""
+        """(slug, name, standing) of every base this person may open.
+
+        Owners: every server the bot is in or has anything of. Anyone else: the servers Discord listed for
+        them at sign-in that the bot is in, each checked with the directory (a few, not all the bot's).
+        """
         servers = {server.id: server.name for server in await self.directory.servers()}
-        owner = self.is_owner(session)
-        found = []
-        ids = sorted(await self._all_bases(servers) - {GLOBAL_BASE}) if owner else sorted(servers)
         seen = {g.id: g.name for g in session.guilds}
-        for server_id in ids:
+        if self.is_owner(session):
+            ids = await self._all_bases(servers) - {GLOBAL_BASE}
+            found = [(str(i), servers.get(i) or seen.get(i) or f"Server {i}", "owner of the bot") for i in ids]
+            found.sort(key=lambda s: s[1].casefold())
+            return [("global", "Bot-wide knowledge", "owner of the bot"), *found]
+        found = []
+        for server_id in sorted(seen.keys() & servers.keys()):
             membership = await self._membership(session, server_id)
-            if membership is None and not owner:
+            if membership is None:
                 continue
             caller = Caller(
                 user_id=session.user_id,
                 name=session.name,
-                is_owner=owner,
-                manages_server=bool(membership and membership.manages_server),
-                roles=membership.roles if membership else frozenset(),
+                manages_server=membership.manages_server,
+                roles=membership.roles,
                 guild_id=server_id,
             )
             admin = await asyncio.to_thread(self.services.access.is_admin, caller)
-            standing = "owner of the bot" if owner else "admin" if admin else "member"
-            name = servers.get(server_id) or seen.get(server_id) or f"Server {server_id}"
-            found.append((str(server_id), name, standing))
-        found.sort(key=lambda s: s[1].casefold())
-        if owner:
-            found.insert(0, ("global", "Bot-wide knowledge", "owner of the bot"))
-        return found
+            found.append((str(server_id), servers[server_id] or seen[server_id], "admin" if admin else "member"))
+        return sorted(found, key=lambda s: s[1].casefold())
 
     async def signed_in(self, request: Request) -> WebSession:
         session = await self.session(request)

@@ -70,6 +70,8 @@ class GatewayDirectory:
         if guild is None:
             return None
         member = guild.get_member(user_id)
+        if member is None and guild.chunked:  # the cache holds every member: not one
+            return None
         if member is None:  # not in the cache (a large server not chunked): ask Discord, once a minute at most
             asked = self._not_members.get((server_id, user_id))
             if asked is not None and time.monotonic() - asked < self.forget_after:
