@@ -1,12 +1,18 @@
 """Inference servers (OpenAI's API and compatible ones): what a failed request means, said plainly.
 
-The chat engine and the speech engines that use such a server raise their own UserError with
-these sentences, and log the failure for the owners.
+The chat engine and the speech engines that use such a server make their client here, and raise
+their own UserError with these sentences, logging the failure for the owners.
 """
 
 from __future__ import annotations
 
 import openai
+
+
+def client(base_url: str | None, api_key: str | None, timeout: float) -> openai.OpenAI:
+    """The client for one server (None: OpenAI itself), trying a failed request once more."""
+    # A server on one's own machine needs no key, but the client insists on one.
+    return openai.OpenAI(base_url=base_url, api_key=api_key or "not-needed", timeout=timeout, max_retries=1)
 
 
 def trouble(exc: openai.OpenAIError, what: str, model: str) -> str:

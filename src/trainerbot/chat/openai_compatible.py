@@ -15,7 +15,7 @@ import openai
 
 from trainerbot.chat.engine import CUT_SHORT, ChatMessage
 from trainerbot.errors import ChatUnavailable
-from trainerbot.remote import trouble
+from trainerbot.remote import client, trouble
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +45,7 @@ class OpenAIEngine:
         self.temperature = temperature
         self.streaming = streaming
         self._where = base_url or "api.openai.com"
-        # Servers on one's own machine need no key, but the client insists on one.
-        self._client = openai.OpenAI(
-            base_url=base_url,
-            api_key=api_key or "not-needed",
-            timeout=timeout,
-            max_retries=1,
-        )
+        self._client = client(base_url, api_key, timeout)
 
     def count_tokens(self, text: str) -> int:
         return math.ceil(len(text) / CHARACTERS_PER_TOKEN)

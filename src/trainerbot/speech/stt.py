@@ -21,7 +21,7 @@ import openai
 
 from trainerbot.config import Settings
 from trainerbot.errors import InvalidInput, SpeechUnavailable
-from trainerbot.remote import trouble
+from trainerbot.remote import client, trouble
 from trainerbot.speech import NothingToLoad, load_model
 from trainerbot.speech.audio import Audio, wav_bytes
 
@@ -159,8 +159,7 @@ class OpenAISpeechEngine(NothingToLoad):
         self.model = model
         self.language = language
         self._where = base_url or "api.openai.com"
-        # A server on one's own machine needs no key, but the client insists on one.
-        self._client = openai.OpenAI(base_url=base_url, api_key=api_key or "not-needed", timeout=timeout, max_retries=1)
+        self._client = client(base_url, api_key, timeout)
 
     def busy(self) -> bool:
         return False  # the work is done on the server
