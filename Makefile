@@ -10,13 +10,17 @@ LLAMA_BUILD := $(VENV)/build-llama-server
 # of its own, so its pinned web framework never meets the bot's.
 SPEECH_SERVER_VENV := $(VENV)/opt/faster-whisper-server
 SPEECH_SERVER := $(SPEECH_SERVER_VENV)/bin/faster-whisper-server
+# An OpenAI-compatible text-to-speech server (Piper), for the tests of TRAINERBOT_TTS_ENGINE=openai; the tests
+# give it the bundled Piper voice.
+TTS_SERVER_VENV := $(VENV)/opt/local-tts-studio
+TTS_SERVER := $(TTS_SERVER_VENV)/bin/local-tts
 
 # llama-cpp-python is published as source only and compiles here (about 3 minutes on 2 cores).
 # A portable x86-64 build: the native one crashes in llama.cpp's AMX code on these CPUs.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAVA_BUILD=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: run test test-slow lint bench clean llama-server speech-server
+.PHONY: run test test-slow lint bench clean llama-server speech-server tts-server
 
 run: $(STAMP)
 	$(BIN)/trainerbot run
@@ -55,6 +59,7 @@ $(STAMP): $(VENV)/bin/python pyproject.toml requirements-models.txt
 	$(BIN)/trainerbot models install quality
 	@test -x $(LLAMA_SERVER) || $(MAKE) --no-print-directory llama-server
 	@test -x $(SPEECH_SERVER) || $(MAKE) --no-print-directory speech-server
+	@test -x $(TTS_SERVER) || $(MAKE) --no-print-directory tts-server
 	touch $(STAMP)
 
 # llama.cpp's own server writes several conversations' replies at once (continuous batching). It is built
@@ -75,6 +80,10 @@ llama-server:
 speech-server:
 	rm -rf $(SPEECH_SERVER_VENV) && $(PYTHON) -m venv $(SPEECH_SERVER_VENV)
 	$(SPEECH_SERVER_VENV)/bin/pip install --quiet "faster-whisper-server>=0.0.3,<0.1"
+
+tts-server:
+	rm -rf $(TTS_SERVER_VENV) && $(PYTHON) -m venv $(TTS_SERVER_VENV)
+	$(TTS_SERVER_VENV)/bin/pip install --quiet "local-tts-studio>=1,<2" "piper-tts>=1.8,<2"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

