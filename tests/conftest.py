@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.databases import PostgresServer
 from tests.loopback_discord import FakeDiscord, FakeUser, GuildSetup, run_bot
 from tests.loopback_discord.payloads import EVERYONE_PERMISSIONS
 from trainerbot.app import Services, build_services
@@ -26,6 +27,50 @@ os.environ.setdefault("TRAINERBOT_WEB", "false")
 OWNER_ID = 900_000_000_000_000_999  # a configured owner who holds no role in the guild
 TRAINER = FakeUser(900_000_000_000_000_204, "trainer", role_names=("Trainer",))
 CONFIGURED_OWNER = FakeUser(OWNER_ID, "botowner")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked ``both_databases`` run on SQLite in `make test` and on PostgreSQL in `make test-slow`."""
+    if "database_engine" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_databases"):
+        engines = ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)]
+        metafunc.parametrize("database_engine", engines, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def database_engine(request: pytest.FixtureRequest) -> str:
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture(autouse=True)
+def database_url(
+    database_engine: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str | None]:
+    """None on SQLite; on PostgreSQL, the URL of a database of the test's own.
+
+    It is set as TRAINERBOT_DATABASE_URL, so every bot the test builds, in its process or in a child
+    process, keeps its state there, as a bot configured so would.
+    """
+    if database_engine == "sqlite":
+        yield None
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    url = server.new_database()
+    monkeypatch.setenv("TRAINERBOT_DATABASE_URL", url)
+    yield url
+    server.drop(url)
+
+
+@pytest.fixture
+def database_address(database_url: str | None, tmp_path: Path) -> str:
+    """Where a test's own store lives: its PostgreSQL database, or a SQLite file in its folder."""
+    return database_url or str(tmp_path / "db.sqlite3")
 
 
 @pytest.fixture

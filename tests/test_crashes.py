@@ -15,7 +15,6 @@ import csv
 import io
 import os
 import re
-import sqlite3
 import subprocess
 import sys
 import time
@@ -33,13 +32,16 @@ from trainerbot.app import Services
 from trainerbot.errors import NotReady, PermissionDenied
 from trainerbot.learning.jobs import TrainingJobs
 from trainerbot.speech.audio import decode, wav_bytes
-from trainerbot.storage.database import Database
+from trainerbot.storage.database import Database, open_database
 from trainerbot.storage.store import Store
 from trainerbot.types import GLOBAL_BASE, Caller
 
-pytestmark = pytest.mark.skipif(
-    not sys.platform.startswith("linux"), reason="the tests read the bot's processes from Linux's /proc"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not sys.platform.startswith("linux"), reason="the tests read the bot's processes from Linux's /proc"
+    ),
+    pytest.mark.both_databases,
+]
 
 DATA = Path(__file__).resolve().parent / "data"
 BANKING = DATA / "banking77" / "train.csv"
@@ -62,29 +64,35 @@ def bot_env(**settings: str) -> dict[str, str]:
     }
 
 
-def snapshot(data_dir: Path, *sqls: str) -> list[list[sqlite3.Row]]:
-    """Several reads of the bot's database from outside, all in one read transaction: one moment's data,
-    while the bot may go on writing."""
-    db = sqlite3.connect(data_dir / "trainerbot.sqlite3", timeout=10, isolation_level=None)
+def bot_database(data_dir: Path) -> Database:
+    """The bot's database, opened from outside as another process would: its SQLite file in the data
+    directory, or the test's PostgreSQL database (conftest.py's ``database_url``)."""
+    return open_database(os.environ.get("TRAINERBOT_DATABASE_URL") or str(data_dir / "trainerbot.sqlite3"))
+
+
+def snapshot(data_dir: Path, *sqls: str) -> list[list[Any]]:
+    """Several reads of the bot's database in one transaction: one moment's data, while the bot may go on writing."""
+    db = bot_database(data_dir)
     try:
-        db.row_factory = sqlite3.Row
-        db.execute("BEGIN")
-        return [db.execute(sql).fetchall() for sql in sqls]
+        with db.transaction() as reads:
+            return [reads.execute(sql).fetchall() for sql in sqls]
     finally:
         db.close()
 
 
-def query(data_dir: Path, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+def query(data_dir: Path, sql: str, params: tuple = ()) -> list[Any]:
     """Reads the bot's database from outside, as another process would."""
-    db = sqlite3.connect(data_dir / "trainerbot.sqlite3", timeout=10)
+    db = bot_database(data_dir)
     try:
-        db.row_factory = sqlite3.Row
-        return db.execute(sql, params).fetchall()
+        return db.query(sql, params)
     finally:
         db.close()
 
 
 def integrity(data_dir: Path) -> str:
+    """SQLite's own check of its file. A PostgreSQL server was not killed: its consistency is not in question."""
+    if os.environ.get("TRAINERBOT_DATABASE_URL"):
+        return "ok"
     return query(data_dir, "PRAGMA integrity_check")[0][0]
 
 
@@ -188,17 +196,17 @@ async def test_a_training_process_dies_with_the_process_that_started_it(how: str
 
 def test_only_jobs_whose_process_has_ended_are_marked_interrupted(tmp_path: Path) -> None:
     """`trainerbot test` started beside a training bot must not mark the bot's running job interrupted."""
-    path = tmp_path / "trainerbot.sqlite3"
+    path = os.environ.get("TRAINERBOT_DATABASE_URL") or str(tmp_path / "trainerbot.sqlite3")
 
     def jobs_on(store: Store) -> TrainingJobs:
         return TrainingJobs(store, tmp_path, 0.6, on_finished=lambda job: None)
 
-    store = Store(Database(path))
+    store = Store(open_database(path))
     bot = jobs_on(store)
     assert bot.recover() == []
     job = store.jobs.create(GLOBAL_BASE, requested_by=None, channel_id=None)
     assert store.jobs.mark_running(GLOBAL_BASE, job.id)
-    beside = jobs_on(Store(Database(path)))
+    beside = jobs_on(Store(open_database(path)))
     assert beside.recover() == []
     assert store.jobs.job(GLOBAL_BASE, job.id).status == "running"  # type: ignore[union-attr]
     beside.shutdown()

@@ -32,9 +32,11 @@ from tests.loopback_discord import FakeDiscord, GuildSetup, run_bot
 from trainerbot.adapters.discord.delivery import MAX_NONCE, Inbox, answer_nonce
 from trainerbot.app import Services, build_services
 from trainerbot.config import Settings, load_settings
-from trainerbot.storage.database import Database
+from trainerbot.storage.database import open_database
 from trainerbot.storage.inbox import HandledMessages
 from trainerbot.storage.store import Store
+
+pytestmark = pytest.mark.both_databases
 
 SHORT = "Here is what I think about that, in a few words."
 LONG = " ".join(f"Word{i}." for i in range(300))  # about 2,400 characters: two messages
@@ -325,7 +327,7 @@ async def test_messages_a_restart_cut_off_are_taken_up_again_and_no_command_runs
                 await server.send_message("!feedback Nice work.", author=TRAINER),
             ]
         # What a killed bot leaves behind: the messages claimed, a question already in memory.
-        left_behind = Store(Database(settings.database_path))
+        left_behind = Store(open_database(settings.database_address))
         for message in cut_off:
             assert left_behind.inbox.claim_message(int(message["id"]), server.channel_id, forget_before=0)
         left_behind.conversations.add_turn(

@@ -8,7 +8,6 @@ owner, a server's admin (``guild_id`` that server), a member, and another server
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import core_services
+from tests.databases import foreign_keys_hold
 from trainerbot.app import Services
 from trainerbot.core.conversation import Where
 from trainerbot.core.knowledge import SHOWN_PER_ANSWER
@@ -25,6 +25,8 @@ from trainerbot.core.teaching import Refit
 from trainerbot.errors import InvalidInput, NotReady, PermissionDenied, QuotaReached, UserError
 from trainerbot.learning.examples import MAX_TEXT
 from trainerbot.types import GLOBAL_BASE, Caller, Example, Place, Upload
+
+pytestmark = pytest.mark.both_databases
 
 A, B, EMPTY = 1_001, 1_002, 1_003
 OWNER = Caller(1, "owner", is_owner=True, via="web")
@@ -431,7 +433,7 @@ def test_an_edit_keeps_a_corrections_link_and_whose_question_an_example_is(servi
     assert (after["positive_example_id"], after["negative_example_id"]) == (moved, correction["negative_example_id"])
     knowledge.delete_example(ADMIN, A, correction["negative_example_id"])  # the correction goes with its example
     assert store.db.query("SELECT * FROM corrections WHERE base = ?", (A,)) == []
-    assert store.db.query_one("PRAGMA foreign_key_check") is None
+    assert foreign_keys_hold(store.db)
     assert ask(services, "when do you open") == "At ten sharp."
 
     # An answer taught from an asker's question keeps their name on it through a rename: `!forget me` finds it.
@@ -560,13 +562,12 @@ def test_deleting_everything_taught_answers_nothing_and_starts_no_job(services: 
 
 
 def test_the_schema_holds_after_every_change(services: Services) -> None:
-    """Foreign keys checked by SQLite itself, after edits of every kind."""
+    """Foreign keys hold after edits of every kind (checked by SQLite itself; PostgreSQL enforces them)."""
     knowledge = services.knowledge
     ids = [knowledge.add_example(ADMIN, A, f"question {n}", "Answer.").example_ids[0] for n in range(3)]
     knowledge.edit_example(ADMIN, A, ids[0], "question 0", "Other answer.", False)
     knowledge.delete_example(ADMIN, A, ids[1])
     knowledge.rename_answer(ADMIN, A, "Answer.", "Other answer.")
-    with sqlite3.connect(services.store.db.path) as db:
-        assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+    assert foreign_keys_hold(services.store.db)
     page = knowledge.answers(ADMIN, A)
     assert [(i.text, i.positive, i.negative) for i in page.items] == [("Other answer.", 1, 1)]

@@ -21,6 +21,8 @@ from trainerbot.core.conversation import Where
 from trainerbot.core.teaching import Refit
 from trainerbot.types import Caller
 
+pytestmark = pytest.mark.both_databases
+
 A = 1_001
 ADMIN = Caller(2, "admin", manages_server=True, guild_id=A, channel_id=11)
 MEMBER = Caller(4, "member", guild_id=A, channel_id=11)

@@ -11,25 +11,26 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import sqlite3
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import TRAINER
+from tests.databases import foreign_keys_hold, table_names
 from tests.loopback_discord import FakeDiscord
 from trainerbot.adapters.console.console import Console
 from trainerbot.app import Services
 from trainerbot.config import Settings
 from trainerbot.core.privacy import FORMAT, VERSION, PrivacyService, forget_text
 from trainerbot.errors import TooLarge
-from trainerbot.storage.database import Database
+from trainerbot.storage.database import open_database
 from trainerbot.storage.store import Store
 from trainerbot.types import Caller, Example, Forgotten, Place, ReplyRecord
+
+pytestmark = pytest.mark.both_databases
 
 PERSON, OTHER, ADMIN = 10**18 + 1, 10**18 + 2, 10**18 + 3  # Discord-sized ids: above what a JSON double holds
 GUILD, CHANNEL, THREAD, DM = 50, 60, 61, 70
@@ -43,8 +44,8 @@ def settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(Database(tmp_path / "db.sqlite3"))
+def store(database_address: str) -> Store:
+    return Store(open_database(database_address))
 
 
 @dataclass
@@ -161,7 +162,7 @@ def ids(rows: list[dict[str, Any]], key: str = "id") -> set[int]:
 
 def everything(store: Store) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every table, to tell what changed."""
-    tables = [r["name"] for r in store.db.query("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    tables = table_names(store.db)
     return {t: sorted(map(tuple, store.db.query(f"SELECT * FROM {t}")), key=repr) for t in tables}
 
 
@@ -228,7 +229,7 @@ def test_forget_deletes_exactly_the_persons_rows_and_keeps_approved_examples(sto
     assert (entry["user_id"], entry["user_name"], entry["detail"]) == (None, None, str(PERSON))
     sessions = {row["id"] for row in store.db.query("SELECT id FROM web_sessions")}
     assert sessions == {f"session of {OTHER}"}
-    assert store.db.query_one("PRAGMA foreign_key_check") is None
+    assert foreign_keys_hold(store.db)
 
 
 def test_forget_removes_the_persons_words_from_what_others_gave_about_replies_to_them(store: Store) -> None:
@@ -269,7 +270,7 @@ def test_forget_removes_the_persons_words_from_what_others_gave_about_replies_to
     assert notes[own.bot_message_id][1] == f"answer to {OTHER}"
     # two from PERSON's own correction, two from OTHER's correction of the reply to PERSON
     assert store.db.query_one("SELECT count(*) AS n FROM examples")["n"] == examples_before - 4
-    assert store.db.query_one("PRAGMA foreign_key_check") is None
+    assert foreign_keys_hold(store.db)
     text = forget_text(forgotten)
     assert "1 correction others made to my replies to you, with the 2 examples they made" in text
     assert "Your words are gone from 2 ratings and feedback notes others gave my replies to you" in text
@@ -280,10 +281,17 @@ def test_forget_is_all_or_nothing(store: Store) -> None:
     seed(store, OTHER, bot_message=2000)
     before = everything(store)
     with store.db.transaction() as db:  # a failure at one of the last steps, after most rows are deleted
-        db.execute(
-            "CREATE TEMP TRIGGER fail_late BEFORE DELETE ON test_runs BEGIN SELECT RAISE(ABORT, 'injected'); END"
-        )
-    with pytest.raises(sqlite3.IntegrityError, match="injected"):
+        if store.db.dialect == "sqlite":
+            db.execute(
+                "CREATE TEMP TRIGGER fail_late BEFORE DELETE ON test_runs BEGIN SELECT RAISE(ABORT, 'injected'); END"
+            )
+        else:
+            db.execute(
+                "CREATE FUNCTION fail_late() RETURNS trigger LANGUAGE plpgsql"
+                " AS 'BEGIN RAISE EXCEPTION ''injected''; END'"
+            )
+            db.execute("CREATE TRIGGER fail_late BEFORE DELETE ON test_runs FOR EACH ROW EXECUTE FUNCTION fail_late()")
+    with pytest.raises(Exception, match="injected"):
         store.people.forget(PERSON)
     assert everything(store) == before
 

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import OWNER_ID, TRAINER, core_services
+from tests.databases import foreign_keys_hold
 from tests.loopback_discord import FakeDiscord
 from trainerbot.adapters.console.console import Console
 from trainerbot.app import Services
@@ -25,9 +26,11 @@ from trainerbot.core.conversation import Where
 from trainerbot.core.review import SAME_TOPIC
 from trainerbot.errors import InvalidInput, NotReady, PermissionDenied, QuotaReached
 from trainerbot.learning.encoder import MiniLMEncoder
-from trainerbot.storage.database import Database
+from trainerbot.storage.database import open_database
 from trainerbot.storage.store import Store
 from trainerbot.types import GLOBAL_BASE, Caller, Example, Place, ReplyRecord, ReviewItem
+
+pytestmark = pytest.mark.both_databases
 
 A, B = 1_001, 1_002
 ADMIN_A = Caller(2, "admin", manages_server=True, guild_id=A, channel_id=11)
@@ -53,8 +56,8 @@ def asked(text: str, user: int, kind: str = "unknown") -> ReviewItem:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(Database(tmp_path / "db.sqlite3"))
+def store(database_address: str) -> Store:
+    return Store(open_database(database_address))
 
 
 def test_an_item_joins_the_nearest_open_topic_near_enough_else_starts_one(store: Store) -> None:
@@ -191,8 +194,8 @@ def test_the_grouping_constant_joins_paraphrases_and_keeps_other_questions_apart
     assert all(cosine(a, b) < SAME_TOPIC for a, b in DIFFERENT), [cosine(a, b) for a, b in DIFFERENT]
 
 
-def test_a_stream_of_questions_groups_by_meaning(tmp_path: Path, encoder: MiniLMEncoder) -> None:
-    store = Store(Database(tmp_path / "db.sqlite3"))
+def test_a_stream_of_questions_groups_by_meaning(database_address: str, encoder: MiniLMEncoder) -> None:
+    store = Store(open_database(database_address))
     stream = {
         "hours": ["when do you open?", "what are your opening hours", "what time does the shop open", "opening times?"],
         "password": ["how do I reset my password", "I forgot my password, how can I change it", "password reset"],
@@ -541,7 +544,7 @@ def test_forget_me_takes_the_persons_entries_and_what_was_taught_from_their_ques
     assert [r["input"] for r in examples] == ["what are your opening hours"]
     topics = services.store.db.query("SELECT id FROM review_topics")
     assert [r["id"] for r in topics] == [hours.id]  # the joke's topic had nothing else: it went
-    assert services.store.db.query_one("PRAGMA foreign_key_check") is None
+    assert foreign_keys_hold(services.store.db)
     assert "1 review inbox entry" in services.privacy.forget_me(other).text
 
 

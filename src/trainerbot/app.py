@@ -30,7 +30,7 @@ from trainerbot.learning.jobs import ServingModels, TrainingJobs
 from trainerbot.learning.retrieval import ExampleIndexes
 from trainerbot.speech.stt import SpeechToText, build_recogniser
 from trainerbot.speech.tts import TextToSpeech, build_voice
-from trainerbot.storage.database import Database
+from trainerbot.storage.database import open_database
 from trainerbot.storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def build_services(
     allocator.return_large_blocks_to_the_system()
     data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
-    store = Store(Database(settings.database_path))
+    store = Store(open_database(settings.database_address))
     encoder = MiniLMEncoder()
     models = ServingModels(store.knowledge, encoder, data_dir, capacity=settings.loaded_models)
     jobs = TrainingJobs(

@@ -21,6 +21,20 @@ def _split_csv(value: object) -> object:
     return value
 
 
+def parse_shard_ids(text: str) -> list[int]:
+    """Shard ids as an operator writes them: `3`, `0-3` or `0,2,4-5`; sorted, each once."""
+    ids: set[int] = set()
+    for part in (part.strip() for part in text.split(",")):
+        first, dash, last = part.partition("-")
+        if not first.strip().isdigit() or (dash and not last.strip().isdigit()):
+            raise ValueError(f"{part!r} is not a shard id: give a number (3), a range (0-3) or a list (0,2,4-5)")
+        low, high = int(first), int(last) if dash else int(first)
+        if high < low:
+            raise ValueError(f"{part}: a range goes from the lower id to the higher, as in {high}-{low}")
+        ids.update(range(low, high + 1))
+    return sorted(ids)
+
+
 class Settings(BaseSettings):
     """Everything trainerbot can be told; each field is TRAINERBOT_<NAME> in the environment."""
 
@@ -31,6 +45,9 @@ class Settings(BaseSettings):
     # The token is the one setting without the prefix, as every Discord tool names it.
     discord_token: SecretStr | None = Field(default=None, validation_alias="DISCORD_TOKEN")
     data_dir: Path = Path("./data")
+    # None: SQLite in the data directory. A postgresql:// URL puts all state in PostgreSQL, which several
+    # bot, shard and worker processes can share (docs/scaling.md); model files stay in the data directory.
+    database_url: SecretStr | None = None
     command_prefix: str = Field(default="!", min_length=1, max_length=5)
     owner_ids: Annotated[list[int], NoDecode] = []
     admin_roles: Annotated[list[str], NoDecode] = ["Admin"]
@@ -93,7 +110,12 @@ class Settings(BaseSettings):
     stt_language: str = Field(default="en", min_length=2, max_length=10)
     stt_threads: int = Field(default=2, ge=1, le=64)
     audio_max_seconds: float = Field(default=300.0, gt=0)  # longest audio transcribed
-    tts_engine: Literal["piper", "espeak", "gtts", "none"] = "piper"
+    tts_engine: Literal["piper", "espeak", "gtts", "openai", "none"] = "piper"
+    # `openai`: an OpenAI-compatible /v1/audio/speech server (None: OpenAI itself, which needs the key).
+    tts_base_url: str | None = None
+    tts_api_key: SecretStr | None = None
+    tts_model: str = Field(default="tts-1", min_length=1)
+    tts_voice: str = Field(default="alloy", min_length=1, max_length=100)  # the server's name for a voice
     espeak_voice: str = Field(default="en-us", min_length=1, max_length=40)  # `espeak-ng --voices` lists them
     piper_voice: Path | None = None  # a Piper .onnx voice (its .onnx.json beside it); default: en_US-joe-medium
     voice_idle_seconds: float = Field(default=300.0, gt=0)  # the bot leaves a voice channel this long unused
@@ -114,6 +136,10 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("TRAINERBOT_DISCORD_CLIENT_SECRET", "DISCORD_CLIENT_SECRET")
     )
     discord_url: str = "https://discord.com"  # Discord's site and API (tests point it at the loopback Discord)
+    # Gateway shards (Discord requires them past 2,500 servers). No count: one process runs as many as
+    # Discord recommends. Several processes each run some ids (`0-1`, `2-3`) of the same count.
+    shard_count: int | None = Field(default=None, ge=1)
+    shard_ids: Annotated[list[int] | None, NoDecode] = None
 
     @field_validator("owner_ids", "admin_roles", mode="before")
     @classmethod
@@ -135,13 +161,22 @@ class Settings(BaseSettings):
         "web_public_url",
         "discord_client_id",
         "stt_base_url",
+        "tts_base_url",
         mode="before",
     )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("openai_api_key", "web_secret", "discord_client_secret", "stt_api_key", mode="before")
+    @field_validator(
+        "openai_api_key",
+        "web_secret",
+        "discord_client_secret",
+        "stt_api_key",
+        "tts_api_key",
+        "database_url",
+        mode="before",
+    )
     @classmethod
     def _blank_key_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -175,6 +210,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 "stt_api_key: OpenAI's speech recogniser needs an API key (or set TRAINERBOT_STT_BASE_URL)"
             )
+        if self.tts_engine == "openai" and self.tts_base_url is None and self.tts_api_key is None:
+            raise ValueError("tts_api_key: OpenAI's voice needs an API key (or set TRAINERBOT_TTS_BASE_URL)")
         return self
 
     @field_validator("web_public_url", "discord_url")
@@ -184,9 +221,46 @@ class Settings(BaseSettings):
             raise ValueError(f"{value}: give a web address starting with https:// (or http://)")
         return value.rstrip("/") if value is not None else None
 
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError("give a PostgreSQL URL, postgresql://user:password@host:5432/database")
+        return value
+
+    @field_validator("shard_count", mode="before")
+    @classmethod
+    def _blank_count_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("shard_ids", mode="before")
+    @classmethod
+    def _shard_ids_as_written(cls, value: object) -> object:
+        if isinstance(value, str):
+            return parse_shard_ids(value) if value.strip() else None
+        return value
+
+    @model_validator(mode="after")
+    def _shards_agree(self) -> Settings:
+        if self.shard_ids is not None and self.shard_count is None:
+            raise ValueError(
+                "shard_ids: shard ids need the number of shards too (TRAINERBOT_SHARD_COUNT, or --shard-count): "
+                "the same id is another set of servers with another count"
+            )
+        for shard in self.shard_ids or []:
+            if self.shard_count is not None and shard >= self.shard_count:
+                last = self.shard_count - 1
+                raise ValueError(f"shard_ids: shard {shard} is not one of the {self.shard_count} shards (0 to {last})")
+        return self
+
     @property
     def database_path(self) -> Path:
         return self.data_dir / "trainerbot.sqlite3"
+
+    @property
+    def database_address(self) -> str:
+        """Where the state lives: the PostgreSQL URL, or the SQLite file's path."""
+        return self.database_url.get_secret_value() if self.database_url else str(self.database_path)
 
 
 class SettingsError(Exception):
@@ -200,7 +274,7 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         error = exc.errors()[0]
         field = str(error["loc"][0]) if error["loc"] else "?"
-        message = error["msg"]
+        message = error["msg"].removeprefix("Value error, ")  # a check's own sentence, without pydantic's label
         if not error["loc"] and ": " in message:  # a check across settings names the one to fix first
             field, message = message.removeprefix("Value error, ").split(": ", 1)
         name = field.upper()

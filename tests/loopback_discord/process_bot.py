@@ -13,8 +13,9 @@ ones ``harness.run_bot`` makes in-process, done here at the child's start:
   READY, edits job progress every ``--progress-interval`` seconds, never sleeps before a
   re-IDENTIFY, and prints ``READY_LINE`` to stdout at each ``on_ready``.
 
-Run as ``python -m tests.loopback_discord.process_bot --port PORT`` with the repository root on
-``PYTHONPATH``; ``BotProcess`` does that from a test.
+Run as ``python -m tests.loopback_discord.process_bot --port PORT [run options]`` with the
+repository root on ``PYTHONPATH``; ``BotProcess`` does that from a test. Options the child does not
+know go to ``trainerbot run`` (``--shard-count 4 --shard-ids 0-1``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True, help="the FakeDiscord's port on 127.0.0.1")
     parser.add_argument("--progress-interval", type=float, default=0.2, help="seconds between job progress edits")
-    args = parser.parse_args(argv)
+    args, run_options = parser.parse_known_args(argv)
     # A test whose bot does not stop in time asks, with SIGUSR1, where every thread is (to stderr).
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     # Ctrl-C as at a terminal, however the tests were started: a shell starts a command run with `&`
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             print(READY_LINE, flush=True)
 
     bot_module.TrainerBot = LoopbackTrainerBot  # type: ignore[misc]  # run_discord builds the bot by this name
-    return cli.main(["run"])
+    return cli.main(["run", *run_options])
 
 
 # --- the test side ---------------------------------------------------------------------------
@@ -116,16 +117,25 @@ class BotProcess:
     """Starts, kills and restarts the bot process; each start is a new process on the same data directory.
 
     ``env`` holds the settings (``TRAINERBOT_*``); ``DISCORD_TOKEN`` is the server's token and
-    ``TRAINERBOT_DATA_DIR`` is ``data_dir`` unless ``env`` says otherwise. The child's working
+    ``TRAINERBOT_DATA_DIR`` is ``data_dir`` unless ``env`` says otherwise. ``run_options`` are
+    options of ``trainerbot run`` (``["--shard-count", "4", "--shard-ids", "0-1"]``). The child's working
     directory is ``workdir`` (so no ``.env`` of the repository is read); its stdout and stderr
     go to files there, one pair per start, listed in ``outputs``.
     """
 
-    def __init__(self, server: FakeDiscord, data_dir: Path, workdir: Path, env: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        server: FakeDiscord,
+        data_dir: Path,
+        workdir: Path,
+        env: Mapping[str, str],
+        run_options: Sequence[str] = (),
+    ) -> None:
         self.server = server
         self.data_dir = data_dir
         self.workdir = workdir
         self.env = dict(env)
+        self.run_options = list(run_options)
         self.outputs: list[Path] = []
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -147,6 +157,8 @@ class BotProcess:
         env["TRAINERBOT_CHAT_MODEL"] = os.environ.get("TRAINERBOT_CHAT_MODEL", "small")  # as conftest.py chooses
         env["TRAINERBOT_CHAT_PARALLEL"] = os.environ.get("TRAINERBOT_CHAT_PARALLEL", "1")
         env["TRAINERBOT_WEB"] = os.environ.get("TRAINERBOT_WEB", "false")  # a test that wants it says so in ``env``
+        if database_url := os.environ.get("TRAINERBOT_DATABASE_URL"):  # a PostgreSQL test's own (conftest.py)
+            env["TRAINERBOT_DATABASE_URL"] = database_url
         env.update(self.env)
         return env
 
@@ -161,7 +173,14 @@ class BotProcess:
         began = time.perf_counter()
         with stdout.open("wb") as out, stderr.open("wb") as err:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "tests.loopback_discord.process_bot", "--port", str(self.server.port)],
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.loopback_discord.process_bot",
+                    "--port",
+                    str(self.server.port),
+                    *self.run_options,
+                ],
                 cwd=self.workdir,
                 env=self._environment(),
                 stdout=out,

@@ -30,7 +30,6 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
 
 import numpy as np
 
@@ -39,15 +38,10 @@ from trainerbot.learning.encoder import MiniLMEncoder
 from trainerbot.learning.live import Fresh, LiveModel
 from trainerbot.learning.matching import has_words, normalise
 from trainerbot.learning.model import IntentModel, Prediction, TextEncoder, train
-from trainerbot.storage.database import Database
+from trainerbot.storage.database import ProcessLock, open_database
 from trainerbot.storage.knowledge import Knowledge
 from trainerbot.storage.store import Store
 from trainerbot.types import Example, Job
-
-try:
-    import fcntl
-except ImportError:  # Windows: no flock; recovery then assumes no other process shares the data directory
-    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 0.5  # seconds between progress writes
@@ -120,7 +114,7 @@ def model_file(job_id: int) -> str:
 
 
 def run_training_job(
-    database_path: str, data_dir: str, base: int, job_id: int, threshold: float | None, open_inputs: bool = False
+    database: str, data_dir: str, base: int, job_id: int, threshold: float | None, open_inputs: bool = False
 ) -> None:
     """The body of a training process: read the job's examples, train, save, record the outcome.
 
@@ -128,7 +122,7 @@ def run_training_job(
     what there was when it was queued.
     """
     os.nice(5)  # training yields to the bot's own process on a busy machine
-    store = Store(Database(Path(database_path)))
+    store = Store(open_database(database))
     jobs = store.jobs
     try:
         if not jobs.mark_running(base, job_id, take_current_inputs=open_inputs):
@@ -312,17 +306,19 @@ class TrainingJobs:
         self._clock: threading.Thread | None = None
         self._closed = False
         self._interrupted: list[Job] = []
-        self._process_lock: TextIO | None = None
+        self._process_lock: ProcessLock | None = None
 
     def recover(self) -> list[Job]:
         """Marks jobs left unfinished by processes that have ended as interrupted.
 
-        Every process that runs jobs on a database holds a shared lock on a file beside it for as
-        long as it lives (the kernel lets go when it dies, however it dies). Only a process that
-        finds no one else holding it may mark unfinished jobs: otherwise they may be the running
-        jobs of a live bot (`trainerbot test` run beside it, on the same data directory).
+        Every process that runs jobs on a database says so until it shuts down (``join_training_processes``:
+        a lock the system lets go of when the process dies, however it dies). Only a process that finds
+        no other may mark unfinished jobs: otherwise they may be the running jobs of a live bot
+        (`trainerbot test` run beside it, on the same data directory).
         """
-        if not self._hold_process_lock():
+        if self._process_lock is None:
+            self._process_lock = self._store.db.join_training_processes()
+        if not self._process_lock.alone:
             log.info("another trainerbot process uses this database: its unfinished jobs are left to it")
             return []
         interrupted = self._store.jobs.interrupt_unfinished()
@@ -331,20 +327,6 @@ class TrainingJobs:
         with self._lock:
             self._interrupted += interrupted
         return interrupted
-
-    def _hold_process_lock(self) -> bool:
-        """Takes the shared lock for this process's life; True when no other process held it."""
-        if fcntl is None:
-            return True
-        if self._process_lock is None:
-            self._process_lock = open(f"{self._store.db.path}.jobs-lock", "a")  # noqa: SIM115 (held until shutdown)
-        try:
-            fcntl.flock(self._process_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            alone = True
-        except BlockingIOError:
-            alone = False
-        fcntl.flock(self._process_lock, fcntl.LOCK_SH)
-        return alone
 
     def take_interrupted(self) -> list[Job]:
         """The jobs ``recover`` found interrupted, once: whoever takes them tells the people waiting."""
@@ -458,7 +440,7 @@ class TrainingJobs:
                 future = self._launcher.submit(
                     self._pool.submit,
                     run_training_job,
-                    str(self._store.db.path),
+                    self._store.db.address,
                     str(self._data_dir),
                     chosen.base,
                     chosen.job_id,
@@ -522,4 +504,4 @@ class TrainingJobs:
             pool.shutdown(wait=True, cancel_futures=True)
         self._launcher.shutdown(wait=True)
         if self._process_lock is not None:
-            self._process_lock.close()  # lets go of the lock
+            self._process_lock.release()

@@ -59,9 +59,9 @@ class Conversations:
                     return int(row["id"])
             return db.execute(
                 "INSERT INTO chat_turns (conversation_id, guild_id, user_id, role, content, message_id, reply_to,"
-                " source, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " source, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (conversation_id, guild_id, user_id, role, content, message_id, reply_to, source, utc_now()),
-            ).lastrowid
+            ).fetchone()[0]
 
     def set_turn_context(self, turn_id: int, context: str | None) -> None:
         with self.db.transaction() as db:
@@ -82,7 +82,7 @@ class Conversations:
         with self.db.transaction() as db:
             turn_id = db.execute(
                 "INSERT INTO chat_turns (conversation_id, guild_id, user_id, role, content, message_id, reply_to,"
-                " source, created_at) VALUES (?, ?, ?, 'assistant', ?, ?, ?, ?, ?)",
+                " source, created_at) VALUES (?, ?, ?, 'assistant', ?, ?, ?, ?, ?) RETURNING id",
                 (
                     conversation_id,
                     guild_id,
@@ -93,9 +93,12 @@ class Conversations:
                     answer.source,
                     now,
                 ),
-            ).lastrowid
+            ).fetchone()[0]
             db.executemany(
-                "INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO replies VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (bot_message_id) DO UPDATE SET"
+                " user_message_id = excluded.user_message_id, user_id = excluded.user_id, guild_id = excluded.guild_id,"
+                " channel_id = excluded.channel_id, input = excluded.input, reply = excluded.reply,"
+                " source = excluded.source, confidence = excluded.confidence, created_at = excluded.created_at",
                 [
                     (
                         message_id,
@@ -148,7 +151,9 @@ class Conversations:
                 db.execute("DELETE FROM personas WHERE conversation_id = ?", (conversation_id,))
             else:
                 db.execute(
-                    "INSERT OR REPLACE INTO personas VALUES (?, ?, ?, ?)", (conversation_id, text, user_id, utc_now())
+                    "INSERT INTO personas VALUES (?, ?, ?, ?) ON CONFLICT (conversation_id) DO UPDATE SET"
+                    " text = excluded.text, set_by = excluded.set_by, set_at = excluded.set_at",
+                    (conversation_id, text, user_id, utc_now()),
                 )
 
     def has_answer(self, user_message_id: int) -> bool:

@@ -1,7 +1,7 @@
-"""SQLite connection and schema migrations.
+"""The database: SQLite by default, PostgreSQL with ``TRAINERBOT_DATABASE_URL`` (storage/postgres.py).
 
-Migrations are an append-only list of small functions; the ``schema_migrations``
-table records which have run, so a database of any age is brought up to date.
+Migrations are an append-only list of small functions, one history for both engines; the
+``schema_migrations`` table records which have run, so a database of any age is brought up to date.
 """
 
 from __future__ import annotations
@@ -11,8 +11,15 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: one process per data directory is assumed there
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -367,12 +374,49 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
 ]
 
 
+@dataclass(frozen=True)
+class ProcessLock:
+    alone: bool  # no other process held it when this one joined
+    release: Callable[[], None]
+
+
+def migrate(db: Any) -> None:
+    """Brings the schema up to date, inside the caller's transaction (either engine's connection)."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
+    done = {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
+    for version, migration in enumerate(MIGRATIONS, start=1):
+        if version in done:
+            continue
+        log.info("applying migration %d (%s)", version, migration.__name__)
+        migration(db)
+        db.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, migration.__name__, utc_now()))
+
+
+def is_postgres(address: str) -> bool:
+    return address.startswith(("postgresql://", "postgres://"))
+
+
+def open_database(address: str | Path) -> Database:
+    """The database at ``address``: a PostgreSQL URL, or the path of a SQLite file."""
+    if isinstance(address, str) and is_postgres(address):
+        from trainerbot.storage.postgres import PostgresDatabase  # psycopg is loaded only where it is used
+
+        return PostgresDatabase(address)  # type: ignore[return-value]  (the same interface)
+    return Database(Path(address))
+
+
 class Database:
     """One SQLite connection in WAL mode, shared by threads through a lock."""
+
+    dialect = "sqlite"
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.address = str(path)
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
         self._conn.row_factory = sqlite3.Row
         self._conn.execute("PRAGMA journal_mode=WAL")
@@ -385,17 +429,7 @@ class Database:
 
     def _migrate(self) -> None:
         with self.transaction() as db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations "
-                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-            )
-            done = {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
-            for version, migration in enumerate(MIGRATIONS, start=1):
-                if version in done:
-                    continue
-                log.info("applying migration %d (%s)", version, migration.__name__)
-                migration(db)
-                db.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, migration.__name__, utc_now()))
+            migrate(db)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -433,6 +467,23 @@ class Database:
             source.close()
             copy.close()
         partial.replace(target)
+
+    def join_training_processes(self) -> ProcessLock:
+        """Says, until released, that this process runs training jobs on the database (learning/jobs.py).
+
+        Each such process holds a shared lock on a file beside the database (the kernel lets go when the
+        process dies, however it dies); one that could take it exclusively first was alone.
+        """
+        if fcntl is None:
+            return ProcessLock(alone=True, release=lambda: None)
+        handle = open(f"{self.path}.jobs-lock", "a")  # noqa: SIM115 (held until released)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            alone = True
+        except BlockingIOError:
+            alone = False
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        return ProcessLock(alone=alone, release=handle.close)
 
     def close(self) -> None:
         with self._lock:

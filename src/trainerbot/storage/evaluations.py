@@ -28,9 +28,9 @@ class Evaluations:
         with self.db.transaction() as db:
             run_id = db.execute(
                 "INSERT INTO test_runs (base, user_id, model_version_id, total, passed, accuracy, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (base, user_id, model_version_id, total, passed, accuracy, utc_now()),
-            ).lastrowid
+            ).fetchone()[0]
             db.executemany(
                 "INSERT INTO test_failures (run_id, input, expected, got, confidence) VALUES (?, ?, ?, ?, ?)",
                 [(run_id, f["input"], f["expected"], f["got"], f["confidence"]) for f in failures],

@@ -29,7 +29,7 @@ class Feedback:
         with self.db.transaction() as db:
             return db.execute(
                 "INSERT INTO feedback (user_id, user_name, guild_id, channel_id, message_id, text,"
-                " about_message_id, about_reply, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " about_message_id, about_reply, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (
                     user_id,
                     user_name,
@@ -41,7 +41,7 @@ class Feedback:
                     about.reply if about else None,
                     utc_now(),
                 ),
-            ).lastrowid
+            ).fetchone()[0]
 
     def notes(self, guild_id: int | None, limit: int = 50) -> list[dict[str, Any]]:
         """The newest feedback notes sent in a server (None: in DMs), with the reply each is about."""
@@ -107,12 +107,12 @@ def insert_correction(db: Any, *, reply: ReplyRecord, user_id: int | None, corre
     ensure_base(db, base)
     insert = (
         "INSERT INTO examples (base, input, output, positive, source, author_id, created_at)"
-        " VALUES (?, ?, ?, ?, 'correction', ?, ?)"
+        " VALUES (?, ?, ?, ?, 'correction', ?, ?) RETURNING id"
     )
-    good = db.execute(insert, (base, reply.input, correction, 1, user_id, now)).lastrowid
-    bad = db.execute(insert, (base, reply.input, reply.reply, 0, user_id, now)).lastrowid
+    good = db.execute(insert, (base, reply.input, correction, 1, user_id, now)).fetchone()[0]
+    bad = db.execute(insert, (base, reply.input, reply.reply, 0, user_id, now)).fetchone()[0]
     return db.execute(
         "INSERT INTO corrections (base, bot_message_id, user_id, input, bad_reply, correction,"
-        " positive_example_id, negative_example_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " positive_example_id, negative_example_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (base, reply.bot_message_id, user_id, reply.input, reply.reply, correction, good, bad, now),
-    ).lastrowid
+    ).fetchone()[0]

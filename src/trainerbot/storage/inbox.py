@@ -20,7 +20,7 @@ class HandledMessages:
         with self.db.transaction() as db:
             db.execute("DELETE FROM handled_messages WHERE message_id < ?", (forget_before,))
             cursor = db.execute(
-                "INSERT OR IGNORE INTO handled_messages (message_id, channel_id) VALUES (?, ?)",
+                "INSERT INTO handled_messages (message_id, channel_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
                 (message_id, channel_id),
             )
             return cursor.rowcount == 1

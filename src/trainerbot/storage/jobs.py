@@ -46,9 +46,9 @@ class Jobs:
                 ).fetchone()
             job_id = db.execute(
                 "INSERT INTO jobs (base, status, requested_by, channel_id, max_example_id, dataset_id, created_at)"
-                " VALUES (?, 'queued', ?, ?, ?, ?, ?)",
+                " VALUES (?, 'queued', ?, ?, ?, ?, ?) RETURNING id",
                 (base, requested_by, channel_id, max_id, dataset_id, utc_now()),
-            ).lastrowid
+            ).fetchone()[0]
         job = self.job(base, job_id)
         assert job is not None
         return job
@@ -146,7 +146,7 @@ class Jobs:
             if error is None and result is not None and model_path is not None:
                 version_id = db.execute(
                     "INSERT INTO model_versions (base, job_id, path, examples, outputs, holdout_accuracy, status,"
-                    " created_at) VALUES (?, ?, ?, ?, ?, ?, 'ready', ?)",
+                    " created_at) VALUES (?, ?, ?, ?, ?, ?, 'ready', ?) RETURNING id",
                     (
                         base,
                         job_id,
@@ -156,7 +156,7 @@ class Jobs:
                         result.get("holdout_accuracy"),
                         now,
                     ),
-                ).lastrowid
+                ).fetchone()[0]
                 ensure_base(db, base)
                 db.execute("UPDATE bases SET active_model = ? WHERE id = ?", (version_id, base))
             db.execute(
@@ -184,6 +184,8 @@ class Jobs:
                 " WHERE status IN ('queued', 'running')",
                 (utc_now(),),
             )
+            if not ids:
+                return []
             marks = ", ".join("?" * len(ids))
             rows = db.execute(f"SELECT * FROM jobs WHERE id IN ({marks}) ORDER BY id", ids).fetchall()
         return [_job(r) for r in rows]

@@ -54,7 +54,7 @@ def _stored(row: Any) -> StoredExample:
 
 def ensure_base(db: Any, base: int) -> None:
     """Every base has its row before anything of it is stored (defaults: see ``BaseSettings``)."""
-    db.execute("INSERT OR IGNORE INTO bases (id, changed_at) VALUES (?, ?)", (base, utc_now()))
+    db.execute("INSERT INTO bases (id, changed_at) VALUES (?, ?) ON CONFLICT DO NOTHING", (base, utc_now()))
 
 
 class Knowledge:
@@ -79,9 +79,9 @@ class Knowledge:
             ids = [
                 db.execute(
                     "INSERT INTO examples (base, input, output, positive, source, dataset_id, author_id, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                     (base, ex.input, ex.output, int(ex.positive), source, dataset_id, author_id, now),
-                ).lastrowid
+                ).fetchone()[0]
                 for ex in examples
             ]
             note(db, base, change)
@@ -121,7 +121,7 @@ class Knowledge:
             ensure_base(db, base)
             dataset_id = db.execute(
                 "INSERT INTO datasets (base, name, directory, positive, files, examples, outputs, archive, manifest,"
-                " created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (
                     base,
                     name,
@@ -135,7 +135,7 @@ class Knowledge:
                     created_by,
                     now,
                 ),
-            ).lastrowid
+            ).fetchone()[0]
             db.executemany(
                 "INSERT INTO examples (base, input, output, positive, source, dataset_id, author_id, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -211,8 +211,8 @@ class Knowledge:
         """Stores embeddings; one whose example was deleted meanwhile (`!forget me`) is left out."""
         with self.db.transaction() as db:
             db.executemany(
-                "INSERT OR REPLACE INTO example_vectors SELECT ?1, ?2"
-                " WHERE EXISTS (SELECT 1 FROM examples WHERE id = ?1)",
+                "INSERT INTO example_vectors SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM examples WHERE id = ?1)"
+                " ON CONFLICT (example_id) DO UPDATE SET vector = excluded.vector",
                 rows,
             )
 
@@ -374,7 +374,7 @@ class Knowledge:
                 old = found[old_id]
                 new_id = db.execute(
                     "INSERT INTO examples (base, input, output, positive, source, dataset_id, author_id, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, NULL, ?, ?)",
+                    " VALUES (?, ?, ?, ?, ?, NULL, ?, ?) RETURNING id",
                     (
                         base,
                         example.input,
@@ -384,7 +384,7 @@ class Knowledge:
                         old["author_id"],
                         old["created_at"],
                     ),
-                ).lastrowid
+                ).fetchone()[0]
                 if old["input"] == example.input:  # the embedding is the question's
                     db.execute(
                         "INSERT INTO example_vectors SELECT ?, vector FROM example_vectors WHERE example_id = ?",

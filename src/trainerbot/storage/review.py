@@ -28,7 +28,7 @@ MAX_ITEMS = 10_000  # per base
 TOPIC_KIND = {"unknown": "questions", "disliked": "questions", "suggestion": "suggestion", "corrected": "correction"}
 _TOPIC = (
     "SELECT t.id, t.base, t.kind, t.status, t.answer, t.created_at, count(i.id) AS items,"
-    " count(DISTINCT i.user_id) AS people, coalesce(sum(i.kind = 'disliked'), 0) AS disliked"
+    " count(DISTINCT i.user_id) AS people, count(CASE WHEN i.kind = 'disliked' THEN 1 END) AS disliked"
     " FROM review_topics t JOIN review_items i ON i.topic_id = t.id"
 )
 
@@ -103,7 +103,7 @@ class ReviewInbox:
                 answered = kind == "correction"
                 topic_id = db.execute(
                     "INSERT INTO review_topics (base, kind, status, vector_sum, answer, closed_by, closed_at,"
-                    " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                     (
                         base,
                         kind,
@@ -114,7 +114,7 @@ class ReviewInbox:
                         now if answered else None,
                         now,
                     ),
-                ).lastrowid
+                ).fetchone()[0]
             else:
                 (current,) = db.execute("SELECT vector_sum FROM review_topics WHERE id = ?", (topic_id,)).fetchone()
                 db.execute(
@@ -190,7 +190,7 @@ class ReviewInbox:
     def open_counts(self, base: int) -> tuple[int, int]:
         """How many topics are open, and how many of them are suggestions."""
         row = self.db.query_one(
-            "SELECT count(*) AS n, coalesce(sum(kind = 'suggestion'), 0) AS suggestions FROM review_topics"
+            "SELECT count(*) AS n, count(CASE WHEN kind = 'suggestion' THEN 1 END) AS suggestions FROM review_topics"
             " WHERE base = ? AND status = 'open'",
             (base,),
         )
@@ -207,12 +207,17 @@ class ReviewInbox:
 
     def samples(self, base: int, topic_id: int, limit: int = 3) -> list[str]:
         """A topic's most asked questions (the same words in any case count as one), first asked first among equals."""
-        rows = self.db.query(
-            "SELECT text FROM review_items WHERE base = ? AND topic_id = ? GROUP BY lower(text)"
+        # Each group's words as first asked; the ids first, as PostgreSQL names no row of a group by itself.
+        firsts = self.db.query(
+            "SELECT min(id) AS first FROM review_items WHERE base = ? AND topic_id = ? GROUP BY lower(text)"
             " ORDER BY count(*) DESC, min(id) LIMIT ?",
             (base, topic_id, limit),
         )
-        return [row["text"] for row in rows]
+        ids = [row["first"] for row in firsts]
+        if not ids:
+            return []
+        texts = dict(self.db.query(f"SELECT id, text FROM review_items WHERE id IN ({', '.join('?' * len(ids))})", ids))
+        return [texts[item_id] for item_id in ids]
 
     # --- what admins decide -------------------------------------------------------------------------
 
@@ -236,11 +241,12 @@ class ReviewInbox:
             for question, askers in questions:
                 example_id = db.execute(
                     "INSERT INTO examples (base, input, output, positive, source, author_id, created_at)"
-                    " VALUES (?, ?, ?, 1, ?, ?, ?)",
+                    " VALUES (?, ?, ?, 1, ?, ?, ?) RETURNING id",
                     (base, question, output, f"review:{topic_id}", by, now),
-                ).lastrowid
+                ).fetchone()[0]
                 db.executemany(
-                    "INSERT OR IGNORE INTO review_examples (example_id, user_id, topic_id) VALUES (?, ?, ?)",
+                    "INSERT INTO review_examples (example_id, user_id, topic_id) VALUES (?, ?, ?)"
+                    " ON CONFLICT DO NOTHING",
                     [(example_id, asker, topic_id) for asker in set(askers)],
                 )
                 ids.append(example_id)
