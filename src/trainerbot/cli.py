@@ -270,6 +270,13 @@ def cmd_backup(settings: Settings, target: Path) -> int:
     """A consistent copy of the database, taken with SQLite's online backup while the bot may be running."""
     from trainerbot.storage.database import Database
 
+    if settings.database_url is not None:
+        print(
+            "trainerbot: the state is in PostgreSQL (TRAINERBOT_DATABASE_URL); back it up with PostgreSQL's own"
+            " pg_dump, which takes a consistent copy while the bot runs",
+            file=sys.stderr,
+        )
+        return 2
     if not settings.database_path.is_file():
         print(f"trainerbot: there is no database at {settings.database_path}", file=sys.stderr)
         return 1
@@ -316,10 +323,22 @@ def _server_id(text: str) -> int:
     return value
 
 
+def _shard_options(args: argparse.Namespace) -> dict[str, object]:
+    """`run --shard-count N --shard-ids A-B`, as settings (over TRAINERBOT_SHARD_*); the settings check them."""
+    given = {"shard_count": getattr(args, "shard_count", None), "shard_ids": getattr(args, "shard_ids", None)}
+    return {name: value for name, value in given.items() if value is not None}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="trainerbot", description="A Discord bot you chat with and teach.")
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("run", help="connect to Discord with DISCORD_TOKEN, else open the console")
+    run = sub.add_parser("run", help="connect to Discord with DISCORD_TOKEN, else open the console")
+    run.add_argument(
+        "--shard-count", type=int, metavar="N", help="gateway shards in all (default: as many as Discord recommends)"
+    )
+    run.add_argument(
+        "--shard-ids", metavar="IDS", help="the shards this process runs: 3, 0-3 or 0,2,4-5 (default: all)"
+    )
     console = sub.add_parser("console", help="chat and run commands in the terminal")
     console.add_argument("--server", type=_server_id, help="act in this Discord server (its id); default: none")
     console.add_argument("--role", choices=("owner", "admin", "member"), default="owner", help="who you are there")
@@ -352,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_models(args.names if args.action == "install" else [])
 
     try:
-        settings = load_settings()
+        settings = load_settings(**_shard_options(args))
     except SettingsError as exc:
         print(f"trainerbot: {exc}", file=sys.stderr)
         return 2

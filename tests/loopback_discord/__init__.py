@@ -31,6 +31,16 @@ guild: list the same person in each guild they are in, with that guild's roles::
 
 Acting in a guild one is not a member of raises ValueError; anyone, in a guild or not, can DM the bot.
 
+Shards: a guild's events go to the gateway sessions of its shard, ``(guild_id >> 22) % count``
+(``shard_of``), DMs to shard 0, everything to a session that IDENTIFYed without ``shard``.
+``spread_over_shards(6, 4)`` makes six guilds that take four shards in turn (``GuildSetup.on_shard``
+makes one), and ``FakeDiscord(guilds, shards=4)`` recommends four shards in ``GET /gateway/bot``::
+
+    async with FakeDiscord(spread_over_shards(6, 4)) as server:
+        bot = discord.AutoShardedClient(intents=..., shard_count=4, shard_ids=[0, 1])
+        async with run_bot(bot, server):  # hears about guilds 0, 1, 4 and 5 (shards 0 and 1) and DMs
+            ...
+
 Signing in with Discord (OAuth2 authorization code flow, for a web dashboard): the application's
 client id is ``server.client_id`` (its id, a string) and its secret ``server.client_secret``
 (random per server). Point the web app at ``server.authorize_endpoint`` (the consent page, at
@@ -60,7 +70,16 @@ test-side API), ``harness`` (``run_bot``).
 
 from .harness import discord_endpoints, run_bot
 from .interactions import InteractionHandle
-from .payloads import FakeUser, GuildSetup
+from .payloads import FakeUser, GuildSetup, shard_of, spread_over_shards
 from .server import FakeDiscord
 
-__all__ = ["FakeDiscord", "FakeUser", "GuildSetup", "InteractionHandle", "discord_endpoints", "run_bot"]
+__all__ = [
+    "FakeDiscord",
+    "FakeUser",
+    "GuildSetup",
+    "InteractionHandle",
+    "discord_endpoints",
+    "run_bot",
+    "shard_of",
+    "spread_over_shards",
+]

@@ -4,14 +4,21 @@ Protocol handled: HELLO (op 10), heartbeat (op 1) -> ACK (op 11), IDENTIFY (op 2
 and one GUILD_CREATE per guild, RESUME (op 6) -> replay of the missed events then RESUMED, and
 REQUEST_GUILD_MEMBERS (op 8) -> one GUILD_MEMBERS_CHUNK for each guild it names.
 
+Sharding, as Discord does it: an IDENTIFY may carry ``shard: [id, count]``; a guild belongs to
+shard ``(guild_id >> 22) % count``. Such a session's READY lists only its shard's guilds, and it
+gets only their GUILD_CREATEs, member chunks and events; DMs (events without a guild) go to
+shard 0 alone. A session without ``shard`` gets everything, as one unsharded bot does. An
+IDENTIFY whose shard is not one of its count is closed with 4010 (Invalid shard).
+
 Each IDENTIFY opens a ``GatewaySession``: it numbers its events (``s``) and keeps all of them,
 so a client that reconnects and RESUMEs with its last sequence number gets exactly the events it
 missed. Events for a session whose socket is down are kept for that replay.
 
 Faults for reliability tests: ``close`` (a close code), ``abort`` (TCP reset), ``send_reconnect``
-(op 7), ``invalidate_session`` (op 9), ``hold_reconnects`` (clients that connect wait before HELLO
-until the block exits), ``outage`` (close, and hold) and ``repeat_on_resume`` (the next RESUME
-replays events the client already had: Discord's delivery is at least once, not exactly once).
+(op 7), ``invalidate_session`` (op 9), each to every session or to one shard's only,
+``hold_reconnects`` (clients that connect wait before HELLO until the block exits), ``outage``
+(close, and hold) and ``repeat_on_resume`` (the next RESUME replays events the client already
+had: Discord's delivery is at least once, not exactly once).
 As on Discord, a session invalidated without being resumable is gone with every event it held,
 and events dispatched before the client IDENTIFYs again reach no session: they are lost.
 """
@@ -27,6 +34,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
+
+from .payloads import shard_of
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +54,9 @@ INTENT_MESSAGE_CONTENT = 1 << 15
 
 _MESSAGE_EVENTS = {"MESSAGE_CREATE", "MESSAGE_UPDATE", "MESSAGE_DELETE"}
 _REACTION_EVENTS = {"MESSAGE_REACTION_ADD", "MESSAGE_REACTION_REMOVE"}
+_GUILD_EVENTS = {"GUILD_CREATE", "GUILD_UPDATE", "GUILD_DELETE"}  # the guild's id is the event's ``id``
+
+CLOSE_INVALID_SHARD = 4010
 
 
 def _frame(op: int, data: Any = None, *, event: str | None = None, seq: int | None = None) -> dict[str, Any]:
@@ -75,13 +87,33 @@ def _as_seen_with(intents: int, event: str, data: dict[str, Any], bot_id: int) -
     return data
 
 
-class GatewaySession:
-    """One IDENTIFYed session: its sequence numbers, event history and current socket (if any)."""
+def guild_of_event(event: str, data: dict[str, Any]) -> int | None:
+    """The guild an event is about, which decides its shard; None for a DM or a bot-wide event."""
+    guild_id = data.get("id") if event in _GUILD_EVENTS else data.get("guild_id")
+    return int(guild_id) if guild_id is not None else None
 
-    def __init__(self, session_id: str, intents: int, bot_id: int) -> None:
+
+def parse_shard(shard: Any) -> tuple[int, int] | None:
+    """An IDENTIFY's ``shard`` as ``(id, count)``, None without one; ValueError for a shard Discord refuses."""
+    if shard is None:
+        return None
+    try:
+        shard_id, shard_count = (int(part) for part in shard)
+    except (TypeError, ValueError):
+        raise ValueError(f"shard {shard!r} is not [shard id, shard count]") from None
+    if not 0 <= shard_id < shard_count:
+        raise ValueError(f"shard {shard_id} is not one of {shard_count} shards")
+    return shard_id, shard_count
+
+
+class GatewaySession:
+    """One IDENTIFYed session: its shard, sequence numbers, event history and current socket (if any)."""
+
+    def __init__(self, session_id: str, intents: int, bot_id: int, shard: tuple[int, int] | None = None) -> None:
         self.session_id = session_id
         self.intents = intents
         self.bot_id = bot_id
+        self.shard = shard  # (shard id, shard count), or None: unsharded, every guild
         self.seq = 0
         self.history: list[tuple[int, str]] = []  # (sequence, serialised frame), for RESUME replays
         self.ready_seq = 0  # the last event of the IDENTIFY (READY, GUILD_CREATEs): never replayed
@@ -92,6 +124,23 @@ class GatewaySession:
     @property
     def connected(self) -> bool:
         return self.ws is not None and not self.ws.closed
+
+    @property
+    def shard_id(self) -> int:
+        return self.shard[0] if self.shard is not None else 0
+
+    def owns(self, guild_id: int | None) -> bool:
+        """Whether this session receives the events of ``guild_id`` (None: a DM, shard 0's)."""
+        if self.shard is None:
+            return True
+        if guild_id is None:
+            return self.shard_id == 0
+        return shard_of(guild_id, self.shard[1]) == self.shard_id
+
+    def sent(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every event this session was sent (READY and GUILD_CREATEs too), oldest first: ``(name, data)``."""
+        frames = [json.loads(frame) for _, frame in self.history]
+        return [(frame["t"], frame["d"]) for frame in frames]
 
     def attach(self, ws: web.WebSocketResponse, request: web.Request) -> None:
         self.ws, self.request = ws, request
@@ -141,9 +190,9 @@ class GatewaySession:
 
 
 class Gateway:
-    """Accepts gateway websockets on the fake server and fans dispatches out to all sessions.
+    """Accepts gateway websockets on the fake server and fans dispatches out to the sessions of each guild's shard.
 
-    ``ready_payload(session, shard)``, ``guild_payloads(intents)`` (one per guild) and
+    ``ready_payload(session, shard)``, ``guild_payloads(session)`` (one per guild of its shard) and
     ``members_chunks(op 8 data)`` come from the server, which owns the guilds' state;
     ``on_change`` is called whenever something test-visible changes.
     """
@@ -155,7 +204,7 @@ class Gateway:
         bot_id: int,
         heartbeat_interval_ms: int,
         ready_payload: Callable[[GatewaySession, list[int] | None], dict[str, Any]],
-        guild_payloads: Callable[[int], list[dict[str, Any]]],
+        guild_payloads: Callable[[GatewaySession], list[dict[str, Any]]],
         members_chunks: Callable[[dict[str, Any]], list[dict[str, Any]]],
         on_change: Callable[[], None],
         on_voice_state: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
@@ -180,8 +229,24 @@ class Gateway:
     # -- events -------------------------------------------------------------------------------
 
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
+        guild_id = guild_of_event(event, data)
         for session in list(self.sessions.values()):
-            await session.dispatch(event, data)
+            if session.owns(guild_id):
+                await session.dispatch(event, data)
+
+    def sessions_of_shard(self, shard_id: int) -> list[GatewaySession]:
+        """The sessions IDENTIFYed as ``shard_id`` (an unsharded one counts as shard 0), oldest first."""
+        return [session for session in self.sessions.values() if session.shard_id == shard_id]
+
+    def misrouted(self) -> list[tuple[tuple[int, int] | None, str, int | None]]:
+        """``(shard, event, guild id)`` for each event a live session was sent about a guild (None: a DM)
+        that is not its shard's, READY's guild list included: a test of the routing, empty when it holds."""
+        found = []
+        for session in self.sessions.values():
+            for event, data in session.sent():
+                guilds = [int(g["id"]) for g in data["guilds"]] if event == "READY" else [guild_of_event(event, data)]
+                found += [(session.shard, event, guild) for guild in guilds if not session.owns(guild)]
+        return found
 
     @property
     def connected(self) -> bool:
@@ -189,32 +254,36 @@ class Gateway:
 
     # -- faults -------------------------------------------------------------------------------
 
-    async def close(self, code: int = 4000) -> None:
-        """Close every live socket with ``code``. Sessions stay resumable."""
-        for session in self.sessions.values():
+    def _sessions(self, shard: int | None) -> list[GatewaySession]:
+        """The sessions a fault hits: all of them, or those of one shard."""
+        return list(self.sessions.values()) if shard is None else self.sessions_of_shard(shard)
+
+    async def close(self, code: int = 4000, *, shard: int | None = None) -> None:
+        """Close every live socket (of ``shard``) with ``code``. Sessions stay resumable."""
+        for session in self._sessions(shard):
             ws = session.detach()
             if ws is not None:
                 await ws.close(code=code, message=b"closed by the loopback test server")
 
-    async def abort(self) -> None:
-        """Drop every live connection at the TCP level, without a close frame."""
-        for session in self.sessions.values():
+    async def abort(self, *, shard: int | None = None) -> None:
+        """Drop every live connection (of ``shard``) at the TCP level, without a close frame."""
+        for session in self._sessions(shard):
             request = session.request
             session.detach()
             if request is not None and request.transport is not None:
                 request.transport.abort()
 
-    async def send_reconnect(self) -> None:
-        """Send op 7 RECONNECT: the client should close and RESUME."""
-        for session in self.sessions.values():
+    async def send_reconnect(self, *, shard: int | None = None) -> None:
+        """Send op 7 RECONNECT (to ``shard``'s sessions): the client should close and RESUME."""
+        for session in self._sessions(shard):
             await session.send_raw(_frame(RECONNECT))
 
-    async def invalidate_session(self, *, resumable: bool = False) -> None:
-        """Send op 9 INVALID_SESSION. Unless ``resumable``, the sessions are forgotten (re-IDENTIFY)."""
-        for session_id, session in list(self.sessions.items()):
+    async def invalidate_session(self, *, resumable: bool = False, shard: int | None = None) -> None:
+        """Send op 9 INVALID_SESSION (to ``shard``'s). Unless ``resumable``, the sessions are gone (re-IDENTIFY)."""
+        for session in self._sessions(shard):
             await session.send_raw(_frame(INVALID_SESSION, resumable))
             if not resumable:
-                del self.sessions[session_id]
+                del self.sessions[session.session_id]
 
     def repeat_on_resume(self, events: int) -> None:
         """Make the next RESUME replay from ``events`` events before the client's last sequence.
@@ -286,7 +355,8 @@ class Gateway:
             return await self._resume(ws, request, data)
         elif op == REQUEST_GUILD_MEMBERS and session is not None:
             for chunk in self._members_chunks(data):
-                await session.dispatch("GUILD_MEMBERS_CHUNK", chunk)
+                if session.owns(int(chunk["guild_id"])):  # another shard's guild: Discord sends nothing
+                    await session.dispatch("GUILD_MEMBERS_CHUNK", chunk)
         elif op == VOICE_STATE_UPDATE and self.on_voice_state is not None:
             await self.on_voice_state(data)
         elif op in (PRESENCE_UPDATE, VOICE_STATE_UPDATE):
@@ -301,14 +371,23 @@ class Gateway:
         if data.get("token") != self.token:
             await ws.close(code=4004, message=b"Authentication failed.")
             return None
-        # A client that IDENTIFYs again has given up on its old sessions.
-        self.sessions = {sid: s for sid, s in self.sessions.items() if s.connected}
-        session = GatewaySession(uuid.uuid4().hex, int(data.get("intents", 0)), self.bot_id)
+        try:
+            shard = parse_shard(data.get("shard"))
+        except ValueError as exc:
+            log.info("gateway: IDENTIFY refused: %s", exc)
+            await ws.close(code=CLOSE_INVALID_SHARD, message=b"Invalid shard.")
+            return None
+        # A client that IDENTIFYs a shard again has given up on that shard's old sessions; other
+        # shards' sessions (perhaps another process's, reconnecting) stay resumable.
+        self.sessions = {
+            sid: s for sid, s in self.sessions.items() if s.connected or (s.shard or (0, 1)) != (shard or (0, 1))
+        }
+        session = GatewaySession(uuid.uuid4().hex, int(data.get("intents", 0)), self.bot_id, shard)
         self.sessions[session.session_id] = session
         self.identify_count += 1
         session.attach(ws, request)
         await session.dispatch("READY", self._ready_payload(session, data.get("shard")))
-        for guild in self._guild_payloads(session.intents):
+        for guild in self._guild_payloads(session):
             await session.dispatch("GUILD_CREATE", guild)
         session.ready_seq = session.seq
         self._on_change()

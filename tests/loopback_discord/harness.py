@@ -5,9 +5,12 @@ exit closes it and checks that ``bot.start()`` ended cleanly. The only things it
 library are the documented endpoints and two timing knobs:
 
 * ``discord.http.Route.BASE`` and ``discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY`` (restored
-  afterwards). A non-sharded client never asks ``GET /gateway/bot``; RESUMEs go to the
+  afterwards). A non-sharded client never asks ``GET /gateway/bot``, and neither does an
+  ``AutoShardedClient`` given a ``shard_count``: both connect to ``DEFAULT_GATEWAY``. One without
+  a count asks, and connects to the ``url`` the fake answers (itself). RESUMEs go to the
   ``resume_gateway_url`` from READY, which the fake sets to itself.
-* ``bot.before_identify_hook`` (sleeps 5 s before every re-IDENTIFY by default) -> no delay.
+* ``bot.before_identify_hook`` (sleeps 5 s before every re-IDENTIFY by default, and before the
+  IDENTIFY of every shard but the first) -> no delay.
 * the connection's ``guild_ready_timeout`` (2 s wait for more GUILD_CREATEs) -> 0.05 s.
 """
 

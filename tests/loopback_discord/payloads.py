@@ -9,6 +9,10 @@ users in it (the bot, the owner, an admin and a plain member by default). A fake
 ``GuildSetup.nth(n)`` builds the n-th with ids and names of its own. Every payload about a guild
 takes that guild's setup, so a member's roles and permissions are always those of the guild the
 event happens in.
+
+Sharding: a guild belongs to shard ``shard_of(guild_id, shard_count)``, Discord's rule.
+``GuildSetup.on_shard(n, shard, shard_count)`` is the n-th guild with an id on that shard, and
+``spread_over_shards(guilds, shard_count)`` makes guilds that take the shards in turn.
 """
 
 from __future__ import annotations
@@ -76,6 +80,14 @@ JOINED_AT = "2024-01-01T00:00:00.000000+00:00"
 # 900_000_001_000_000_xxx, guild C's 900_000_002_000_000_xxx ..., far from the default guild's
 # 900_000_000_000_xxx_xxx range, where tests pick the ids of the users and channels they add.
 GUILD_ID_STRIDE = 1_000_000_000
+# A guild's shard comes from its id's timestamp bits, above these: adding multiples of 1 << 22 to
+# a guild id walks it across the shards while its other bits (and every other id) stay put.
+SHARD_ID_SHIFT = 22
+
+
+def shard_of(guild_id: int, shard_count: int) -> int:
+    """The shard that receives a guild's events, by Discord's rule; DMs go to shard 0."""
+    return (guild_id >> SHARD_ID_SHIFT) % shard_count
 
 
 class Snowflakes:
@@ -196,6 +208,20 @@ class GuildSetup:
         }
         return dataclasses.replace(base, **{**numbered, **overrides})
 
+    @classmethod
+    def on_shard(cls, n: int, shard: int, shard_count: int, **overrides: Any) -> GuildSetup:
+        """``nth(n)`` with a guild id on ``shard`` of ``shard_count`` (the rest of its ids as ``nth`` makes them).
+
+        The id moves up by less than ``shard_count << 22``: within its own ``GUILD_ID_STRIDE``
+        range for up to 238 shards, so it clashes with no other guild's ids.
+        """
+        if not 0 <= shard < shard_count:
+            raise ValueError(f"shard {shard} is not one of {shard_count} shards (0 to {shard_count - 1})")
+        guild = cls.nth(n, **overrides)
+        moves = (shard - shard_of(guild.guild_id, shard_count)) % shard_count
+        guild.guild_id += moves << SHARD_ID_SHIFT
+        return guild
+
     @property
     def users(self) -> list[FakeUser]:
         """The guild's members, as this guild lists them (with their roles here)."""
@@ -246,6 +272,14 @@ class GuildSetup:
         ids |= {channel_id: f"voice channel {name!r}" for name, channel_id in self.voice_channels.items()}
         ids |= {thread_id: f"thread {name!r}" for name, (thread_id, _) in self.threads.items()}
         return ids
+
+
+def spread_over_shards(guilds: int, shard_count: int) -> list[GuildSetup]:
+    """``guilds`` guilds for a fake whose bot runs ``shard_count`` shards: guild n is on shard n % shard_count.
+
+    The first is the default guild (its id moved onto shard 0), the others ``nth(1)``, ``nth(2)``...
+    """
+    return [GuildSetup.on_shard(n, n % shard_count, shard_count) for n in range(guilds)]
 
 
 def check_guilds(setups: list[GuildSetup]) -> None:

@@ -312,8 +312,14 @@ class RestApi:
         return json_response(payloads.application_payload(self.server.setup))
 
     async def get_gateway(self, request: web.Request) -> web.Response:
+        """Where to connect and the recommended shard count (``FakeDiscord(shards=...)``).
+
+        ``max_concurrency`` 1, as for most bots: discord.py does not read it; it paces IDENTIFYs
+        with ``before_identify_hook`` (5 s), which the harness turns off.
+        """
         limit = {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}
-        return json_response({"url": self.server.gateway_url, "shards": 1, "session_start_limit": limit})
+        body = {"url": self.server.gateway_url, "shards": self.server.shards, "session_start_limit": limit}
+        return json_response(body)
 
     async def get_user(self, request: web.Request) -> web.Response:
         return json_response(payloads.user_payload(self._user(request.match_info["user_id"])))

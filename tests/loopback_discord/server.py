@@ -11,6 +11,12 @@ Every guild event is about one guild: the guild of the channel it happens in. It
 member objects and their roles and permissions come from that guild's setup, so the same user can
 be an admin in one guild and a plain member in another, as on Discord.
 
+Sharding: ``FakeDiscord(..., shards=N)`` makes ``GET /gateway/bot`` recommend N shards (what an
+``AutoShardedClient`` without ``shard_count`` runs). Each gateway session of a shard hears only
+about the guilds on that shard (``payloads.shard_of``) and shard 0 also gets the DMs; see
+``gateway.py``. ``GuildSetup.on_shard`` and ``payloads.spread_over_shards`` make guilds on chosen
+shards; ``gateway.sessions_of_shard(n)`` and a session's ``sent()`` show what each shard was told.
+
 Tests act as Discord users through the async methods in the "test-side API" section below
 (``send_message``, ``invoke_slash``, ``add_reaction`` ...) and observe the bot through
 ``messages``, ``wait_for_bot_messages`` and the handles returned by ``invoke_slash``.
@@ -57,6 +63,7 @@ class FakeDiscord:
     guild: ``guild_id``, ``owner``, ``admin``, ``member``, ``channel_id``, ``channel_named`` and the
     defaults of the test-side API are about it. The bot user and the application are the first
     setup's, shared by all guilds. ``guilds`` lists the setups; ``guild_of(channel_id)`` finds one.
+    ``shards`` is the shard count ``GET /gateway/bot`` recommends.
     """
 
     def __init__(
@@ -65,11 +72,15 @@ class FakeDiscord:
         *,
         token: str = "fake-token",
         heartbeat_interval_ms: int = 41_250,
+        shards: int = 1,
     ) -> None:
+        if shards < 1:
+            raise ValueError(f"a bot runs at least one shard, not {shards}")
         self.guilds: list[GuildSetup] = [setup] if isinstance(setup, GuildSetup) else list(setup or [GuildSetup()])
         check_guilds(self.guilds)
         self.setup = self.guilds[0]
         self.token = token
+        self.shards = shards  # the shard count GET /gateway/bot recommends
         self.ids = payloads.Snowflakes()
         # Everyone Discord knows, as first listed (identity only: roles are per guild). A user in
         # no guild becomes known when their DM channel is made.
@@ -566,21 +577,24 @@ class FakeDiscord:
 
     # -- test-side API: faults ------------------------------------------------------------------
 
-    async def close_gateway(self, code: int = 4000) -> None:
-        """Close the bot's gateway socket with ``code`` (4000: the client should RESUME)."""
-        await self.gateway.close(code)
+    async def close_gateway(self, code: int = 4000, *, shard: int | None = None) -> None:
+        """Close the bot's gateway socket with ``code`` (4000: the client should RESUME).
 
-    async def abort_gateway(self) -> None:
+        ``shard`` here and in the faults below: only the sessions of that shard (default: all).
+        """
+        await self.gateway.close(code, shard=shard)
+
+    async def abort_gateway(self, *, shard: int | None = None) -> None:
         """Cut the gateway TCP connection without a close frame."""
-        await self.gateway.abort()
+        await self.gateway.abort(shard=shard)
 
-    async def send_reconnect(self) -> None:
+    async def send_reconnect(self, *, shard: int | None = None) -> None:
         """Send op 7 RECONNECT."""
-        await self.gateway.send_reconnect()
+        await self.gateway.send_reconnect(shard=shard)
 
-    async def invalidate_session(self, *, resumable: bool = False) -> None:
+    async def invalidate_session(self, *, resumable: bool = False, shard: int | None = None) -> None:
         """Send op 9 INVALID_SESSION; non-resumable makes the bot IDENTIFY again."""
-        await self.gateway.invalidate_session(resumable=resumable)
+        await self.gateway.invalidate_session(resumable=resumable, shard=shard)
 
     @asynccontextmanager
     async def hold_reconnects(self) -> AsyncIterator[None]:
@@ -748,10 +762,15 @@ class FakeDiscord:
     # -- gateway callbacks ----------------------------------------------------------------------
 
     def _ready_payload(self, session: GatewaySession, shard: list[int] | None) -> dict[str, Any]:
+        """READY: the guilds of the session's shard, unavailable until their GUILD_CREATE."""
         return {
             "v": 10,
             "user": payloads.client_user_payload(self.bot_user),
-            "guilds": [{"id": str(guild.guild_id), "unavailable": True} for guild in self.guilds],
+            "guilds": [
+                {"id": str(guild.guild_id), "unavailable": True}
+                for guild in self.guilds
+                if session.owns(guild.guild_id)
+            ],
             "session_id": session.session_id,
             "resume_gateway_url": self.gateway_url,
             "shard": shard or [0, 1],
@@ -763,11 +782,15 @@ class FakeDiscord:
             "geo_ordered_rtc_regions": [],
         }
 
-    def _guild_payloads(self, intents: int) -> list[dict[str, Any]]:
-        """One GUILD_CREATE per guild, in the order given: members and voice states as the intents allow."""
+    def _guild_payloads(self, session: GatewaySession) -> list[dict[str, Any]]:
+        """One GUILD_CREATE per guild of the session's shard, in the order given: members and voice
+        states as its intents allow."""
+        intents = session.intents
         include_members = bool(intents & INTENT_GUILD_MEMBERS)
         found = []
         for setup in self.guilds:
+            if not session.owns(setup.guild_id):
+                continue
             voice_states = []
             if intents & INTENT_GUILD_VOICE_STATES:
                 voice_states = [

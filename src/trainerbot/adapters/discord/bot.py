@@ -57,7 +57,14 @@ def prefixes(bot: TrainerBot, message: discord.Message) -> list[str]:
     return found
 
 
-class TrainerBot(commands.Bot):
+class TrainerBot(commands.AutoShardedBot):
+    """The bot, on the gateway shards the settings name (all of them, as many as Discord recommends, by default).
+
+    Always the sharded kind, so that one process and many run the same code: with one shard it is
+    the plain bot's equivalent, and each shard's new session (``on_shard_ready``) catches up its own
+    servers, which the plain bot's ``on_ready`` cannot tell apart.
+    """
+
     def __init__(
         self,
         services: Services,
@@ -76,6 +83,8 @@ class TrainerBot(commands.Bot):
             help_command=None,  # the General cog's hybrid help works as !help and /help
             allowed_mentions=ALLOWED_MENTIONS,
             owner_ids=set(settings.owner_ids) or None,
+            shard_count=settings.shard_count,  # None: discord.py asks Discord (GET /gateway/bot)
+            shard_ids=settings.shard_ids,  # None: every shard of the count
             **options,
         )
         self.services = services
@@ -153,12 +162,26 @@ class TrainerBot(commands.Bot):
         await self.inbox.finish(message)
 
     async def on_ready(self) -> None:
-        log.info("connected as %s (%s) to %d servers", self.user, self.user and self.user.id, len(self.guilds))
-        # A new session (not a RESUME): what was said while the bot had none never reaches it as events.
-        self.background(self._catch_up())
+        shards = ", ".join(str(shard) for shard in sorted(self.shards))
+        log.info(
+            "connected as %s (%s) to %d servers on shard(s) %s of %s",
+            self.user,
+            self.user and self.user.id,
+            len(self.guilds),
+            shards,
+            self.shard_count,
+        )
 
-    async def _catch_up(self) -> None:
-        await self.inbox.catch_up(self, self.on_message, self._take_up)
+    async def on_shard_ready(self, shard_id: int) -> None:
+        # A new session of this shard (not a RESUME): what was said in its servers while it had none
+        # never reaches it as events. Once per shard, also when it alone IDENTIFYs again later, which
+        # (with more than one shard in the process) discord.py follows with no on_ready.
+        servers = sum(1 for guild in self.guilds if guild.shard_id == shard_id)
+        log.info("shard %d of %s ready with %d servers", shard_id, self.shard_count, servers)
+        self.background(self._catch_up(shard_id))
+
+    async def _catch_up(self, shard_id: int) -> None:
+        await self.inbox.catch_up(self, self.on_message, self._take_up, shard_id=shard_id)
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -10,7 +10,9 @@ This module owns the policy for both directions:
   restart); a message claimed before is not handled again. After every new session (READY
   that is not a RESUME) ``Inbox.catch_up`` reads the recent history of the channels the bot
   can read and handles, oldest first, the user messages it never claimed, and takes up again
-  those whose handling a restart cut off (claimed, never finished).
+  those whose handling a restart cut off (claimed, never finished). Each gateway shard has
+  sessions of its own: its catch-up reads only the servers on that shard (and the DMs, which
+  Discord sends shard 0), so processes that run other shards never answer the same messages.
 * Out: every message posted in answer to a user message carries a nonce made from that
   message's id, with ``enforce_nonce``, so sending it again returns the message made the first
   time instead of a second one; sends and edits are retried on 429 and 5xx and on dropped
@@ -161,6 +163,8 @@ class Inbox:
         self.window = window  # how far back a catch-up looks
         self.per_channel = per_channel  # the newest messages a catch-up reads in each channel
         self.reading_at_once = reading_at_once  # channel histories read at once: Discord limits the bot's requests
+        # Shared by the catch-ups of all shards, which start together.
+        self._reading = asyncio.Semaphore(reading_at_once)
         # One thread for every claim: they finish in the order messages arrived, so the handlers that
         # wait on them go on in that order too (a conversation's turns must not swap places).
         self._claims = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inbox")
@@ -194,23 +198,27 @@ class Inbox:
         client: discord.Client,
         handle: Callable[[discord.Message], Awaitable[None]],
         take_up: Callable[[discord.Message], Awaitable[None]],
+        *,
+        shard_id: int | None = None,
     ) -> int:
         """Handles the recent user messages that never reached the bot; returns how many there were.
 
         Messages taken on but never finished, by a process that is gone (a restart cut them
-        off), go to ``take_up`` instead. Run after every READY that is not a RESUME. It looks
-        back ``window``, but never past the first message the bot ever handled: a fresh install
-        does not answer what came before it.
+        off), go to ``take_up`` instead. Run after every READY that is not a RESUME, for the
+        shard whose READY it was (None: every server the client has). It looks back ``window``,
+        but never past the first message the bot ever handled: a fresh install does not answer
+        what came before it.
         """
         first = await asyncio.to_thread(self.store.first_handled_message)
         if first is None:
             return 0
         since = max(first, time_snowflake(utcnow() - self.window))
-        channels = [*self._readable_channels(client, since), *await self._direct_channels(client, since)]
-        reading = asyncio.Semaphore(self.reading_at_once)
+        channels: list[discord.abc.Messageable] = [*self._readable_channels(client, since, shard_id)]
+        if shard_id in (None, 0):  # Discord sends every DM to shard 0, so its process answers them
+            channels += await self._direct_channels(client, since)
 
         async def catch_up_channel(channel: discord.abc.Messageable) -> int:
-            async with reading:
+            async with self._reading:
                 return await self._catch_up_channel(channel, since, handle, take_up)
 
         missed = await asyncio.gather(*(catch_up_channel(channel) for channel in channels))
@@ -218,13 +226,18 @@ class Inbox:
             log.info("caught up with %d message(s) sent while the bot was not connected", sum(missed))
         return sum(missed)
 
-    def _readable_channels(self, client: discord.Client, since: int) -> Iterable[discord.abc.Messageable]:
+    def _readable_channels(
+        self, client: discord.Client, since: int, shard_id: int | None
+    ) -> Iterable[discord.abc.Messageable]:
         """The servers' channels and threads with a message newer than ``since`` that the bot may read.
 
         Discord says which message is each channel's last (in GUILD_CREATE, kept up to date by
         the events after it), so a quiet channel costs no request: across many servers, most are.
+        Only the servers of ``shard_id`` when one is named (the client has only its own shards').
         """
         for guild in client.guilds:
+            if shard_id is not None and guild.shard_id != shard_id:
+                continue
             for channel in [*guild.text_channels, *guild.threads]:
                 if channel.last_message_id is None or channel.last_message_id <= since:
                     continue
