@@ -101,12 +101,18 @@ def build_services(
     store = Store(open_database(settings.database_address))
     encoder = MiniLMEncoder()
     models = ServingModels(store.knowledge, encoder, data_dir, capacity=settings.loaded_models)
+    queue = None
+    if settings.database_url is not None:  # PostgreSQL: jobs go to the task queue, for workers anywhere
+        from trainerbot.learning.queue import QueuedRunner
+
+        queue = QueuedRunner(store, settings, local_workers=settings.training_workers)
     jobs = TrainingJobs(
         store,
         data_dir,
         settings.confidence_threshold,
         on_finished=lambda job: models.model(job.base),  # loaded before that base's next question
         workers=settings.training_workers,
+        queue=queue,
     )
     jobs.recover()
     recogniser = make_recogniser(settings)

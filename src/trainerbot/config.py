@@ -65,7 +65,9 @@ class Settings(BaseSettings):
     # server, or as soon as this many examples wait to be taken in (`!retrain` starts one at once).
     auto_train_quiet_seconds: float = Field(default=30.0, ge=0.0, le=86_400.0)
     auto_train_examples: int = Field(default=100, ge=1)
-    training_workers: int = Field(default=2, ge=1, le=32)  # training processes at once, one per server at most
+    # Training processes at once, one per server at most. With PostgreSQL, the `trainerbot worker` processes the
+    # bot starts beside itself; 0 there leaves training to workers started elsewhere (docs/scaling.md).
+    training_workers: int = Field(default=2, ge=0, le=32)
     loaded_models: int = Field(default=256, ge=1, le=100_000)  # servers' models (and example indexes) kept loaded
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -209,6 +211,11 @@ class Settings(BaseSettings):
         if self.stt_engine == "openai" and self.stt_base_url is None and self.stt_api_key is None:
             raise ValueError(
                 "stt_api_key: OpenAI's speech recogniser needs an API key (or set TRAINERBOT_STT_BASE_URL)"
+            )
+        if self.training_workers == 0 and self.database_url is None:
+            raise ValueError(
+                "training_workers: 0 leaves training to `trainerbot worker` processes, which need PostgreSQL"
+                " (TRAINERBOT_DATABASE_URL); give 1 or more"
             )
         if self.tts_engine == "openai" and self.tts_base_url is None and self.tts_api_key is None:
             raise ValueError("tts_api_key: OpenAI's voice needs an API key (or set TRAINERBOT_TTS_BASE_URL)")

@@ -30,6 +30,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -41,6 +42,9 @@ from trainerbot.learning.model import IntentModel, Prediction, TextEncoder, trai
 from trainerbot.storage.database import ProcessLock, open_database
 from trainerbot.storage.knowledge import Knowledge
 from trainerbot.storage.store import Store
+
+if TYPE_CHECKING:
+    from trainerbot.learning.queue import QueuedRunner
 from trainerbot.types import Example, Job
 
 log = logging.getLogger(__name__)
@@ -114,14 +118,22 @@ def model_file(job_id: int) -> str:
 
 
 def run_training_job(
-    database: str, data_dir: str, base: int, job_id: int, threshold: float | None, open_inputs: bool = False
+    database: str,
+    data_dir: str,
+    base: int,
+    job_id: int,
+    threshold: float | None,
+    open_inputs: bool = False,
+    *,
+    nice: bool = True,
 ) -> None:
     """The body of a training process: read the job's examples, train, save, record the outcome.
 
     ``open_inputs``: the job trains on everything taught until it starts (a coalesced job), not on
     what there was when it was queued.
     """
-    os.nice(5)  # training yields to the bot's own process on a busy machine
+    if nice:
+        os.nice(5)  # training yields to the bot's own process on a busy machine
     store = Store(open_database(database))
     jobs = store.jobs
     try:
@@ -277,7 +289,11 @@ class _Waiting:
 
 
 class TrainingJobs:
-    """Runs jobs in up to ``workers`` processes, fairly between bases; the others wait their turn."""
+    """Runs jobs in up to ``workers`` processes, fairly between bases; the others wait their turn.
+
+    With a ``queue`` (PostgreSQL: learning/queue.py), a job whose time has come goes to the task queue
+    instead, and `trainerbot worker` processes, here or on other machines, run it.
+    """
 
     def __init__(
         self,
@@ -286,12 +302,15 @@ class TrainingJobs:
         threshold: float | None,
         on_finished: Callable[[Job], None],
         workers: int = 2,
+        queue: QueuedRunner | None = None,
     ) -> None:
         self._store = store
         self._data_dir = data_dir
         self._threshold = threshold
         self._on_finished = on_finished
-        self.workers = workers
+        self._queue = queue
+        # With a queue, every job whose time has come is queued at once: the workers set the pace.
+        self.workers = workers if queue is None else 1_000_000
         self._pool: ProcessPoolExecutor | None = None
         # The pool starts its processes in the thread that submits; Linux ties the parent-death
         # signal to that thread, so it must be one that lives as long as the pool, not a passing one.
@@ -316,12 +335,15 @@ class TrainingJobs:
         no other may mark unfinished jobs: otherwise they may be the running jobs of a live bot
         (`trainerbot test` run beside it, on the same data directory).
         """
-        if self._process_lock is None:
-            self._process_lock = self._store.db.join_training_processes()
-        if not self._process_lock.alone:
-            log.info("another trainerbot process uses this database: its unfinished jobs are left to it")
-            return []
-        interrupted = self._store.jobs.interrupt_unfinished()
+        if self._queue is not None:  # queued jobs wait for a worker; only those no one will run are ended
+            interrupted = self._queue.recover()
+        else:
+            if self._process_lock is None:
+                self._process_lock = self._store.db.join_training_processes()
+            if not self._process_lock.alone:
+                log.info("another trainerbot process uses this database: its unfinished jobs are left to it")
+                return []
+            interrupted = self._store.jobs.interrupt_unfinished()
         if interrupted:
             log.warning("jobs %s were interrupted by a restart", [job.id for job in interrupted])
         with self._lock:
@@ -341,6 +363,8 @@ class TrainingJobs:
         job = self._store.jobs.create(
             base, requested_by=requested_by, channel_id=channel_id, same_inputs_as=same_inputs_as
         )
+        if self._queue is not None:
+            self._queue.hold(job.id)
         with self._lock:
             self._waiting.append(_Waiting(base, job.id))
         self._dispatch()
@@ -367,6 +391,8 @@ class TrainingJobs:
                 self._dispatch()
                 return job, False
             job = self._store.jobs.create(base, requested_by=requested_by, channel_id=channel_id)
+            if self._queue is not None:
+                self._queue.hold(job.id)
             with self._lock:
                 self._waiting.append(
                     _Waiting(base, job.id, open=True, not_before=time.monotonic() + max(delay, 0.0), urgent=delay <= 0)
@@ -429,6 +455,11 @@ class TrainingJobs:
                 self._waiting.remove(chosen)
                 self._starts += 1
                 self._last_start[chosen.base] = self._starts
+                if self._queue is not None:
+                    future = self._queue.launch(chosen.base, chosen.job_id, chosen.open)
+                    self._running[chosen.job_id] = (chosen.base, future)
+                    started.append((chosen, future))
+                    continue
                 if self._pool is None:
                     # spawn, not fork: the bot process has threads and an event loop that must not be copied.
                     self._pool = ProcessPoolExecutor(
@@ -503,5 +534,7 @@ class TrainingJobs:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
         self._launcher.shutdown(wait=True)
+        if self._queue is not None:
+            self._queue.close()
         if self._process_lock is not None:
             self._process_lock.release()

@@ -175,6 +175,44 @@ class Jobs:
             )
         return True
 
+    def running(self, job_ids: list[int] | None = None) -> list[tuple[int, int]]:
+        """(base, job id) of the jobs running now, of ``job_ids`` or of every base."""
+        if job_ids is None:
+            rows = self.db.query("SELECT base, id FROM jobs WHERE status = 'running' ORDER BY id")
+        elif not job_ids:
+            return []
+        else:
+            marks = ", ".join("?" * len(job_ids))
+            rows = self.db.query(f"SELECT base, id FROM jobs WHERE status = 'running' AND id IN ({marks})", job_ids)
+        return [(row["base"], row["id"]) for row in rows]
+
+    def ended(self, job_ids: list[int]) -> list[int]:
+        """Which of these jobs have ended (succeeded, failed or interrupted)."""
+        if not job_ids:
+            return []
+        marks = ", ".join("?" * len(job_ids))
+        sql = f"SELECT id FROM jobs WHERE status IN ('succeeded', 'failed', 'interrupted') AND id IN ({marks})"
+        return [row["id"] for row in self.db.query(sql, job_ids)]
+
+    def unfinished_ids(self) -> list[tuple[int, int]]:
+        """(base, job id) of every queued or running job."""
+        rows = self.db.query("SELECT base, id FROM jobs WHERE status IN ('queued', 'running') ORDER BY id")
+        return [(row["base"], row["id"]) for row in rows]
+
+    def interrupt(self, base: int, job_id: int, *, queued: bool = False) -> Job | None:
+        """A running job (or with ``queued``, a waiting one too) whose process is gone ends as interrupted,
+        retryable; None when it ended meanwhile."""
+        statuses = "('queued', 'running')" if queued else "('running')"
+        with self.db.transaction() as db:
+            cursor = db.execute(
+                "UPDATE jobs SET status = 'interrupted', stage = 'interrupted', finished_at = ?"
+                f" WHERE base = ? AND id = ? AND status IN {statuses}",
+                (utc_now(), base, job_id),
+            )
+            if cursor.rowcount != 1:
+                return None
+            return _job(db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
+
     def interrupt_unfinished(self) -> list[Job]:
         """At start-up, every base's jobs that were queued or running belong to a process that is gone."""
         with self.db.transaction() as db:
