@@ -179,3 +179,28 @@ def test_a_worker_needs_postgresql_and_says_so(tmp_path: Path) -> None:
         input="",
     )
     assert refused.returncode == 2 and "need PostgreSQL" in refused.stderr
+
+
+def test_a_model_activated_in_one_process_answers_in_another_at_once(
+    bot: Services, workers: Workers, database: str
+) -> None:
+    """Each prediction asks the database which version is active (two indexed reads), so no message between
+    processes is needed: the other process's next answer comes from the new model."""
+    other = core_services(bot.settings.data_dir, database_url=database, training_workers=0)
+    try:
+        workers.start()
+        bot.teaching.train(ADMIN_A, "when do you open => We open at 9am.", [])
+        first = bot.teaching.retrain(ADMIN_A)
+        wait_for(lambda: ended(bot, A, first.job_id), "the first model")
+        bot.teaching.train(ADMIN_A, "where are you => At the old harbour.", [])
+        second = bot.teaching.retrain(ADMIN_A)
+        wait_for(lambda: ended(bot, A, second.job_id), "the second model")
+        versions = [bot.store.jobs.job(A, job.job_id).model_version_id for job in (first, second)]  # type: ignore[union-attr]
+        assert other.models.model(A)[0] == versions[1]
+        bot.overview.activate(ADMIN_A, A, versions[0])  # type: ignore[arg-type]
+        switched = time.monotonic()
+        assert other.models.model(A)[0] == versions[0]  # the other process's very next answer uses it
+        assert ask(other, "when do you open?") == "We open at 9am."
+        assert time.monotonic() - switched < 1.0
+    finally:
+        other.close()

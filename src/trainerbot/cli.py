@@ -1,4 +1,4 @@
-"""Command line: `trainerbot run | console | train | test | transcribe | say | backup | models`."""
+"""Command line: `trainerbot run | console | web | worker | train | test | transcribe | say | backup | models`."""
 
 from __future__ import annotations
 
@@ -266,6 +266,25 @@ def cmd_say(settings: Settings, text: str, output: Path) -> int:
     return 0
 
 
+def cmd_worker(settings: Settings, concurrency: int, parent: int | None) -> int:
+    """Training jobs from the task queue, until Ctrl-C or SIGTERM (the job in hand is finished first)."""
+    if settings.database_url is None:
+        print(
+            "trainerbot: a worker takes jobs from the task queue in PostgreSQL: set TRAINERBOT_DATABASE_URL"
+            " (with SQLite, the bot trains in processes of its own)",
+            file=sys.stderr,
+        )
+        return 2
+    if concurrency < 1:
+        print("trainerbot: --concurrency must be 1 or more", file=sys.stderr)
+        return 2
+    from trainerbot.learning.queue import run_worker
+
+    configure_logging(settings, console=False)
+    run_worker(settings, concurrency=concurrency, parent=parent)
+    return 0
+
+
 def cmd_backup(settings: Settings, target: Path) -> int:
     """A consistent copy of the database, taken with SQLite's online backup while the bot may be running."""
     from trainerbot.storage.database import Database
@@ -293,6 +312,40 @@ def cmd_backup(settings: Settings, target: Path) -> int:
     print(
         f"{target}: the database ({target.stat().st_size:,} bytes). Model files are not in it: "
         f"copy {models} beside it to keep them, and the servers' folders in {settings.data_dir / 'servers'}."
+    )
+    return 0
+
+
+def cmd_copy_database(settings: Settings, url: str | None) -> int:
+    """Copies the data directory's SQLite database into an empty PostgreSQL database, all or nothing."""
+    import psycopg
+
+    from trainerbot.errors import UserError
+    from trainerbot.storage.copying import copy_to_postgres
+
+    if url is None:
+        if settings.database_url is None:
+            print("trainerbot: say where to copy to: --to postgresql://user:password@host/database", file=sys.stderr)
+            return 2
+        url = settings.database_url.get_secret_value()  # from .env: the password stays out of the shell's history
+    try:
+        copied = copy_to_postgres(settings.database_path, url)
+    except UserError as exc:
+        print(f"trainerbot: {exc}", file=sys.stderr)
+        return 1
+    except psycopg.Error as exc:  # its text names the server and the problem, never the password
+        print(f"trainerbot: PostgreSQL: {exc}\nNothing was copied.", file=sys.stderr)
+        return 1
+    width = max(map(len, copied))
+    print(f"Copied {sum(copied.values()):,} rows from {settings.database_path} into PostgreSQL:")
+    for table, count in sorted(copied.items()):
+        print(f"  {table:<{width}}  {count:>9,}")
+    print(
+        f"Not in the database, so not copied: the model files ({settings.data_dir / 'models'}), the datasets"
+        f" and the servers' folders ({settings.data_dir / 'servers'}). They stay in the data directory, which"
+        " every process on the PostgreSQL database (the bot, `trainerbot web`, workers) must share: start each"
+        f" with TRAINERBOT_DATA_DIR={settings.data_dir} (a shared folder across machines) and"
+        f" TRAINERBOT_DATABASE_URL set to this URL. {settings.database_path.name} is left as it was."
     )
     return 0
 
@@ -351,8 +404,15 @@ def main(argv: list[str] | None = None) -> int:
     test.add_argument("--json", action="store_true", help="print one JSON object")
     test.add_argument("--server", type=_server_id, help="test as the bot answers in this server")
     sub.add_parser("web", help="serve the dashboard alone, over the data of a bot running elsewhere")
+    worker = sub.add_parser("worker", help="run training jobs from the task queue (needs TRAINERBOT_DATABASE_URL)")
+    worker.add_argument("--concurrency", type=int, default=1, help="jobs at once in this process (default 1)")
+    worker.add_argument("--parent", type=int, help=argparse.SUPPRESS)  # set by a bot that starts workers beside it
     backup = sub.add_parser("backup", help="copy the database consistently, even while the bot runs")
     backup.add_argument("file", type=Path)
+    copy = sub.add_parser("copy-database", help="copy the SQLite database into an empty PostgreSQL database")
+    copy.add_argument(
+        "--to", metavar="URL", help="postgresql://user:password@host:5432/database (default: TRAINERBOT_DATABASE_URL)"
+    )
     transcribe = sub.add_parser("transcribe", help="print what audio files say")
     transcribe.add_argument("paths", nargs="+", type=Path)
     say = sub.add_parser("say", help="write text as speech to a WAV file")
@@ -385,6 +445,10 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_web(settings)
     if args.command == "backup":
         return cmd_backup(settings, args.file)
+    if args.command == "worker":
+        return cmd_worker(settings, args.concurrency, args.parent)
+    if args.command == "copy-database":
+        return cmd_copy_database(settings, args.to)
     if args.command == "transcribe":
         return cmd_transcribe(settings, args.paths)
     if args.command == "say":
