@@ -9,11 +9,16 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import core_services
 from trainerbot.learning.jobs import TrainingJobs
-from trainerbot.storage.database import Database
+from trainerbot.storage.database import open_database
 from trainerbot.storage.store import Store
 from trainerbot.types import Caller, Example, Job
+
+# On PostgreSQL, the jobs go to the task queue and the `trainerbot worker` processes the bot starts beside itself.
+pytestmark = pytest.mark.both_databases
 
 SERVER_A, SERVER_B = 501, 502
 BIG = "\n".join(f"question number {n} about topic {n % 7} => answer {n % 7}" for n in range(200))
@@ -77,9 +82,9 @@ def test_with_two_workers_a_servers_job_runs_beside_anothers(tmp_path: Path) -> 
         services.close()
 
 
-def test_a_failure_after_a_job_does_not_hold_up_the_jobs_behind_it(tmp_path: Path) -> None:
+def test_a_failure_after_a_job_does_not_hold_up_the_jobs_behind_it(tmp_path: Path, database_address: str) -> None:
     """What runs when a job ends (loading its model) may fail; the next job starts all the same."""
-    store = Store(Database(tmp_path / "db.sqlite3"))
+    store = Store(open_database(database_address))
     store.knowledge.add_examples(SERVER_A, [Example("hi", "hello"), Example("bye", "goodbye")], source="t", author_id=1)
     ended: list[int] = []
 

@@ -292,12 +292,19 @@ def seed(services: Services) -> Seeded:
     return seeded
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module", params=["prefix", "slash"])
+# Every wall through `!` commands and slash commands on SQLite, and through `!` commands on PostgreSQL.
+FORMS = ["prefix", "slash", pytest.param("prefix-postgresql", marks=pytest.mark.slow)]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=FORMS)
 async def session(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Session]:
     from trainerbot.adapters.discord.bot import TrainerBot
 
+    form, _, engine_name = request.param.partition("-")
+    database_url = request.getfixturevalue("postgres_server").new_database() if engine_name else None
     settings = load_settings(
         _env_file=None,
+        database_url=database_url,
         data_dir=tmp_path_factory.mktemp(f"walls-{request.param}") / "data",
         owner_ids=[OWNER_ID],
         upload_limit_bytes=100_000,
@@ -314,7 +321,7 @@ async def session(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
         ):
             bot.remove_check(bot.cooldowns)  # many cells run one command: the walls, not the allowances, are tested
             users = dict(zip(ACTORS, (CONFIGURED_OWNER, B.admin, B.member, A.admin), strict=True))
-            yield Session(request.param, server, services, bot, engine, seeded, users)
+            yield Session(form, server, services, bot, engine, seeded, users)
     finally:
         services.close()
 

@@ -494,6 +494,18 @@ class TrainingJobs:
             waiting = list(self._waiting)
             last = dict(self._last_start)
             full = len(self._running) >= self.workers
+            queued = job_id in self._running
+        if self._queue is not None:  # the queue's entries go first, then what waits here in turn
+            job = self._store.jobs.job(base, job_id)
+            if job is None or job.status != "queued":
+                return 0
+            ahead, full = self._queue.position(job_id if queued else None)
+            if queued:
+                return ahead + (1 if full else 0)
+            waiting = [w for w in waiting if w.not_before <= time.monotonic() or w.job_id == job_id]
+            order = sorted(waiting, key=lambda w: (last.get(w.base, -1), w.job_id))
+            ids = [w.job_id for w in order]
+            return ahead + ids.index(job_id) + (1 if full else 0) if job_id in ids else 0
         order: list[_Waiting] = []
         while waiting:  # the order ``_next`` would pick them in, were every worker free
             chosen = min(waiting, key=lambda w: (last.get(w.base, -1), w.job_id))

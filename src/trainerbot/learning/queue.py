@@ -145,6 +145,26 @@ class QueuedRunner:
         log.info("training job %d of base %d queued (priority %d)", job_id, base, priority)
         return future
 
+    def position(self, job_id: int | None) -> tuple[int, bool]:
+        """How many queue entries a worker takes before this job's (all of them for None: a job not yet
+        queued), and whether every live worker is busy now."""
+        with psycopg.connect(self._url, autocommit=True) as conn:
+            entries = conn.execute(
+                "SELECT id, priority, status, (args->>'job_id')::bigint FROM procrastinate_jobs"
+                " WHERE task_name = %s AND status IN ('todo', 'doing')",
+                (TASK,),
+            ).fetchall()
+            workers = conn.execute(
+                "SELECT count(*) FROM procrastinate_workers WHERE last_heartbeat > now() - make_interval(secs => %s)",
+                (STALLED_SECONDS,),
+            ).fetchone()[0]
+        todo = [(-priority, entry) for entry, priority, status, _ in entries if status == "todo"]
+        # With no worker alive yet (they are starting), the entries ahead are all there is to wait for.
+        busy = 0 < workers <= sum(1 for *_, status, _ in entries if status == "doing")
+        mine = next(((-priority, entry) for entry, priority, _, job in entries if job == job_id), None)
+        ahead = sum(1 for key in todo if mine is None or key < mine)
+        return ahead, busy
+
     def _start_local_workers(self) -> None:
         if self._children or not self._local_workers:
             return
