@@ -407,8 +407,10 @@ def test_a_claim_holds_once_and_old_claims_are_dropped(services: Services) -> No
     inbox = services.store.inbox
     assert inbox.claim_message(1_000, 7, forget_before=0) is True
     assert inbox.claim_message(1_000, 7, forget_before=0) is False  # the same message delivered again
-    assert inbox.claim_message(2_000, 8, forget_before=0) is True
+    assert inbox.claim_message(2_000, 8, forget_before=0, direct=True) is True
+    assert inbox.claim_message(2_500, 9, forget_before=0) is True
     assert (inbox.first_handled_message(), inbox.handled_among([1_000, 1_500, 2_000])) == (1_000, {1_000, 2_000})
+    # The DM channels to look at after a new session: a server's channel is read through its server, by its shard.
     assert inbox.channels_handled_since(1_000) == [8]
     assert inbox.claim_message(3_000, 7, forget_before=1_500) is True  # claims older than 1,500 go
     assert inbox.handled_among([1_000, 2_000, 3_000]) == {2_000, 3_000}
@@ -425,7 +427,7 @@ class StaleInbox(HandledMessages):
 async def test_a_message_this_process_took_on_is_never_taken_up_as_cut_off(services: Services) -> None:
     inbox = Inbox(StaleInbox(services.store.db))
     message = SimpleNamespace(
-        id=time_snowflake(utcnow()), author=SimpleNamespace(bot=False), channel=SimpleNamespace(id=7)
+        id=time_snowflake(utcnow()), author=SimpleNamespace(bot=False), channel=SimpleNamespace(id=7), guild=None
     )
 
     class Channel:

@@ -221,8 +221,14 @@ def _fill_the_empty_tables(path: Path) -> None:
         )
 
 
+def _model_versions(sqlite_path: Path) -> list[sqlite3.Row]:
+    with sqlite3.connect(sqlite_path) as db:
+        db.row_factory = sqlite3.Row
+        return db.execute("SELECT id, path FROM model_versions").fetchall()
+
+
 def test_copy_database_moves_a_bot_from_sqlite_to_postgresql(
-    in_data_dir: Path, postgres_url: str, capsys: pytest.CaptureFixture[str]
+    in_data_dir: Path, postgres_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     data = in_data_dir
     sqlite_path = data / "trainerbot.sqlite3"
@@ -243,23 +249,34 @@ def test_copy_database_moves_a_bot_from_sqlite_to_postgresql(
         services.close()
     assert on_sqlite[GUILD][-1] == "Behind the shop, free after six."
     _fill_the_empty_tables(sqlite_path)
-    expected = _sqlite_rows(sqlite_path)
+    # model_files stays empty on SQLite (the files are in the data directory): the copy fills it from them.
+    expected = {table: rows for table, rows in _sqlite_rows(sqlite_path).items() if table != "model_files"}
     assert [table for table, rows in expected.items() if not rows] == []  # the copy is tried on every table
+    model_paths = sorted({row["path"] for row in _model_versions(sqlite_path)})
 
     assert cli.main(["copy-database", "--to", postgres_url]) == 0
     out = capsys.readouterr().out
-    assert f"Copied {sum(map(len, expected.values())):,} rows" in out
-    assert "model files" in out and "must share" in out
+    assert f"Copied {sum(map(len, expected.values())) + len(model_paths):,} rows" in out
+    assert "trained models went into the database too" in out and "must share" in out
     copy = open_database(postgres_url)
     try:
         assert {table: _rows(copy, table) for table in expected} == expected
+        models = {row["path"]: bytes(row["data"]) for row in copy.query("SELECT path, data FROM model_files")}
     finally:
         copy.close()
+    assert sorted(models) == model_paths
+    assert all(content == (data / path).read_bytes() for path, content in models.items())
 
     # A second copy into the same database is refused, and changes nothing.
     assert cli.main(["copy-database", "--to", postgres_url]) == 1
     assert "already holds trainerbot's rows" in capsys.readouterr().err
 
+    # A bot on another machine, whose data directory is empty, answers the same: its models come from the database.
+    elsewhere = _services(tmp_path / "elsewhere", postgres_url)
+    try:
+        assert _answers(elsewhere, questions) == on_sqlite
+    finally:
+        elsewhere.close()
     services = _services(data, postgres_url)
     try:
         assert _answers(services, questions) == on_sqlite

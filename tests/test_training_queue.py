@@ -77,8 +77,9 @@ class Workers:
 
 
 @pytest.fixture
-def workers(bot: Services, database: str) -> Iterator[Workers]:
-    started = Workers(bot.settings.data_dir, database)
+def workers(tmp_path: Path, database: str) -> Iterator[Workers]:
+    """Workers as on another machine: a data directory of their own; the models reach the bot through the database."""
+    started = Workers(tmp_path / "worker-machine", database)
     yield started
     started.stop()
 

@@ -341,10 +341,10 @@ def cmd_copy_database(settings: Settings, url: str | None) -> int:
     for table, count in sorted(copied.items()):
         print(f"  {table:<{width}}  {count:>9,}")
     print(
-        f"Not in the database, so not copied: the model files ({settings.data_dir / 'models'}), the datasets"
-        f" and the servers' folders ({settings.data_dir / 'servers'}). They stay in the data directory, which"
-        " every process on the PostgreSQL database (the bot, `trainerbot web`, workers) must share: start each"
-        f" with TRAINERBOT_DATA_DIR={settings.data_dir} (a shared folder across machines) and"
+        "The trained models went into the database too (model_files). Not copied: the datasets and the servers'"
+        f" folders ({settings.data_dir / 'servers'}). They stay in the data directory, which every process on"
+        " the PostgreSQL database (the bots, `trainerbot web`, workers) must share: start each with"
+        f" TRAINERBOT_DATA_DIR={settings.data_dir} (a shared folder across machines) and"
         f" TRAINERBOT_DATABASE_URL set to this URL. {settings.database_path.name} is left as it was."
     )
     return 0

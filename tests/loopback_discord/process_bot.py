@@ -15,7 +15,8 @@ ones ``harness.run_bot`` makes in-process, done here at the child's start:
 
 Run as ``python -m tests.loopback_discord.process_bot --port PORT [run options]`` with the
 repository root on ``PYTHONPATH``; ``BotProcess`` does that from a test. Options the child does not
-know go to ``trainerbot run`` (``--shard-count 4 --shard-ids 0-1``).
+know go to ``trainerbot run`` (``--shard-count 4 --shard-ids 0-1``). ``--log-requests`` writes each
+REST call the bot makes, with its body, to its log file: which of several processes posted a reply.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import faulthandler
+import logging
 import os
 import re
 import signal
@@ -51,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True, help="the FakeDiscord's port on 127.0.0.1")
     parser.add_argument("--progress-interval", type=float, default=0.2, help="seconds between job progress edits")
+    parser.add_argument(
+        "--log-requests", action="store_true", help="log every REST call, with what it sent, to the bot's log file"
+    )
     args, run_options = parser.parse_known_args(argv)
     # A test whose bot does not stop in time asks, with SIGUSR1, where every thread is (to stderr).
     faulthandler.register(signal.SIGUSR1, all_threads=True)
@@ -80,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
             print(READY_LINE, flush=True)
 
     bot_module.TrainerBot = LoopbackTrainerBot  # type: ignore[misc]  # run_discord builds the bot by this name
+    if args.log_requests:
+        # discord.py logs each request's method, URL and body at DEBUG ("POST .../messages with {...}"); the
+        # entry point sets "discord" to INFO but leaves this child's own level alone, and the log file takes all.
+        logging.getLogger("discord.http").setLevel(logging.DEBUG)
     return cli.main(["run", *run_options])
 
 

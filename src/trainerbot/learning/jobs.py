@@ -156,6 +156,8 @@ def run_training_job(
         model, report = train(examples, MiniLMEncoder(), threshold=threshold, progress=progress)
         relative = model_file(job_id)
         model.save(Path(data_dir) / relative)
+        if store.db.dialect == "postgresql":  # the bots answering with it may be on other machines
+            store.knowledge.save_model_file(relative, (Path(data_dir) / relative).read_bytes())
         # The embeddings are computed anyway: kept, chat prompts retrieve examples without encoding them again.
         # In the model's order: the positive examples with words (the others answer their exact text only).
         positive_ids = [example_id for example_id, example in rows if example.positive and has_words(example.input)]
@@ -210,8 +212,7 @@ class ServingModels:
         # Built outside the lock: one base's first answer does not hold up the others.
         model = held[2].model if held is not None and held[0] == version_id else None
         if model is None and version is not None:
-            model = IntentModel.load(self._data_dir / version.path, self.encoder)
-            log.debug("loaded model version %d of base %d", version.id, base)
+            model = self._load(base, version.id, version.path)
         fresh = self._fresh(base, after) if state[0] else Fresh.of([], np.zeros((0, self.encoder.dimension)))
         if model is None and not fresh:
             with self._lock:
@@ -243,6 +244,23 @@ class ServingModels:
         learned = ((question, model.outputs[label]) for question, label in model.exact.items())
         withdrawn = frozenset(model.outputs) - {answer for _, answer in pairs}
         return withdrawn, frozenset(pair for pair in learned if pair not in taught)
+
+    def _load(self, base: int, version_id: int, relative: str) -> IntentModel | None:
+        """The version's model from the data directory, fetched from the database first where it was trained on
+        another machine; None (answers from what was taught since, and the log says why) when it cannot be read."""
+        path = self._data_dir / relative
+        try:
+            if not path.exists() and (data := self._knowledge.model_file(relative)) is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+                partial.write_bytes(data)
+                partial.replace(path)  # whole or absent, for every process sharing the directory
+            model = IntentModel.load(path, self.encoder)
+        except (OSError, ValueError):
+            log.exception("model version %d of base %d cannot be read from %s", version_id, base, path)
+            return None
+        log.debug("loaded model version %d of base %d", version_id, base)
+        return model
 
     def _fresh(self, base: int, after: int) -> Fresh:
         """The newest examples since the model, encoded (their embeddings are kept for the next time)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trainerbot.errors import UserError
-from trainerbot.storage.database import is_postgres, open_database
+from trainerbot.storage.database import is_postgres, open_database, utc_now
 from trainerbot.types import GLOBAL_BASE
 
 if TYPE_CHECKING:
@@ -51,7 +51,9 @@ def copy_to_postgres(sqlite_path: Path, url: str) -> dict[str, int]:
             _check_versions(source, db)
             _check_empty(db, _tables(source))
             db.execute("DELETE FROM bases")  # the bot-wide row as migration 4 made it; SQLite's replaces it
-            return copy_rows(source, db)
+            copied = copy_rows(source, db)
+            copied["model_files"] = _copy_model_files(source, db, sqlite_path.parent)
+            return copied
     finally:
         source.close()
         target.close()
@@ -74,6 +76,22 @@ def copy_rows(source: sqlite3.Connection, target: Connection) -> dict[str, int]:
             copied[table] += len(batch)
         log.info("copied %d rows of %s", copied[table], table)
     _number_on(target, copied)
+    return copied
+
+
+def _copy_model_files(source: sqlite3.Connection, target: Connection, data_dir: Path) -> int:
+    """The trained models' files, into the database: bots and workers on other machines read them from there."""
+    copied = 0
+    for (relative,) in source.execute("SELECT DISTINCT path FROM model_versions ORDER BY path"):
+        path = data_dir / relative
+        if path.is_file():
+            target.execute(
+                "INSERT INTO model_files (path, data, created_at) VALUES (?, ?, ?) ON CONFLICT (path) DO NOTHING",
+                (relative, path.read_bytes(), utc_now()),
+            )
+            copied += 1
+        else:
+            log.warning("model file %s is missing: its version cannot answer on PostgreSQL either", path)
     return copied
 
 

@@ -363,6 +363,27 @@ def _m007_knowledge_revision(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE bases ADD COLUMN revision INTEGER NOT NULL DEFAULT 0")
 
 
+def _m008_many_processes(db: sqlite3.Connection) -> None:
+    # ``model_files``: trained models' files, for PostgreSQL. The worker that trains a model and the bots that
+    # answer with it may share no disk, so the file's bytes go in the database beside its version
+    # (storage/knowledge.py), and a process that lacks the file writes it to its own data directory before
+    # loading it. A bot on SQLite has one data directory and keeps its models there only: the table stays empty.
+    # ``handled_messages.direct``: whether a claimed message was a DM (1) or in a server (0), so that the
+    # process running shard 0 catches up DMs without asking Discord about the channels of other processes'
+    # servers; NULL for claims made before, which are asked about as they were.
+    _run_script(
+        db,
+        """
+        CREATE TABLE model_files (
+            path TEXT PRIMARY KEY,
+            data BLOB NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        ALTER TABLE handled_messages ADD COLUMN direct INTEGER
+        """,
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _m001_initial,
     _m002_conversations,
@@ -371,6 +392,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _m005_review,
     _m006_dashboard,
     _m007_knowledge_revision,
+    _m008_many_processes,
 ]
 
 

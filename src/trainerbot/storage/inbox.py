@@ -11,7 +11,7 @@ class HandledMessages:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def claim_message(self, message_id: int, channel_id: int, *, forget_before: int) -> bool:
+    def claim_message(self, message_id: int, channel_id: int, *, forget_before: int, direct: bool = False) -> bool:
         """Marks a message as taken on; False when it already was (an event delivered again).
 
         Claims with ids below ``forget_before`` are dropped in the same transaction (an index
@@ -20,8 +20,8 @@ class HandledMessages:
         with self.db.transaction() as db:
             db.execute("DELETE FROM handled_messages WHERE message_id < ?", (forget_before,))
             cursor = db.execute(
-                "INSERT INTO handled_messages (message_id, channel_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                (message_id, channel_id),
+                "INSERT INTO handled_messages (message_id, channel_id, direct) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                (message_id, channel_id, direct),
             )
             return cursor.rowcount == 1
 
@@ -53,6 +53,10 @@ class HandledMessages:
         return row["id"] if row else None
 
     def channels_handled_since(self, message_id: int) -> list[int]:
-        """Channels (DMs included) where a message newer than ``message_id`` was taken on."""
-        rows = self.db.query("SELECT DISTINCT channel_id FROM handled_messages WHERE message_id > ?", (message_id,))
+        """DM channels (and those of claims older than the ``direct`` mark) where a message newer than
+        ``message_id`` was taken on."""
+        rows = self.db.query(
+            "SELECT DISTINCT channel_id FROM handled_messages WHERE message_id > ? AND coalesce(direct, 1) = 1",
+            (message_id,),
+        )
         return [row["channel_id"] for row in rows]

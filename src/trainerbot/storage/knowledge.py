@@ -413,6 +413,19 @@ class Knowledge:
 
     # --- model versions ----------------------------------------------------------------------------
 
+    def save_model_file(self, path: str, data: bytes) -> None:
+        """A trained model's file, kept in the database for processes on other machines (PostgreSQL)."""
+        with self.db.transaction() as db:
+            db.execute(
+                "INSERT INTO model_files (path, data, created_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (path) DO UPDATE SET data = excluded.data",
+                (path, data, utc_now()),
+            )
+
+    def model_file(self, path: str) -> bytes | None:
+        row = self.db.query_one("SELECT data FROM model_files WHERE path = ?", (path,))
+        return bytes(row["data"]) if row else None
+
     def active_model(self, base: int) -> ModelVersion | None:
         row = self.db.query_one(
             "SELECT m.*, j.max_example_id AS trained_through, j.result FROM bases b"

@@ -177,7 +177,14 @@ class Inbox:
         """True the first time a message is seen; False when it was already taken on."""
         forget_before = time_snowflake(utcnow() - self.keep)
         claimed = await asyncio.get_running_loop().run_in_executor(
-            self._claims, partial(self.store.claim_message, message.id, message.channel.id, forget_before=forget_before)
+            self._claims,
+            partial(
+                self.store.claim_message,
+                message.id,
+                message.channel.id,
+                forget_before=forget_before,
+                direct=message.guild is None,
+            ),
         )
         if claimed:
             self._taken_here.add(message.id)

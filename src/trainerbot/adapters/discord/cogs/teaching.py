@@ -114,12 +114,15 @@ class Teaching(commands.Cog):
     async def on_ready(self) -> None:
         """After a restart, each channel that was waiting on a training job is told it was interrupted."""
         for channel_id, text in await in_thread(self.teaching.restart_notices):
+            # Whichever process starts first finds the jobs a kill cut off, also those started in servers of
+            # other processes' shards (or in a DM), which are not in this one's cache: REST reaches them by id.
             channel = self.bot.get_channel(channel_id)
-            if isinstance(channel, discord.abc.Messageable):
-                try:
-                    await channel.send(text, allowed_mentions=ALLOWED_MENTIONS)
-                except discord.HTTPException as exc:
-                    log.warning("could not tell channel %s about interrupted jobs: %s", channel_id, exc)
+            if not isinstance(channel, discord.abc.Messageable):
+                channel = self.bot.get_partial_messageable(channel_id)
+            try:
+                await channel.send(text, allowed_mentions=ALLOWED_MENTIONS)
+            except discord.HTTPException as exc:
+                log.warning("could not tell channel %s about interrupted jobs: %s", channel_id, exc)
 
     @commands.hybrid_command(usage="[JSON cases] (or an attached .json file)")
     @app_commands.describe(file="A .json file of test cases", cases='JSON: [{"input": ..., "output": ...}]')
