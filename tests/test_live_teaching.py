@@ -276,3 +276,28 @@ async def test_correct_then_ask_again_through_discord_with_no_training_between(
     assert (await first_reply(server, "when do you open?"))["content"] == "We open at 10am now."
     assert (await first_reply(server, "What time do you open"))["content"] == "We open at 10am now."
     assert [job.status for job in services.store.jobs.recent(server.guild_id)] == ["queued"]  # none ran
+
+
+def test_a_model_file_that_cannot_be_read_leaves_what_was_taught_since_answering(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A lost or damaged model file (a disk not shared as it should be) is logged; the reply is not dropped."""
+    data = tmp_path / "data"
+    services = make_services(data, quiet=0)
+    try:
+        services.teaching.train(ADMIN, "when do you open => We open at 9am.", [])
+        wait_for_model(services)
+        path = services.store.knowledge.active_model(A).path  # type: ignore[union-attr]
+    finally:
+        services.close()
+    (data / path).write_bytes(b"not a model")
+    again = make_services(data)
+    try:
+        with again.store.db.transaction() as db:  # on PostgreSQL, the copy kept for other machines goes too
+            db.execute("DELETE FROM model_files")
+        again.teaching.train(ADMIN, "where are you => At the old harbour.", [])
+        assert ask(again, "where are you?") == "At the old harbour."  # taught after the model: still answers
+        assert ask(again, "when do you open?") is None  # only the model knew it: no taught answer, no error
+        assert f"cannot be read from {data / path}" in caplog.text
+    finally:
+        again.close()
