@@ -168,3 +168,36 @@ def test_the_command_line_refuses_bad_shard_options(
     monkeypatch.setenv("DISCORD_TOKEN", "never-used")
     assert cli.main(["run", *options]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"trainerbot: {error}"]
+
+
+async def test_the_dashboard_of_a_process_on_some_shards_shows_every_server(settings: Settings) -> None:
+    """Its gateway sees only its shards' servers; the others' are asked of Discord's REST API, so a person
+    sees every server they share with the bot, with the rights Discord gives them there."""
+    import aiohttp
+
+    from trainerbot.adapters.web.directory import GatewayDirectory
+    from trainerbot.adapters.web.server import WebServer
+
+    here, elsewhere = spread_over_shards(2, 2)  # shard 0 runs in this process, shard 1 in another
+    async with (
+        FakeDiscord([here, elsewhere], shards=2) as server,
+        sharded_bot(settings.model_copy(update={"web_port": 0}), server, shard_count=2, shard_ids=[0]) as bot,
+    ):
+        assert bot.get_guild(elsewhere.guild_id) is None  # not this process's to hear
+        directory = GatewayDirectory(bot)
+        assert {s.id for s in await directory.servers()} == {here.guild_id, elsewhere.guild_id}
+        web = WebServer(bot.services, directory)
+        assert await web.start()
+        try:
+            store = bot.services.store
+            for person, status in ((elsewhere.admin, 200), (elsewhere.member, 403), (here.member, 404)):
+                token = store.web_sessions.create(person.id, person.username, operator=False, guilds=[], hours=1)
+                jar = aiohttp.CookieJar(unsafe=True)
+                jar.update_cookies({"trainerbot_session": web.dashboard.signer.sign(token)})
+                async with (
+                    aiohttp.ClientSession(web.dashboard.public_url, cookie_jar=jar) as http,
+                    http.get(f"/servers/{elsewhere.guild_id}/knowledge") as response,
+                ):
+                    assert response.status == status, person.username
+        finally:
+            await web.stop()

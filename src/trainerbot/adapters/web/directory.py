@@ -49,15 +49,27 @@ class Directory(Protocol):
 
 
 class GatewayDirectory:
-    """The running bot's view: its servers and their members, kept current by the gateway."""
+    """The running bot's view: its servers and their members, kept current by the gateway.
+
+    A process that runs some of the bot's shards sees only their servers; the others' are asked of Discord's
+    REST API with the same login (``RestDirectory``), so its dashboard shows a person every server they share
+    with the bot, as one process's does.
+    """
 
     def __init__(self, bot: TrainerBot, forget_after: float = 60.0) -> None:
         self.bot = bot
         self.forget_after = forget_after
         # (server, person) Discord said is not a member, and when: asked again only after ``forget_after``
         self._not_members: dict[tuple[int, int], float] = {}
+        self._elsewhere = RestDirectory(bot, owner_ids=(), remember=forget_after)
+
+    def _all_shards(self) -> bool:
+        ids, count = self.bot.shard_ids, self.bot.shard_count
+        return ids is None or count is None or len(set(ids)) >= count
 
     async def servers(self) -> list[Server]:
+        if not self._all_shards():
+            return await self._elsewhere.servers()
         return [Server(g.id, g.name) for g in self.bot.guilds]
 
     def is_owner(self, user_id: int) -> bool:
@@ -68,7 +80,7 @@ class GatewayDirectory:
     async def membership(self, server_id: int, user_id: int, seen: Collection[GuildSeen]) -> Membership | None:
         guild = self.bot.get_guild(server_id)
         if guild is None:
-            return None
+            return None if self._all_shards() else await self._elsewhere.membership(server_id, user_id, seen)
         member = guild.get_member(user_id)
         if member is None and guild.chunked:  # the cache holds every member: not one
             return None
