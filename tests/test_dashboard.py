@@ -120,12 +120,21 @@ async def test_every_change_needs_the_sessions_csrf_token_and_no_foreign_origin(
             assert "Nothing has been taught here yet" in " ".join(said(await response.text()))
 
 
-async def test_sign_in_attempts_are_limited(web: WebServer) -> None:
-    async with client(web) as http:
+async def test_sign_in_attempts_are_limited_across_every_dashboard_on_the_database(
+    web: WebServer, tmp_path: Path
+) -> None:
+    """Two dashboards (two processes, say) on one database: an address's attempts count together."""
+    other_services = core_services(tmp_path / "data", web_port=0)  # the same database, its own connection
+    other = WebServer(other_services, StoredDirectory(other_services.store.knowledge.bases, []))
+    assert await other.start()
+    try:
         statuses = []
-        for _ in range(12):
-            async with http.get("/signin/link/guess") as response:
+        for n in range(12):
+            async with client(web if n % 2 else other) as http, http.get("/signin/link/guess") as response:
                 statuses.append(response.status)
+    finally:
+        await other.stop()
+        other_services.close()
     assert statuses[:10] == [403] * 10
     assert statuses[10:] == [429, 429]
 

@@ -371,6 +371,8 @@ def _m008_many_processes(db: sqlite3.Connection) -> None:
     # ``handled_messages.direct``: whether a claimed message was a DM (1) or in a server (0), so that the
     # process running shard 0 catches up DMs without asking Discord about the channels of other processes'
     # servers; NULL for claims made before, which are asked about as they were.
+    # ``sign_in_attempts``: the dashboard's limit on sign-in attempts, shared by every dashboard on the database
+    # (the SHA-256 of the address, and when, in seconds since 1970: the machines' clocks, not one process's).
     _run_script(
         db,
         """
@@ -379,7 +381,12 @@ def _m008_many_processes(db: sqlite3.Connection) -> None:
             data BLOB NOT NULL,
             created_at TEXT NOT NULL
         );
-        ALTER TABLE handled_messages ADD COLUMN direct INTEGER
+        ALTER TABLE handled_messages ADD COLUMN direct INTEGER;
+        CREATE TABLE sign_in_attempts (
+            address TEXT NOT NULL,
+            at REAL NOT NULL
+        );
+        CREATE INDEX sign_in_attempts_address ON sign_in_attempts(address, at)
         """,
     )
 

@@ -40,6 +40,21 @@ class WebSessions:
     def __init__(self, db: Database) -> None:
         self.db = db
 
+    def attempt_sign_in(self, address: str, *, attempts: int, window: float) -> bool:
+        """Counts a sign-in attempt from ``address``; False (and not counted) past ``attempts`` in ``window`` s.
+
+        In the database, so that every dashboard on it counts together; attempts older than the window go.
+        """
+        now = datetime.now(UTC).timestamp()
+        digest = _digest(address)
+        with self.db.transaction() as db:
+            db.execute("DELETE FROM sign_in_attempts WHERE at < ?", (now - window,))
+            held = db.execute("SELECT count(*) FROM sign_in_attempts WHERE address = ?", (digest,)).fetchone()[0]
+            if held >= attempts:
+                return False
+            db.execute("INSERT INTO sign_in_attempts (address, at) VALUES (?, ?)", (digest, now))
+            return True
+
     def create(self, user_id: int, name: str, *, operator: bool, guilds: list[GuildSeen], hours: float) -> str:
         """A new session; returns the token for the cookie (only its digest is stored)."""
         token = secrets.token_urlsafe(32)

@@ -7,12 +7,12 @@ token's digest, with the session's expiry and its CSRF token.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
 import logging
 import secrets
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 import aiohttp
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from trainerbot.storage.sessions import GuildSeen
+from trainerbot.storage.sessions import GuildSeen, WebSessions
 
 log = logging.getLogger(__name__)
 
@@ -82,25 +82,18 @@ class OperatorLink:
 
 
 class SignInLimits:
-    """At most ``attempts`` sign-in attempts per address in ``window`` seconds (guessing links, replaying codes)."""
+    """At most ``attempts`` sign-in attempts per address in ``window`` seconds (guessing links, replaying codes),
+    counted in the database: several dashboards behind one address count together."""
 
-    def __init__(self, attempts: int = 10, window: float = 600.0, max_addresses: int = 10_000) -> None:
+    def __init__(self, sessions: WebSessions, attempts: int = 10, window: float = 600.0) -> None:
+        self.sessions = sessions
         self.attempts = attempts
         self.window = window
-        self.max_addresses = max_addresses
-        self._seen: dict[str, deque[float]] = {}
 
-    def allow(self, address: str) -> bool:
-        now = time.monotonic()
-        if len(self._seen) > self.max_addresses:  # forget addresses whose window has passed
-            self._seen = {a: q for a, q in self._seen.items() if q and now - q[-1] < self.window}
-        times = self._seen.setdefault(address, deque())
-        while times and now - times[0] > self.window:
-            times.popleft()
-        if len(times) >= self.attempts:
-            return False
-        times.append(now)
-        return True
+    async def allow(self, address: str) -> bool:
+        return await asyncio.to_thread(
+            self.sessions.attempt_sign_in, address, attempts=self.attempts, window=self.window
+        )
 
 
 @dataclass(frozen=True)

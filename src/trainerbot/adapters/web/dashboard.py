@@ -95,7 +95,7 @@ class Dashboard:
         self.public_url = public_url.rstrip("/")
         self.secure = self.public_url.startswith("https://")
         self.link = link if link is not None else OperatorLink()
-        self.limits = SignInLimits()
+        self.limits = SignInLimits(services.store.web_sessions)
         self.session_seconds = settings.web_session_hours * 3600
         secret = dashboard_secret(
             settings.web_secret.get_secret_value() if settings.web_secret else None, settings.data_dir

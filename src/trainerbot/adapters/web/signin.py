@@ -42,7 +42,7 @@ class SignIn:
     async def discord_callback(self, request: Request) -> Response:
         if self.web.oauth is None:
             raise NotFound()
-        if not self.web.limits.allow(_address(request)):
+        if not await self.web.limits.allow(_address(request)):
             raise HTTPException(429, "Too many sign-in attempts from here. Wait a few minutes and try again.")
         signed = request.cookies.get(STATE_COOKIE)
         expected = self.web.signer.unsign(signed, max_age=600) if signed else None
@@ -69,7 +69,7 @@ class SignIn:
         return response
 
     async def sign_in_link(self, request: Request) -> Response:
-        if not self.web.limits.allow(_address(request)):
+        if not await self.web.limits.allow(_address(request)):
             raise HTTPException(429, "Too many sign-in attempts from here. Wait a few minutes and try again.")
         if not self.web.link.take(request.path_params["token"]):
             raise HTTPException(403, "This sign-in link was used already or is wrong. Restart the bot for a new one.")
