@@ -11,6 +11,7 @@ import itertools
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ import psycopg
 
 class PostgresServer:
     def __init__(self) -> None:
+        # pgserver asks platformdirs for a runtime folder, which a CI machine may not have: harmless here.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
         import pgserver
 
         # Not under pytest's own temporary folder: as root, pgserver runs PostgreSQL as a user of its own,
