@@ -177,6 +177,9 @@ async def test_archive_zips_a_directory(discord_server: FakeDiscord, services: S
 # --- teaching ---------------------------------------------------------------------------
 
 
+# On PostgreSQL too: the jobs go to the task queue, the `trainerbot worker` processes the bot starts run them,
+# and the progress and the result reach Discord as they do from a training process.
+@pytest.mark.both_databases
 async def test_train_then_answer_then_correct_and_rate(discord_server: FakeDiscord, services: Services) -> None:
     done = await teach(
         discord_server,
@@ -292,6 +295,9 @@ async def test_test_command_reports_with_chart_and_json(discord_server: FakeDisc
     assert "line 1, column 32: invalid JSON" in broken["content"] and "^" in broken["content"]
 
 
+# On PostgreSQL too: the jobs go to the task queue, the `trainerbot worker` processes the bot starts run them,
+# and the progress and the result reach Discord as they do from a training process.
+@pytest.mark.both_databases
 async def test_jobs_job_model_and_rollback(discord_server: FakeDiscord) -> None:
     assert "No model has been trained for this server yet" in (await say(discord_server, "!model"))["content"]
     await teach(discord_server, "ping => pong\nping pong => table tennis")
