@@ -322,7 +322,7 @@ async def beside_the_bot(data_dir: Path, examples: int, count: int, clients: int
                         admin.id, admin.username, operator=False, guilds=seen, hours=1
                     )
                     figures = Figures(users=1)
-                    user = SimulatedUser(server, services, member, FIRST_CHANNEL_ID + 2, figures)
+                    user = SimulatedUser(server, services.store, member, FIRST_CHANNEL_ID + 2, figures)
                     await greetings(user, figures, 10)  # warm-up
                     idle = await greetings(user, figures, count)
                     spec = {

@@ -5,6 +5,9 @@ told apart, and acts like a person: sends a message, waits for the answer, sends
 is greetings, taught questions, feedback, 👍 on answers, questions for the chat engine, and a few
 heavy commands (a test run, a voice message, and a training job from the admins). Everything runs
 for real: discord.py, the fake Discord, SQLite, MiniLM, llama.cpp and Whisper.
+
+``run_load`` drives a bot in this process (``loaded_bot``); ``run_users`` is its part that needs only
+the fake Discord and the bot's store, which bench/scale.py uses to drive bots in processes of their own.
 """
 
 from __future__ import annotations
@@ -16,16 +19,18 @@ import os
 import random
 import statistics
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from tests.loopback_discord import FakeDiscord, FakeUser, GuildSetup, run_bot
-from tests.loopback_discord.payloads import EVERYONE_PERMISSIONS
+from tests.loopback_discord.payloads import EVERYONE_PERMISSIONS, GUILD_ID_STRIDE
 from trainerbot.app import Services, build_services
 from trainerbot.config import load_settings
+from trainerbot.storage.store import Store
 from trainerbot.types import Caller, Place
 
 TAUGHT = {
@@ -52,15 +57,30 @@ PROBLEMS = ("went wrong", "took too long", "failed while", "couldn't", "can't re
 
 def load_guild(users: int, admins: int = 2) -> GuildSetup:
     """A guild with ``users`` members, the first ``admins`` of them with the admin role, each with a channel."""
-    people = [
-        FakeUser(FIRST_USER_ID + n, f"user{n}", role_names=(ADMIN_ROLE,) if n < admins else ()) for n in range(users)
-    ]
-    setup = GuildSetup(
-        extra_users=people,
-        text_channels={"general": FIRST_CHANNEL_ID - 1, **{f"room-{n}": FIRST_CHANNEL_ID + n for n in range(users)}},
-    )
-    setup.roles[ADMIN_ROLE] = (900_000_000_000_000_303, EVERYONE_PERMISSIONS)
+    [setup] = load_guilds(users, admins=admins)
     return setup
+
+
+def load_guilds(users: int, guilds: int = 1, shard_count: int = 1, admins: int = 2) -> list[GuildSetup]:
+    """The ``users`` spread over ``guilds`` guilds in turn (user n in guild n % guilds), guild g on shard
+    g % ``shard_count``; users 0 to ``admins`` - 1 hold the admin role in theirs; user n's channel is
+    FIRST_CHANNEL_ID + n, whatever the guild. One guild is ``load_guild``'s, with the default guild's ids."""
+    setups = []
+    for g in range(guilds):
+        mine = range(g, users, guilds)
+        people = [FakeUser(FIRST_USER_ID + n, f"user{n}", role_names=(ADMIN_ROLE,) if n < admins else ()) for n in mine]
+        rooms = {f"room-{n}": FIRST_CHANNEL_ID + n for n in mine}
+        shift = g * GUILD_ID_STRIDE  # as GuildSetup.nth moves the rest of the guild's ids
+        setup = GuildSetup.on_shard(
+            g,
+            g % shard_count,
+            shard_count,
+            extra_users=people,
+            text_channels={"general": FIRST_CHANNEL_ID - 1 + shift, **rooms},
+        )
+        setup.roles[ADMIN_ROLE] = (900_000_000_000_000_303 + shift, EVERYONE_PERMISSIONS)
+        setups.append(setup)
+    return setups
 
 
 @asynccontextmanager
@@ -97,8 +117,12 @@ def rss_mb(services: Services | None = None) -> float:
 class Figures:
     users: int
     messages: int = 0
+    timed_messages: int = 0  # of ``messages``, those sent in the timed run (after the warm-up)
     seconds: float = 0.0
     hi_ms: list[float] = field(default_factory=list)
+    # The same greetings, from the message's creation to the answer's, both by the fake Discord's clock: the
+    # bot's part alone, without the time this process took to notice the answer.
+    hi_at_fake_ms: list[float] = field(default_factory=list)
     answer_ms: dict[str, list[float]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     slowed_down: int = 0  # cooldown replies: answers, not errors
@@ -108,18 +132,14 @@ class Figures:
     longest_line: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        hi = sorted(self.hi_ms)
         return {
             "users": self.users,
             "messages": self.messages,
             "seconds": round(self.seconds, 1),
+            "messages_per_s": round(self.timed_messages / self.seconds, 2) if self.seconds else None,
             "errors": len(self.errors),
-            "hi_ms": {
-                "n": len(hi),
-                "median": round(statistics.median(hi), 1) if hi else None,
-                "p99": round(hi[min(len(hi) - 1, int(0.99 * len(hi)))], 1) if hi else None,
-                "max": round(hi[-1], 1) if hi else None,
-            },
+            "hi_ms": spread(self.hi_ms),
+            "hi_at_fake_ms": spread(self.hi_at_fake_ms),
             "answer_median_ms": {k: round(statistics.median(v)) for k, v in self.answer_ms.items() if v},
             "slowed_down": self.slowed_down,
             "warm_up_turns": self.warm_up_turns,
@@ -128,6 +148,17 @@ class Figures:
             "rss_growth": round(self.rss_after_mb / self.rss_warm_mb - 1, 3) if self.rss_warm_mb else None,
             "longest_line": self.longest_line,
         }
+
+
+def spread(values: list[float]) -> dict[str, Any]:
+    """How many, the median, the 99th percentile and the largest."""
+    ordered = sorted(values)
+    return {
+        "n": len(ordered),
+        "median": round(statistics.median(ordered), 1) if ordered else None,
+        "p99": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 1) if ordered else None,
+        "max": round(ordered[-1], 1) if ordered else None,
+    }
 
 
 class ErrorLog(logging.Handler):
@@ -143,14 +174,13 @@ class ErrorLog(logging.Handler):
 
 
 class SimulatedUser:
-    def __init__(self, server: FakeDiscord, services: Services, user: FakeUser, channel_id: int, figures: Figures):
-        self.server, self.services, self.user, self.channel_id, self.figures = (
-            server,
-            services,
-            user,
-            channel_id,
-            figures,
-        )
+    """``store``: the bot's, where an answer is complete once stored (``services.store``, or the same database
+    opened by whoever drives a bot in another process)."""
+
+    def __init__(self, server: FakeDiscord, store: Store, user: FakeUser, channel_id: int, figures: Figures):
+        self.server, self.store, self.user, self.channel_id, self.figures = (server, store, user, channel_id, figures)
+        guild = server.guild_of(channel_id)
+        self.place = Place(guild.guild_id if guild is not None else None, channel_id)
         self.answers: list[dict[str, Any]] = []
 
     async def send(self, content: str, **kwargs: Any) -> dict[str, Any]:
@@ -163,18 +193,20 @@ class SimulatedUser:
         sent = await self.send(content, **kwargs)
         [reply, *_] = await self.server.wait_for_bot_messages(self.channel_id, after=sent["id"], timeout=120)
         self._note(kind, started, reply["content"])
+        if kind == "hi":
+            at_fake = datetime.fromisoformat(reply["timestamp"]) - datetime.fromisoformat(sent["timestamp"])
+            self.figures.hi_at_fake_ms.append(at_fake.total_seconds() * 1000)
         return reply
 
     async def ask(self, content: str, kind: str, **kwargs: Any) -> None:
         """A message the bot answers (taught answer, chat engine, voice): complete once stored."""
         started = time.perf_counter()
         sent = await self.send(content, **kwargs)
-        conversations = self.services.store.conversations
-        place = Place(self.server.guild_id, self.channel_id)
+        conversations = self.store.conversations
 
         def answered(candidates: list[dict[str, Any]]) -> dict[str, Any] | None:
             for message in candidates:
-                reply = conversations.reply(place, int(message["id"]))
+                reply = conversations.reply(self.place, int(message["id"]))
                 if reply is not None and reply.user_message_id == int(sent["id"]):
                     return message
                 if any(problem in message["content"] for problem in PROBLEMS):
@@ -260,57 +292,28 @@ async def run_load(
     voice_users: int = 3,
     fill_cache: bool = True,
 ) -> Figures:
-    """Warms up, reads memory, runs every user's plan at once, reads memory again; returns the figures.
+    """Teaches the bot in this process, then ``run_users``; the ERRORs the bot logs meanwhile count as errors.
 
     ``fill_cache``: warm up until the chat engine's state cache is nearly full (for memory figures).
     """
-    from tests.test_speech import to_ogg_opus
-
-    figures = Figures(users=users)
-    rng = random.Random(seed)
-    voice = to_ogg_opus(voice_clip.read_bytes()) if voice_clip is not None and voice_clip.exists() else None
-    people = [u for u in server.setup.extra_users if u.id >= FIRST_USER_ID][:users]
-    simulated = [
-        SimulatedUser(server, services, person, FIRST_CHANNEL_ID + n, figures) for n, person in enumerate(people)
-    ]
     errors = ErrorLog()
     logging.getLogger().addHandler(errors)
     try:
         await teach(services, server.guild_id)
-        # The warm-up: every user asks the chat engine until its state cache is full (below), and each
-        # heavy kind runs once, so that what is loaded on first use is loaded before memory is read.
-        # The local engine's cache of conversation states grows to its cap and stays there; most of
-        # the memory a run adds otherwise is that cache filling up, so the warm-up runs until it is nearly full.
-        for turn in range(8 if fill_cache else 1):
-            warm = [user.ask(CHATTER[(n + turn) % len(CHATTER)], "warm-up") for n, user in enumerate(simulated)]
-            await asyncio.gather(*warm)
-            figures.warm_up_turns = turn + 1
-            if getattr(services.engine, "cache_fill", 1.0) >= 0.9:  # engines without such a cache: one turn
-                break
-        await simulated[-1].act("test", rng, voice)
-        if voice is not None:
-            await simulated[-1].act("voice", rng, voice)
-        figures.rss_warm_mb = rss_mb(services)
-        started = time.perf_counter()
-        plans = [
-            plan(
-                n,
-                messages,
-                random.Random(rng.random()),
-                admin=ADMIN_ROLE in user.user.role_names,
-                voice=2 <= n < 2 + voice_users,  # the first two are admins
-            )
-            for n, user in enumerate(simulated)
-        ]
-
-        async def run(user: SimulatedUser, actions: list[str]) -> None:
-            user_rng = random.Random(user.user.id)
-            for action in actions:
-                await user.act(action, user_rng, voice)
-
-        await asyncio.gather(*(run(user, actions) for user, actions in zip(simulated, plans, strict=True)))
-        figures.seconds = time.perf_counter() - started
-        figures.rss_after_mb = rss_mb(services)
+        figures = await run_users(
+            server,
+            services.store,
+            users=users,
+            messages=messages,
+            seed=seed,
+            voice_clip=voice_clip,
+            voice_users=voice_users,
+            # The local engine's cache of conversation states grows to its cap and stays there; most of
+            # the memory a run adds otherwise is that cache filling up, so the warm-up runs until it is nearly full.
+            warm_up_turns=8 if fill_cache else 1,
+            cache_fill=lambda: getattr(services.engine, "cache_fill", 1.0),  # engines without such a cache: one turn
+            memory_mb=lambda: rss_mb(services),
+        )
     finally:
         logging.getLogger().removeHandler(errors)
     figures.errors += errors.records
@@ -319,4 +322,70 @@ async def run_load(
         "replies": queues.replies.longest_line,
         "transcriptions": queues.transcriptions.longest_line,
     }
+    return figures
+
+
+async def run_users(
+    server: FakeDiscord,
+    store: Store,
+    *,
+    users: int,
+    messages: int,
+    seed: int = 5,
+    voice_clip: Path | None = None,
+    voice_users: int = 3,
+    warm_up_turns: int = 1,
+    cache_fill: Callable[[], float] = lambda: 1.0,
+    memory_mb: Callable[[], float] = lambda: 0.0,
+) -> Figures:
+    """Warms up, reads memory, runs every user's plan at once, reads memory again; returns the figures.
+
+    The users are the load guilds' (``load_guilds``), in every guild of ``server``; the bot is taught already.
+    The warm-up: every user asks the chat engine, up to ``warm_up_turns`` times until ``cache_fill()`` is
+    0.9 or more, and each heavy kind runs once, so that what is loaded on first use is loaded before
+    ``memory_mb()`` is read.
+    """
+    from tests.test_speech import to_ogg_opus
+
+    figures = Figures(users=users)
+    rng = random.Random(seed)
+    voice = to_ogg_opus(voice_clip.read_bytes()) if voice_clip is not None and voice_clip.exists() else None
+    people = sorted(
+        (u for guild in server.guilds for u in guild.extra_users if u.id >= FIRST_USER_ID), key=lambda u: u.id
+    )
+    simulated = [
+        SimulatedUser(server, store, person, FIRST_CHANNEL_ID + n, figures) for n, person in enumerate(people[:users])
+    ]
+    for turn in range(warm_up_turns):
+        warm = [user.ask(CHATTER[(n + turn) % len(CHATTER)], "warm-up") for n, user in enumerate(simulated)]
+        await asyncio.gather(*warm)
+        figures.warm_up_turns = turn + 1
+        if cache_fill() >= 0.9:
+            break
+    await simulated[-1].act("test", rng, voice)
+    if voice is not None:
+        await simulated[-1].act("voice", rng, voice)
+    figures.rss_warm_mb = memory_mb()
+    before = figures.messages
+    started = time.perf_counter()
+    plans = [
+        plan(
+            n,
+            messages,
+            random.Random(rng.random()),
+            admin=ADMIN_ROLE in user.user.role_names,
+            voice=2 <= n < 2 + voice_users,  # the first two are admins
+        )
+        for n, user in enumerate(simulated)
+    ]
+
+    async def run(user: SimulatedUser, actions: list[str]) -> None:
+        user_rng = random.Random(user.user.id)
+        for action in actions:
+            await user.act(action, user_rng, voice)
+
+    await asyncio.gather(*(run(user, actions) for user, actions in zip(simulated, plans, strict=True)))
+    figures.seconds = time.perf_counter() - started
+    figures.timed_messages = figures.messages - before
+    figures.rss_after_mb = memory_mb()
     return figures
