@@ -198,6 +198,7 @@ def _fill_the_empty_tables(path: Path) -> None:
     """Rows in the tables 0.1.0 had no use for (a server's own settings, its review inbox, the dashboard's)."""
     with sqlite3.connect(path) as db:
         db.execute("INSERT INTO state VALUES ('copy-test', 'kept')")
+        db.execute("INSERT INTO sign_in_attempts (address, at) VALUES ('digest of an address', 1.5)")
         db.execute("UPDATE bases SET persona = 'Cheerful.', changed_by = ? WHERE id = ?", (OWNER, GUILD))
         topic = db.execute(
             "INSERT INTO review_topics (base, kind, status, vector_sum, created_at)"

@@ -104,7 +104,10 @@ class ChildProcess:
 
     @property
     def is_training_worker(self) -> bool:
-        """The ProcessPoolExecutor's spawned worker (not multiprocessing's resource tracker)."""
+        """The ProcessPoolExecutor's spawned worker (not multiprocessing's resource tracker), or with PostgreSQL
+        a `trainerbot worker` the bot started beside itself."""
+        if " worker --parent " in self.cmdline:
+            return True
         return "spawn_main" in self.cmdline and "resource_tracker" not in self.cmdline
 
 

@@ -67,10 +67,9 @@ def worker_is_gone(conn: psycopg.Connection[Any], job_id: int) -> bool:
 
 
 def on_the_queue(conn: psycopg.Connection[Any]) -> set[int]:
-    """The jobs with an entry waiting on the queue or taken by a worker (procrastinate's own table)."""
+    """The jobs with an entry waiting on the queue for a worker (procrastinate's own table)."""
     rows = conn.execute(
-        "SELECT (args->>'job_id')::bigint FROM procrastinate_jobs WHERE task_name = %s AND status IN ('todo', 'doing')",
-        (TASK,),
+        "SELECT (args->>'job_id')::bigint FROM procrastinate_jobs WHERE task_name = %s AND status = 'todo'", (TASK,)
     )
     return {row[0] for row in rows}
 
@@ -120,11 +119,11 @@ class QueuedRunner:
     def recover(self) -> list[Job]:
         """At start-up: the unfinished jobs no one has in hand (their bot or worker died) end as interrupted."""
         with psycopg.connect(self._url, autocommit=True) as conn:
-            queued = on_the_queue(conn)
-            ended = [
+            waiting = on_the_queue(conn)
+            ended = [  # running: its worker is gone; queued: neither on the queue nor held by a bot
                 (base, job_id)
-                for base, job_id in self._store.jobs.unfinished_ids()
-                if job_id not in queued and worker_is_gone(conn, job_id)
+                for base, job_id, status in self._store.jobs.unfinished_ids()
+                if (status == "running" or job_id not in waiting) and worker_is_gone(conn, job_id)
             ]
         interrupted = [job for base, job_id in ended if (job := self._store.jobs.interrupt(base, job_id, queued=True))]
         return interrupted

@@ -194,10 +194,10 @@ class Jobs:
         sql = f"SELECT id FROM jobs WHERE status IN ('succeeded', 'failed', 'interrupted') AND id IN ({marks})"
         return [row["id"] for row in self.db.query(sql, job_ids)]
 
-    def unfinished_ids(self) -> list[tuple[int, int]]:
-        """(base, job id) of every queued or running job."""
-        rows = self.db.query("SELECT base, id FROM jobs WHERE status IN ('queued', 'running') ORDER BY id")
-        return [(row["base"], row["id"]) for row in rows]
+    def unfinished_ids(self) -> list[tuple[int, int, str]]:
+        """(base, job id, status) of every queued or running job."""
+        rows = self.db.query("SELECT base, id, status FROM jobs WHERE status IN ('queued', 'running') ORDER BY id")
+        return [(row["base"], row["id"], row["status"]) for row in rows]
 
     def interrupt(self, base: int, job_id: int, *, queued: bool = False) -> Job | None:
         """A running job (or with ``queued``, a waiting one too) whose process is gone ends as interrupted,

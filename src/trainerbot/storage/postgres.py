@@ -19,7 +19,8 @@ rows readable by name and position, booleans stored as 0/1, sums as int or float
 Every transaction first takes one advisory lock, the counterpart of SQLite's ``BEGIN IMMEDIATE``: writers
 take turns, so the repositories' read-then-write steps (quotas, claims, counters) need no new reasoning
 on PostgreSQL, in one process or many. Transactions are short (milliseconds); docs/scaling.md says when
-that single queue of writers would need to become per-server.
+that single queue of writers would need to become per-server. Reads take no lock, and each process keeps
+a small pool of connections, so its threads' reads do not wait for one another.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Any
 import psycopg
 from psycopg.adapt import Dumper, Loader
 from psycopg.pq import Format
+from psycopg_pool import ConnectionPool
 
 from trainerbot.storage.database import ProcessLock, migrate
 
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 
 WRITERS_LOCK = 0x7472_6169_6E65  # "traine": the advisory lock every transaction takes
 PROCESS_LOCK = 0x7472_6169_6E66  # held shared by every process that runs training jobs
+POOL_SIZE = 4  # connections a process keeps open: its threads read side by side
 
 _FUNCTIONS = (
     "CREATE OR REPLACE FUNCTION casefold(text) RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE RETURN lower($1)",
@@ -155,6 +158,11 @@ class _Number(Loader):
         return float(text) if b"." in text or b"e" in text.lower() else int(text)
 
 
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    conn.adapters.register_dumper(bool, _BoolAsInteger)
+    conn.adapters.register_loader("numeric", _Number)
+
+
 class _Cursor:
     """The slice of sqlite3's cursor the repositories use: rows, ``rowcount``."""
 
@@ -195,55 +203,62 @@ class Connection:
 
 
 class PostgresDatabase:
-    """One PostgreSQL connection shared by the process's threads through a lock, as the SQLite one is."""
+    """A few pooled PostgreSQL connections shared by the process's threads.
+
+    Reads run side by side, each on a connection of the pool (a question's reads never queue behind
+    another's statements); transactions take turns through the advisory lock. A thread inside a
+    transaction reads on its own connection, so it sees what it wrote, as on SQLite's one connection.
+    """
 
     dialect = "postgresql"
     path = None
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pool_size: int = POOL_SIZE) -> None:
         self.address = url
-        self._lock = threading.RLock()
-        self._conn = self._connect()
+        self._held = threading.local()  # the connection of the transaction this thread is in, if any
+        self._pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            kwargs={"autocommit": True, "connect_timeout": 10},
+            configure=_configure,
+            name="trainerbot",
+            open=True,
+        )
         with self.transaction() as db:
             for statement in _FUNCTIONS:
                 db.execute(statement)
             migrate(db)
 
-    def _connect(self) -> psycopg.Connection[Any]:
-        conn = psycopg.connect(self.address, autocommit=True, connect_timeout=10)
-        conn.adapters.register_dumper(bool, _BoolAsInteger)
-        conn.adapters.register_loader("numeric", _Number)
-        return conn
-
-    def _connection(self) -> psycopg.Connection[Any]:
-        # A server restart or a dropped connection breaks it for good; the next statement reconnects.
-        if self._conn.closed or self._conn.broken:
-            log.warning("the PostgreSQL connection was lost; connecting again")
-            self._conn = self._connect()
-        return self._conn
-
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         """All or nothing, and one writer at a time across every process on the database."""
-        with self._lock:
-            conn = self._connection()
-            conn.execute("BEGIN")
+        if getattr(self._held, "conn", None) is not None:
+            raise RuntimeError("a transaction inside a transaction")  # as SQLite refuses one
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITERS_LOCK,))
+            self._held.conn = conn
             try:
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITERS_LOCK,))
                 yield Connection(conn)
-            except BaseException:
-                if not conn.broken:
-                    conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+            finally:
+                self._held.conn = None
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        held = getattr(self._held, "conn", None)
+        if held is not None:
+            yield Connection(held)
+            return
+        with self._pool.connection() as conn:  # a broken connection goes back to be replaced, not reused
+            yield Connection(conn)
 
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
-        with self._lock:
-            return Connection(self._connection()).execute(sql, params).fetchall()
+        with self._reading() as db:
+            return db.execute(sql, params).fetchall()
 
     def query_one(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
-        with self._lock:
-            return Connection(self._connection()).execute(sql, params).fetchone()
+        with self._reading() as db:
+            return db.execute(sql, params).fetchone()
 
     def join_training_processes(self) -> ProcessLock:
         """Says, until released, that this process runs training jobs on the database (learning/jobs.py).
@@ -259,5 +274,4 @@ class PostgresDatabase:
         return ProcessLock(alone=alone, release=conn.close)
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self._pool.close()
