@@ -49,7 +49,8 @@ class Conversations:
         source: str | None = None,
     ) -> int:
         """Stores a turn; a user's message already stored (taken up again after a restart) is not stored twice."""
-        with self.db.transaction() as db:
+        # Only the process that claimed the message stores its turns: no other writer to wait for.
+        with self.db.transaction(serialized=False) as db:
             if role == "user" and message_id is not None:
                 row = db.execute(
                     "SELECT id FROM chat_turns WHERE conversation_id = ? AND role = 'user' AND message_id = ?",
@@ -64,7 +65,7 @@ class Conversations:
             ).fetchone()[0]
 
     def set_turn_context(self, turn_id: int, context: str | None) -> None:
-        with self.db.transaction() as db:
+        with self.db.transaction(serialized=False) as db:
             db.execute("UPDATE chat_turns SET context = ? WHERE id = ?", (context, turn_id))
 
     def record_answer(
@@ -79,7 +80,7 @@ class Conversations:
     ) -> int:
         """The bot's turn and the messages that carried it, stored together; returns the turn's id."""
         now = utc_now()
-        with self.db.transaction() as db:
+        with self.db.transaction(serialized=False) as db:  # written, not read: no other writer to wait for
             turn_id = db.execute(
                 "INSERT INTO chat_turns (conversation_id, guild_id, user_id, role, content, message_id, reply_to,"
                 " source, created_at) VALUES (?, ?, ?, 'assistant', ?, ?, ?, ?, ?) RETURNING id",

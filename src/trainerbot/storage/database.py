@@ -461,8 +461,12 @@ class Database:
             migrate(db)
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """All or nothing: the block's writes commit together or not at all."""
+    def transaction(self, *, serialized: bool = True) -> Iterator[sqlite3.Connection]:
+        """All or nothing: the block's writes commit together or not at all.
+
+        SQLite has one writer at a time whatever ``serialized`` says (PostgreSQL's lets some writes run
+        side by side: storage/postgres.py).
+        """
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:

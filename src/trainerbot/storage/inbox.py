@@ -17,7 +17,8 @@ class HandledMessages:
         Claims with ids below ``forget_before`` are dropped in the same transaction (an index
         range, so nearly free when there are none).
         """
-        with self.db.transaction() as db:
+        # A claim reads nothing first: the insert that finds the row there already is the answer.
+        with self.db.transaction(serialized=False) as db:
             db.execute("DELETE FROM handled_messages WHERE message_id < ?", (forget_before,))
             cursor = db.execute(
                 "INSERT INTO handled_messages (message_id, channel_id, direct) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
@@ -36,7 +37,7 @@ class HandledMessages:
 
     def finish_message(self, message_id: int) -> None:
         """The message's handling ended (answered, or refused with a reason)."""
-        with self.db.transaction() as db:
+        with self.db.transaction(serialized=False) as db:
             db.execute("UPDATE handled_messages SET finished = 1 WHERE message_id = ?", (message_id,))
 
     def unfinished_among(self, message_ids: Sequence[int]) -> set[int]:

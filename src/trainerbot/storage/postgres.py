@@ -231,12 +231,17 @@ class PostgresDatabase:
             migrate(db)
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        """All or nothing, and one writer at a time across every process on the database."""
+    def transaction(self, *, serialized: bool = True) -> Iterator[Connection]:
+        """All or nothing, and one writer at a time across every process on the database.
+
+        ``serialized=False``: a write that reads nothing another writer could change meanwhile (the rows of
+        one message, which only the process that claimed it writes) does not wait its turn.
+        """
         if getattr(self._held, "conn", None) is not None:
             raise RuntimeError("a transaction inside a transaction")  # as SQLite refuses one
         with self._pool.connection() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITERS_LOCK,))
+            if serialized:
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITERS_LOCK,))
             self._held.conn = conn
             try:
                 yield Connection(conn)
