@@ -144,6 +144,7 @@ async def edit_until_done(
 
 
 TAKEN_HERE_PRUNED_AT = 10_000  # message ids remembered before the older ones are forgotten
+CLAIM_LANES = 4  # threads claiming messages side by side, each for its share of the channels
 
 
 class Inbox:
@@ -165,9 +166,13 @@ class Inbox:
         self.reading_at_once = reading_at_once  # channel histories read at once: Discord limits the bot's requests
         # Shared by the catch-ups of all shards, which start together.
         self._reading = asyncio.Semaphore(reading_at_once)
-        # One thread for every claim: they finish in the order messages arrived, so the handlers that
-        # wait on them go on in that order too (a conversation's turns must not swap places).
-        self._claims = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inbox")
+        # A channel's claims go through one thread: they finish in the order its messages arrived, so the
+        # handlers that wait on them go on in that order too (a conversation's turns must not swap places).
+        # Several channels' claims go side by side, on CLAIM_LANES threads: on PostgreSQL a claim is a round
+        # trip to the server, and 50 people writing at once would otherwise wait for each other's.
+        self._lanes = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"inbox-{lane}") for lane in range(CLAIM_LANES)
+        ]
         # Taken on by this process, finished or not: a restart cut none of these off. Kept past their
         # finish, since a catch-up's snapshot of unfinished messages may predate it; forgotten once older
         # than a catch-up looks back.
@@ -177,7 +182,7 @@ class Inbox:
         """True the first time a message is seen; False when it was already taken on."""
         forget_before = time_snowflake(utcnow() - self.keep)
         claimed = await asyncio.get_running_loop().run_in_executor(
-            self._claims,
+            self._lane(message),
             partial(
                 self.store.claim_message,
                 message.id,
@@ -195,10 +200,14 @@ class Inbox:
 
     async def finish(self, message: discord.Message) -> None:
         """The message was handled to the end; a restart from now on leaves it alone."""
-        await asyncio.get_running_loop().run_in_executor(self._claims, self.store.finish_message, message.id)
+        await asyncio.get_running_loop().run_in_executor(self._lane(message), self.store.finish_message, message.id)
+
+    def _lane(self, message: discord.Message) -> ThreadPoolExecutor:
+        return self._lanes[message.channel.id % len(self._lanes)]
 
     def close(self) -> None:
-        self._claims.shutdown(wait=False)
+        for lane in self._lanes:
+            lane.shutdown(wait=False)
 
     async def catch_up(
         self,
