@@ -60,11 +60,17 @@ def database_url(
     if database_engine == "sqlite":
         yield None
         return
-    server: PostgresServer = request.getfixturevalue("postgres_server")
-    url = server.new_database()
+    url = request.getfixturevalue("postgres_url")
     monkeypatch.setenv("TRAINERBOT_DATABASE_URL", url)
     yield url
-    server.drop(url)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A new, empty PostgreSQL database of the test's own, dropped afterwards."""
+    url = postgres_server.new_database()
+    yield url
+    postgres_server.drop(url)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import psycopg
 import pytest
 
 from tests.conftest import core_services
-from tests.databases import PostgresServer, table_names
+from tests.databases import table_names
 from tests.test_migrations import DM, GUILD, MEMBER, OTHER_GUILD, OWNER, RELEASE, ROWS_0_1_0
 from trainerbot import cli
 from trainerbot.app import Services, build_services
@@ -32,13 +31,6 @@ from trainerbot.types import GLOBAL_BASE, Caller, Example
 
 SERVERS = (GUILD, OTHER_GUILD, None)  # the server that used the bot, a server new to it, DMs and the console
 NOW = "2026-12-01T10:00:00.000+00:00"
-
-
-@pytest.fixture
-def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
-    url = postgres_server.new_database()
-    yield url
-    postgres_server.drop(url)
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ import psycopg
 import pytest
 
 from tests.conftest import core_services
-from tests.databases import PostgresServer
 from trainerbot.app import Services
 from trainerbot.core.conversation import Where
 from trainerbot.types import Caller, Job
@@ -44,15 +43,10 @@ def wait_for(condition: Callable[[], T], what: str, timeout: float = 120) -> T:
 
 
 @pytest.fixture
-def database(postgres_server: PostgresServer) -> Iterator[str]:
-    url = postgres_server.new_database()
-    yield url
-    postgres_server.drop(url)
-
-
-@pytest.fixture
-def bot(tmp_path: Path, database: str) -> Iterator[Services]:
-    services = core_services(tmp_path / "data", database_url=database, training_workers=0, auto_train_quiet_seconds=600)
+def bot(tmp_path: Path, postgres_url: str) -> Iterator[Services]:
+    services = core_services(
+        tmp_path / "data", database_url=postgres_url, training_workers=0, auto_train_quiet_seconds=600
+    )
     yield services
     services.close()
 
@@ -60,8 +54,8 @@ def bot(tmp_path: Path, database: str) -> Iterator[Services]:
 class Workers:
     """`trainerbot worker` processes on the bot's database and (shared) data directory."""
 
-    def __init__(self, data_dir: Path, database: str) -> None:
-        self.env = {**os.environ, "TRAINERBOT_DATABASE_URL": database, "TRAINERBOT_DATA_DIR": str(data_dir)}
+    def __init__(self, data_dir: Path, postgres_url: str) -> None:
+        self.env = {**os.environ, "TRAINERBOT_DATABASE_URL": postgres_url, "TRAINERBOT_DATA_DIR": str(data_dir)}
         self.log = data_dir / "trainerbot.log"
         self.processes: list[subprocess.Popen[bytes]] = []
 
@@ -77,9 +71,9 @@ class Workers:
 
 
 @pytest.fixture
-def workers(tmp_path: Path, database: str) -> Iterator[Workers]:
+def workers(tmp_path: Path, postgres_url: str) -> Iterator[Workers]:
     """Workers as on another machine: a data directory of their own; the models reach the bot through the database."""
-    started = Workers(tmp_path / "worker-machine", database)
+    started = Workers(tmp_path / "worker-machine", postgres_url)
     yield started
     started.stop()
 
@@ -137,19 +131,19 @@ def test_a_worker_killed_mid_job_leaves_it_interrupted_and_retryable(bot: Servic
     assert ask(bot, "question number 7") == "answer 7"
 
 
-def test_a_restarted_bot_leaves_queued_jobs_to_the_workers(tmp_path: Path, database: str) -> None:
+def test_a_restarted_bot_leaves_queued_jobs_to_the_workers(tmp_path: Path, postgres_url: str) -> None:
     data = tmp_path / "data"
-    first = core_services(data, database_url=database, training_workers=0, auto_train_quiet_seconds=600)
+    first = core_services(data, database_url=postgres_url, training_workers=0, auto_train_quiet_seconds=600)
     first.teaching.train(ADMIN_A, LESSON, [])
     queued = first.teaching.retrain(ADMIN_A)
     waiting = first.teaching.train(ADMIN_B, "hello => Hi from B.", [])  # waits for its quiet spell, in memory
     first.close()
-    again = core_services(data, database_url=database, training_workers=0, auto_train_quiet_seconds=600)
+    again = core_services(data, database_url=postgres_url, training_workers=0, auto_train_quiet_seconds=600)
     try:
         # On the queue: it stays queued for a worker. Held only by the bot that is gone: interrupted.
         assert again.store.jobs.job(A, queued.job_id).status == "queued"  # type: ignore[union-attr]
         assert again.store.jobs.job(B, waiting.job_id).status == "interrupted"  # type: ignore[union-attr]
-        workers = Workers(data, database)
+        workers = Workers(data, postgres_url)
         workers.start()
         try:
             job = wait_for(lambda: ended(again, A, queued.job_id), "the queued job")
@@ -183,11 +177,11 @@ def test_a_worker_needs_postgresql_and_says_so(tmp_path: Path) -> None:
 
 
 def test_a_model_activated_in_one_process_answers_in_another_at_once(
-    bot: Services, workers: Workers, database: str
+    bot: Services, workers: Workers, postgres_url: str
 ) -> None:
     """Each prediction asks the database which version is active (two indexed reads), so no message between
     processes is needed: the other process's next answer comes from the new model."""
-    other = core_services(bot.settings.data_dir, database_url=database, training_workers=0)
+    other = core_services(bot.settings.data_dir, database_url=postgres_url, training_workers=0)
     try:
         workers.start()
         bot.teaching.train(ADMIN_A, "when do you open => We open at 9am.", [])
