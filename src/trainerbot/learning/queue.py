@@ -147,16 +147,16 @@ class QueuedRunner:
     def position(self, job_id: int | None) -> tuple[int, bool]:
         """How many queue entries a worker takes before this job's (all of them for None: a job not yet
         queued), and whether every live worker is busy now."""
-        with psycopg.connect(self._url, autocommit=True) as conn:
-            entries = conn.execute(
-                "SELECT id, priority, status, (args->>'job_id')::bigint FROM procrastinate_jobs"
-                " WHERE task_name = %s AND status IN ('todo', 'doing')",
-                (TASK,),
-            ).fetchall()
-            workers = conn.execute(
-                "SELECT count(*) FROM procrastinate_workers WHERE last_heartbeat > now() - make_interval(secs => %s)",
-                (STALLED_SECONDS,),
-            ).fetchone()[0]
+        db = self._store.db  # the pool's connections: this is asked at every look at a queued job
+        entries = db.query(
+            "SELECT id, priority, status, CAST(args->>'job_id' AS BIGINT) FROM procrastinate_jobs"
+            " WHERE task_name = ? AND status IN ('todo', 'doing')",
+            (TASK,),
+        )
+        workers = db.query_one(
+            "SELECT count(*) FROM procrastinate_workers WHERE last_heartbeat > now() - make_interval(secs => ?)",
+            (STALLED_SECONDS,),
+        )[0]
         todo = [(-priority, entry) for entry, priority, status, _ in entries if status == "todo"]
         # With no worker alive yet (they are starting), the entries ahead are all there is to wait for.
         busy = 0 < workers <= sum(1 for *_, status, _ in entries if status == "doing")
