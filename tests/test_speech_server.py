@@ -13,13 +13,13 @@ import re
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
-from tests.loopback_discord.server import serve_on_loopback
+from tests.loopback_discord.server import one_route_on_loopback
 from trainerbot.config import load_settings
 from trainerbot.errors import SpeechUnavailable
 from trainerbot.speech.audio import decode
@@ -92,16 +92,6 @@ def test_a_speech_server_that_is_down_is_said_plainly() -> None:
         engine.transcribe(decode(data, "cards_001.wav", max_seconds=60))
 
 
-async def _server(handler: web.RequestHandler) -> AsyncIterator[str]:
-    app = web.Application()
-    app.router.add_post("/v1/audio/transcriptions", handler)
-    runner, port = await serve_on_loopback(app)
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        await runner.cleanup()
-
-
 async def test_a_failing_or_slow_speech_server_is_said_plainly() -> None:
     async def broken(request: web.Request) -> web.Response:
         await request.read()
@@ -118,7 +108,7 @@ async def test_a_failing_or_slow_speech_server_is_said_plainly() -> None:
         (broken, "The speech server answered with an error (HTTP 500)"),
         (slow, "The speech server took too long to answer"),
     ):
-        async for base_url in _server(handler):
+        async for base_url in one_route_on_loopback("/v1/audio/transcriptions", handler):
             engine = OpenAISpeechEngine(model="whisper-1", base_url=base_url, timeout=1)
             with pytest.raises(SpeechUnavailable, match=re.escape(said)):
                 await asyncio.to_thread(engine.transcribe, audio)

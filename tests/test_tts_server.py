@@ -17,14 +17,14 @@ import re
 import subprocess
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import jiwer
 import pytest
 from aiohttp import web
 
-from tests.loopback_discord.server import serve_on_loopback
+from tests.loopback_discord.server import one_route_on_loopback
 from tests.test_speech import words
 from tests.test_speech_server import free_port
 from tests.test_tts import SENTENCES
@@ -133,16 +133,6 @@ def test_a_voice_server_that_is_down_is_said_plainly() -> None:
         list(engine.speak("Hello there."))
 
 
-async def _server(handler: web.RequestHandler) -> AsyncIterator[str]:
-    app = web.Application()
-    app.router.add_post("/v1/audio/speech", handler)
-    runner, port = await serve_on_loopback(app)
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        await runner.cleanup()
-
-
 async def test_a_failing_slow_or_garbled_voice_server_is_said_plainly() -> None:
     asked: list[dict] = []
 
@@ -164,7 +154,7 @@ async def test_a_failing_slow_or_garbled_voice_server_is_said_plainly() -> None:
         (slow, "The voice server took too long to answer"),
         (garbled, "The voice server sent audio the bot could not play"),
     ):
-        async for base_url in _server(handler):
+        async for base_url in one_route_on_loopback("/v1/audio/speech", handler):
             engine = OpenAIVoiceEngine(model="tts-1", voice="nova", base_url=base_url, timeout=1)
             with pytest.raises(SpeechUnavailable, match=re.escape(said)):
                 await asyncio.to_thread(list, engine.speak("Hello there. And more."))
@@ -192,7 +182,7 @@ async def test_other_audio_from_a_server_is_converted() -> None:
                 container.mux(packet)
         return web.Response(body=out.getvalue(), content_type="audio/wav")
 
-    async for base_url in _server(stereo_float):
+    async for base_url in one_route_on_loopback("/v1/audio/speech", stereo_float):
         engine = OpenAIVoiceEngine(model="tts-1", voice="alloy", base_url=base_url, timeout=5)
         [piece] = await asyncio.to_thread(list, engine.speak("One second of tone."))
         engine.close()

@@ -54,6 +54,20 @@ async def serve_on_loopback(app: web.Application) -> tuple[web.AppRunner, int]:
     return runner, runner.addresses[0][1]
 
 
+async def one_route_on_loopback(path: str, handler: Any) -> AsyncIterator[str]:
+    """A server with one POST route (a stand-in for a failing or odd API); yields its base URL ``.../v1``.
+
+    Used as ``async for base_url in one_route_on_loopback("/v1/audio/speech", handler):``.
+    """
+    app = web.Application()
+    app.router.add_post(path, handler)
+    runner, port = await serve_on_loopback(app)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        await runner.cleanup()
+
+
 class FakeDiscord:
     """The fake Discord: REST + gateway + in-memory state + the test-side API.
 
